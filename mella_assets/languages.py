@@ -1,0 +1,177 @@
+"""The language registry and the language partitions every per-language asset uses.
+
+The eight languages of the MELLA paper are the default. A deployment picks its own list with
+``MELLA_LANGUAGES`` (comma-separated codes, e.g. ``ar,cs,uk``) and may describe languages the registry does not
+know in a JSON file named by ``MELLA_LANGUAGES_FILE`` (a list of objects with the fields of :class:`Language`).
+The list is read when the code location loads, so the partitions shown in the UI always match it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import dagster as dg
+
+DEFAULT_LANGUAGE_CODES: tuple[str, ...] = ("ar", "cs", "hu", "ko", "ru", "sr", "th", "vi")
+
+
+@dataclass(frozen=True)
+class Language:
+    """Facts the pipeline needs about one language (see DESIGN §4)."""
+
+    code: str  # ISO 639-1
+    name: str  # English name
+    scripts: tuple[str, ...]  # ISO 15924 scripts the language is written in, preferred first
+    nllb_code: str  # NLLB-200 / FLORES-200 code the translator targets
+    word_tokenizer: str = "regex"  # "regex", "pythainlp" (no spaces between words) or "kiwi" (Korean morphemes)
+    stemmer: str | None = None  # PyStemmer algorithm name, None where Snowball has none
+    # Language-ID labels (ISO 639-1) that count as this language. Serbian in Latin script is read as Croatian or
+    # Bosnian by every detector we measured (MEASURED.md), so those labels count as Serbian *for sr only*.
+    langid_labels: tuple[str, ...] = ()
+    # Alt-text length bounds in characters. Hangul syllables and Thai (no spaces) pack more meaning per
+    # character than Latin or Cyrillic, so their bounds are lower.
+    min_alt_chars: int = 8
+    max_alt_chars: int = 250
+    # Words that mark an alt text as page furniture rather than a description (matched case-insensitively as
+    # whole words; the English ones are checked for every language).
+    boilerplate_words: tuple[str, ...] = ()
+    # Native-script characters that only this language uses among the configured ones (a cheap, exact prior).
+    marker_chars: str = ""
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Language-ID labels accepted for this language, its own code first."""
+        return (self.code, *[label for label in self.langid_labels if label != self.code])
+
+
+REGISTRY: dict[str, Language] = {
+    language.code: language
+    for language in [
+        Language(
+            code="ar",
+            name="Arabic",
+            scripts=("Arab",),
+            nllb_code="arb_Arab",
+            stemmer="arabic",
+            min_alt_chars=6,
+            boilerplate_words=("شعار", "أيقونة", "لافتة", "إعلان", "صورة رمزية", "زر"),
+        ),
+        Language(
+            code="cs",
+            name="Czech",
+            scripts=("Latn",),
+            nllb_code="ces_Latn",
+            stemmer="czech",
+            boilerplate_words=("logo", "ikona", "ikonka", "banner", "reklama", "avatar", "tlačítko"),
+            marker_chars="ěůřťď",
+        ),
+        Language(
+            code="hu",
+            name="Hungarian",
+            scripts=("Latn",),
+            nllb_code="hun_Latn",
+            stemmer="hungarian",
+            boilerplate_words=("logó", "logo", "ikon", "banner", "reklám", "hirdetés", "avatar", "gomb"),
+            marker_chars="őű",
+        ),
+        Language(
+            code="ko",
+            name="Korean",
+            scripts=("Hang",),
+            nllb_code="kor_Hang",
+            word_tokenizer="kiwi",
+            min_alt_chars=4,
+            max_alt_chars=150,
+            boilerplate_words=("로고", "아이콘", "배너", "광고", "버튼", "프로필"),
+        ),
+        Language(
+            code="ru",
+            name="Russian",
+            scripts=("Cyrl",),
+            nllb_code="rus_Cyrl",
+            stemmer="russian",
+            boilerplate_words=("логотип", "лого", "иконка", "значок", "баннер", "реклама", "аватар", "кнопка"),
+            marker_chars="ыэъё",
+        ),
+        Language(
+            code="sr",
+            name="Serbian",
+            scripts=("Cyrl", "Latn"),
+            nllb_code="srp_Cyrl",  # NLLB has no Latin-script Serbian: translate to Cyrillic, transliterate
+            stemmer="serbian",
+            langid_labels=("hr", "bs"),
+            boilerplate_words=("логотип", "лого", "logo", "икона", "ikona", "банер", "baner", "реклама", "reklama"),
+            marker_chars="ђјљњћџ",
+        ),
+        Language(
+            code="th",
+            name="Thai",
+            scripts=("Thai",),
+            nllb_code="tha_Thai",
+            word_tokenizer="pythainlp",
+            min_alt_chars=5,
+            max_alt_chars=200,
+            boilerplate_words=("โลโก้", "ไอคอน", "แบนเนอร์", "โฆษณา", "ปุ่ม"),
+        ),
+        Language(
+            code="vi",
+            name="Vietnamese",
+            scripts=("Latn",),
+            nllb_code="vie_Latn",
+            boilerplate_words=("biểu tượng", "logo", "ảnh đại diện", "quảng cáo", "nút"),
+            marker_chars="ơưđ",
+        ),
+        # Known beyond the paper's eight, ready for MELLA_LANGUAGES.
+        Language(
+            code="uk",
+            name="Ukrainian",
+            scripts=("Cyrl",),
+            nllb_code="ukr_Cyrl",
+            boilerplate_words=("логотип", "іконка", "банер", "реклама", "аватар", "кнопка"),
+            marker_chars="їєґі",
+        ),
+        Language(
+            code="sw",
+            name="Swahili",
+            scripts=("Latn",),
+            nllb_code="swh_Latn",
+            boilerplate_words=("nembo", "ikoni", "bango", "tangazo", "kitufe"),
+        ),
+    ]
+}
+
+
+def load_languages(codes: str | None = None, languages_file: str | None = None) -> dict[str, Language]:
+    """The configured languages, in the configured order.
+
+    ``codes`` defaults to ``MELLA_LANGUAGES`` (else the paper's eight); ``languages_file`` to
+    ``MELLA_LANGUAGES_FILE``. Unknown codes are an error that names the way to describe them.
+    """
+    registry = dict(REGISTRY)
+    languages_file = languages_file if languages_file is not None else os.environ.get("MELLA_LANGUAGES_FILE")
+    if languages_file:
+        known = {f.name for f in fields(Language)}
+        for record in json.loads(Path(languages_file).read_text(encoding="utf-8")):
+            unknown = set(record) - known
+            if unknown:
+                raise ValueError(f"{languages_file}: unknown Language fields {sorted(unknown)}")
+            for key in ("scripts", "langid_labels", "boilerplate_words"):
+                if key in record:
+                    record[key] = tuple(record[key])
+            registry[record["code"]] = Language(**record)
+    raw = codes if codes is not None else os.environ.get("MELLA_LANGUAGES", "")
+    wanted = [c.strip() for c in raw.split(",") if c.strip()] or list(DEFAULT_LANGUAGE_CODES)
+    missing = [c for c in wanted if c not in registry]
+    if missing:
+        raise ValueError(
+            f"unknown language code(s) {missing}; describe them in a JSON file named by MELLA_LANGUAGES_FILE"
+        )
+    return {code: registry[code] for code in dict.fromkeys(wanted)}
+
+
+LANGUAGES: dict[str, Language] = load_languages()
+LANGUAGE_PARTITIONS = dg.StaticPartitionsDefinition(list(LANGUAGES))
