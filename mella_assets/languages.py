@@ -94,7 +94,16 @@ REGISTRY: dict[str, Language] = {
             scripts=("Cyrl",),
             nllb_code="rus_Cyrl",
             stemmer="russian",
-            boilerplate_words=("логотип", "лого", "иконка", "значок", "баннер", "реклама", "аватар", "кнопка"),
+            boilerplate_words=(
+                "логотип",
+                "лого",
+                "иконка",
+                "значок",
+                "баннер",
+                "реклама",
+                "аватар",
+                "кнопка",
+            ),
             marker_chars="ыэъё",
         ),
         Language(
@@ -104,7 +113,17 @@ REGISTRY: dict[str, Language] = {
             nllb_code="srp_Cyrl",  # NLLB has no Latin-script Serbian: translate to Cyrillic, transliterate
             stemmer="serbian",
             langid_labels=("hr", "bs"),
-            boilerplate_words=("логотип", "лого", "logo", "икона", "ikona", "банер", "baner", "реклама", "reklama"),
+            boilerplate_words=(
+                "логотип",
+                "лого",
+                "logo",
+                "икона",
+                "ikona",
+                "банер",
+                "baner",
+                "реклама",
+                "reklama",
+            ),
             marker_chars="ђјљњћџ",
         ),
         Language(

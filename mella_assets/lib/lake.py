@@ -33,7 +33,7 @@ class TableNotFoundError(FileNotFoundError):
 
 def _check_key(key: str) -> str:
     """A lake-relative key made only of safe path parts: no absolute paths, no ``..``, no hidden names."""
-    parts = key.strip("/").split("/")
+    parts = key.rstrip("/").split("/")
     if not key or any(not _SAFE_PART.match(part) or part in {".", ".."} for part in parts):
         raise ValueError(f"unsafe lake key: {key!r}")
     return "/".join(parts)

@@ -1,0 +1,104 @@
+"""The `mella` command: demo, SQL over the lake, and the Dagster UI."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+from mella_assets.demo import DEFAULT_DAGSTER_HOME, DEFAULT_SITE_PORT
+
+
+def _lake_default() -> str:
+    return os.environ.get("MELLA_LAKE", ".mella/lake")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mella_assets.demo import run_demo
+
+    languages = [c.strip() for c in args.languages.split(",")] if args.languages else None
+    run_demo(args.lake, args.dagster_home, languages, args.port)
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from mella_assets.lib.catalog import run_sql
+    from mella_assets.lib.lake import LakeStore
+
+    try:
+        result = run_sql(LakeStore(args.lake), args.query)
+    except Exception as error:  # a SQL error is the user's to fix: show it plainly
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.format == "csv":
+        print(result.write_csv(), end="")
+    else:
+        with pl.Config(tbl_rows=args.max_rows, tbl_cols=50, fmt_str_lengths=80, tbl_hide_dataframe_shape=False):
+            print(result)
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from mella_assets.demo import configure_demo_environment
+
+    configure_demo_environment(args.lake, args.dagster_home, args.port)
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-m",
+        "mella_assets.definitions",
+        "--host",
+        args.host,
+        "--port",
+        str(args.ui_port),
+    ]
+    print(f"Dagster UI on http://{args.host}:{args.ui_port} (instance {os.environ['DAGSTER_HOME']})", flush=True)
+    return subprocess.call(command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mella", description="MELLA: multilingual image-text data as Dagster assets.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_lake(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--lake", default=_lake_default(), help="lake folder (default: $MELLA_LAKE or .mella/lake)")
+        return p
+
+    def with_instance(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--dagster-home",
+            default=os.environ.get("DAGSTER_HOME", DEFAULT_DAGSTER_HOME),
+            help="Dagster instance folder (default: $DAGSTER_HOME or .mella/dagster_home)",
+        )
+        p.add_argument("--port", type=int, default=DEFAULT_SITE_PORT, help="loopback port of the demo web site")
+        return p
+
+    demo = with_instance(with_lake(sub.add_parser("demo", help="build the demo corpus and run every asset")))
+    demo.add_argument("--languages", help="comma-separated codes (default: all configured languages)")
+    demo.set_defaults(func=cmd_demo)
+
+    sql = with_lake(sub.add_parser("sql", help="run SQL over the lake's tables (one view per asset)"))
+    sql.add_argument("query", help='e.g. "SELECT language, count(*) FROM d_know GROUP BY 1"')
+    sql.add_argument("--format", choices=["table", "csv"], default="table", help="output format")
+    sql.add_argument("--max-rows", type=int, default=50, help="rows shown in table format")
+    sql.set_defaults(func=cmd_sql)
+
+    ui = with_instance(with_lake(sub.add_parser("ui", help="start the Dagster UI on the demo's instance")))
+    ui.add_argument("--host", default="127.0.0.1", help="interface to listen on (default loopback)")
+    ui.add_argument("--ui-port", type=int, default=3000, help="UI port")
+    ui.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Scripts that run outside the Dagster process (launched through Dagster Pipes); they never import dagster."""

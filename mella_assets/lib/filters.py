@@ -1,0 +1,180 @@
+"""Alt-text filters: which (image, alt text) candidates become native D_know pairs, and why the others do not.
+
+Checks run in a fixed order and the first failing one names the reject reason (stable snake_case codes in
+:data:`REASONS`). The cheap checks are polars expressions over the whole frame; language ID runs only on the
+rows that survive them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import polars as pl
+import regex
+
+from mella_assets.languages import Language
+from mella_assets.lib.langid import LanguageIdentifier
+from mella_assets.lib.text import normalize_text, stop_words
+
+REASONS: tuple[str, ...] = (
+    "missing_alt",
+    "empty_alt",
+    "unsupported_image_url",
+    "alt_is_url",
+    "alt_is_filename",
+    "alt_number_only",
+    "alt_boilerplate",
+    "alt_too_short",
+    "alt_too_long",
+    "wrong_language",
+    "language_uncertain",
+    "duplicate_pair",
+)
+
+# Words that mark page furniture in any language (web alt texts are full of English CMS defaults).
+ENGLISH_BOILERPLATE: tuple[str, ...] = (
+    "logo", "icon", "icons", "banner", "avatar", "spacer", "pixel", "image", "img", "photo", "picture", "pic",
+    "thumbnail", "thumb", "button", "btn", "arrow", "loading", "loader", "placeholder", "blank", "transparent",
+    "advertisement", "ad", "ads", "untitled", "default", "header", "footer", "background", "bg", "menu", "search",
+    "close", "share", "rss", "facebook", "twitter", "instagram", "youtube", "linkedin", "pinterest", "tiktok",
+    "whatsapp", "telegram", "vk", "of", "the", "a", "an", "and", "for", "our",
+)  # fmt: skip
+
+_URL = r"(?i)^(?:https?://|ftp://|www\.)\S*$"
+_IMAGE_EXTENSIONS = r"jpe?g|jpe|png|gif|webp|bmp|svg|tiff?|avif|heic|ico"
+# A file name ("IMG_2041.jpg", "photo-1.png", "image.webp") or a bare camera name ("DSC00123", "IMG_2041").
+_FILENAME = rf"(?i)^(?:[\w\-.() ]*\.(?:{_IMAGE_EXTENSIONS})|(?:img|dsc|dscn|dscf|pxl|pict?|sam|gopr|p)[_\- ]?\d+)$"
+_WORD = r"[\p{L}\p{N}][\p{L}\p{M}\p{N}]*"
+
+KEPT_EXTRA_SCHEMA: dict[str, pl.DataType] = {
+    "alt_text": pl.String(),
+    "detected_language": pl.String(),
+    "language_confidence": pl.Float64(),
+    "language": pl.String(),
+}
+REJECT_EXTRA_SCHEMA: dict[str, pl.DataType] = {
+    "alt_text": pl.String(),
+    "reason": pl.String(),
+    "language": pl.String(),
+}
+_TEXT_INPUTS = ("page_url", "domain", "image_url", "alt_raw", "html_lang")
+
+
+@dataclass(frozen=True)
+class FilterResult:
+    """Kept pairs and rejected candidates (each reject with its ``reason``)."""
+
+    kept: pl.DataFrame
+    rejects: pl.DataFrame
+
+
+@cache
+def _boilerplate_pattern(language: Language) -> regex.Pattern[str]:
+    """Whole-word matcher of the language's and the English boilerplate words, longest first."""
+    words = sorted({w.casefold() for w in (*language.boilerplate_words, *ENGLISH_BOILERPLATE)}, key=len, reverse=True)
+    alternatives = "|".join(regex.escape(w) for w in words)
+    return regex.compile(rf"(?<![\p{{L}}\p{{N}}])(?:{alternatives})(?![\p{{L}}\p{{M}}\p{{N}}])")
+
+
+def is_boilerplate(alt_text: str, language: Language) -> bool:
+    """True when an alt text is page furniture: nothing but boilerplate words, stop words and numbers, or a
+    boilerplate word followed by one word at most ("logo Facebook", "ikona košíku")."""
+    folded = alt_text.casefold()
+    pattern = _boilerplate_pattern(language)
+    starts_with_boilerplate = pattern.match(folded) is not None
+    stops = stop_words(language.code)
+    remaining = [w for w in regex.findall(_WORD, pattern.sub(" ", folded)) if w not in stops and not w.isdigit()]
+    if not remaining:
+        return True
+    return starts_with_boilerplate and len(remaining) <= 1
+
+
+def _cheap_reason(language: Language) -> pl.Expr:
+    """The first failing cheap check per row, or null."""
+    alt = pl.col("alt_text")
+    too_short = alt.str.len_chars() < language.min_alt_chars
+    if language.word_tokenizer == "regex":  # space-separated: a description needs two words at least
+        too_short = too_short | (alt.str.count_matches(_WORD) < 2)
+    return (
+        pl.when(pl.col("alt_raw").is_null())
+        .then(pl.lit("missing_alt"))
+        .when(alt == "")
+        .then(pl.lit("empty_alt"))
+        .when(pl.col("image_url").is_null() | ~pl.col("image_url").str.contains(r"(?i)^https?://"))
+        .then(pl.lit("unsupported_image_url"))
+        .when(alt.str.contains(_URL))
+        .then(pl.lit("alt_is_url"))
+        .when(alt.str.contains(_FILENAME))
+        .then(pl.lit("alt_is_filename"))
+        .when(~alt.str.contains(r"\p{L}"))
+        .then(pl.lit("alt_number_only"))
+        .when(alt.map_elements(lambda text: is_boilerplate(text, language), return_dtype=pl.Boolean))
+        .then(pl.lit("alt_boilerplate"))
+        .when(too_short)
+        .then(pl.lit("alt_too_short"))
+        .when(alt.str.len_chars() > language.max_alt_chars)
+        .then(pl.lit("alt_too_long"))
+        .otherwise(pl.lit(None, dtype=pl.String))
+    )
+
+
+def filter_alt_texts(candidates: pl.DataFrame, language: Language, identifier: LanguageIdentifier) -> FilterResult:
+    """Split candidates (page_url, domain, image_url, alt_raw, html_lang, ...) into kept pairs and rejects.
+
+    Kept: input columns + ``alt_text`` (normalised), ``detected_language``, ``language_confidence``,
+    ``language``. Rejects: input columns + ``alt_text`` (null when missing), ``reason``, ``language``. Input
+    order is preserved in both; the first of duplicate (image_url, alt_text) pairs is kept.
+    """
+    input_columns = [c for c in candidates.columns if c not in {*KEPT_EXTRA_SCHEMA, *REJECT_EXTRA_SCHEMA}]
+    frame = candidates.select(input_columns).with_columns(
+        [pl.col(c).cast(pl.String) for c in _TEXT_INPUTS if c in input_columns]
+    )
+    for column in ("alt_raw", "image_url", "html_lang"):
+        if column not in frame.columns:
+            raise ValueError(f"filter_alt_texts needs a {column!r} column; got {candidates.columns}")
+    frame = frame.with_row_index("_row").with_columns(
+        pl.col("alt_raw").map_elements(normalize_text, return_dtype=pl.String).alias("alt_text")
+    )
+    frame = frame.with_columns(_cheap_reason(language).alias("reason"))
+
+    # Language ID only for the survivors of the cheap checks, in one batch.
+    survivors = frame.filter(pl.col("reason").is_null())
+    checks = identifier.check_many(survivors["alt_text"].to_list(), language, survivors["html_lang"].to_list())
+    language_columns = pl.DataFrame(
+        {
+            "_row": survivors["_row"],
+            "_lid_reason": [c.reason for c in checks],
+            "detected_language": [c.label for c in checks],
+            "language_confidence": [c.confidence for c in checks],
+        },
+        schema={
+            "_row": pl.UInt32,
+            "_lid_reason": pl.String,
+            "detected_language": pl.String,
+            "language_confidence": pl.Float64,
+        },
+    )
+    frame = (
+        frame.join(language_columns, on="_row", how="left")
+        .sort("_row")
+        .with_columns(pl.coalesce("reason", "_lid_reason").alias("reason"))
+    )
+    # Of the rows that passed everything, each (image_url, alt_text) pair is kept once: its first occurrence.
+    passed = pl.col("reason").is_null()
+    first_of_pair = pl.int_range(pl.len()).over(["image_url", "alt_text", passed]) == 0
+    frame = frame.with_columns(
+        pl.when(passed & ~first_of_pair).then(pl.lit("duplicate_pair")).otherwise(pl.col("reason")).alias("reason"),
+        pl.lit(language.code, dtype=pl.String).alias("language"),
+    )
+    kept = frame.filter(pl.col("reason").is_null()).select(*input_columns, *KEPT_EXTRA_SCHEMA)
+    rejects = frame.filter(pl.col("reason").is_not_null()).select(*input_columns, *REJECT_EXTRA_SCHEMA)
+    return FilterResult(kept=kept, rejects=rejects)
+
+
+def counts_by_reason(rejects: pl.DataFrame) -> dict[str, int]:
+    """Number of rejects per reason, sorted by reason."""
+    if rejects.is_empty():
+        return {}
+    counts = rejects.group_by("reason").len().sort("reason")
+    return dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))

@@ -1,0 +1,18 @@
+"""The DuckDB catalog resource: SQL over every table of the lake."""
+
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+
+from mella_assets.lib.catalog import open_catalog
+from resources.lake import Lake
+
+
+class Catalog(dg.ConfigurableResource):
+    """An in-process DuckDB connection with one view per lake table."""
+
+    lake: dg.ResourceDependency[Lake]
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        return open_catalog(self.lake.store)

@@ -1,0 +1,53 @@
+"""The lake resource: every asset reads and writes its tables and blobs through it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from mella_assets.lib.lake import LakeStore
+
+DEFAULT_LAKE = ".mella/lake"
+LAKE_URI_PREFIX = "lake://"
+
+
+def default_lake_root() -> str:
+    return os.environ.get("MELLA_LAKE", DEFAULT_LAKE)
+
+
+class Lake(dg.ConfigurableResource):
+    """Root of the data lake: Parquet tables per (asset, language) and blobs (images, models, checkpoints)."""
+
+    root: str = Field(default_factory=default_lake_root, description="Lake folder (default .mella/lake).")
+
+    @property
+    def store(self) -> LakeStore:
+        return LakeStore(self.root)
+
+    def read_table(self, asset: str, language: str | None = None) -> pl.DataFrame:
+        return self.store.read_table(asset, language)
+
+    def read_table_or_empty(self, asset: str, language: str | None = None) -> pl.DataFrame:
+        store = self.store
+        return store.read_table(asset, language) if store.has_table(asset, language) else pl.DataFrame()
+
+    def write_table(self, asset: str, language: str | None, frame: pl.DataFrame) -> str:
+        return self.store.write_table(asset, language, frame)
+
+    def path(self, key: str) -> Path:
+        return self.store.path(key)
+
+    def resolve_model(self, model: str) -> str:
+        """A model reference as `from_pretrained` takes it: ``lake://models/x`` → the local folder."""
+        if model.startswith(LAKE_URI_PREFIX):
+            path = self.store.path(model.removeprefix(LAKE_URI_PREFIX))
+            if not path.exists():
+                raise FileNotFoundError(
+                    f"model {model} is not in the lake ({path}); `mella demo` builds the tiny demo models"
+                )
+            return str(path)
+        return model

@@ -1,0 +1,53 @@
+"""Choose every resource from the environment, in one place.
+
+Variables (all optional): ``MELLA_LAKE`` (lake folder), ``MELLA_CAPTIONER_MODEL``, ``MELLA_TRANSLATOR_MODEL``,
+``MELLA_BASE_MODEL`` (hub ids, paths or lake:// folders; default: the tiny demo models),
+``MELLA_LANGID_BACKEND`` (lingua | langdetect), ``MELLA_TRANSLATION_LANGUAGE_QA`` (enforce | record) and
+``MELLA_DEMO_SITE=1`` (serve the demo web site on loopback and allow fetching from it).
+Arguments given to :func:`build_resources` win over the environment (tests use them).
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from resources.catalog import Catalog
+from resources.fetch import ImageFetcher
+from resources.lake import Lake
+from resources.langid import LanguageIdentification
+from resources.models import Captioner, Training, Translator
+
+
+def build_resources(
+    lake_root: str | None = None,
+    demo_site: bool | None = None,
+    demo_site_port: int | None = None,
+    enforce_translation_language: bool | None = None,
+) -> dict[str, object]:
+    """The resources of the code location, keyed by the names assets ask for."""
+    lake = Lake(root=lake_root) if lake_root else Lake()
+    if demo_site is None:
+        demo_site = os.environ.get("MELLA_DEMO_SITE") == "1"
+    port = demo_site_port or int(os.environ.get("MELLA_DEMO_SITE_PORT", "18470"))
+    fetcher = ImageFetcher(
+        allow_private_addresses=demo_site,
+        demo_site_dir=str(lake.store.path("demo/site")) if demo_site else None,
+        demo_site_port=port,
+    )
+    translator = (
+        Translator(enforce_output_language=enforce_translation_language)
+        if enforce_translation_language is not None
+        else Translator()
+    )
+    return {
+        "lake": lake,
+        "catalog": Catalog(lake=lake),
+        "fetcher": fetcher,
+        "langid": LanguageIdentification(backend=os.environ.get("MELLA_LANGID_BACKEND", "lingua")),
+        "captioner": Captioner(),
+        "translator": translator,
+        "training": Training(),
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
+    }

@@ -1,0 +1,158 @@
+"""Supervised fine-tuning of the tiny VLM: answer-only loss, LoRA and full training, and the Pipes script."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from mella_assets.lib.sft import IGNORE_INDEX, SFTConfig, encode_batch, read_examples, train_sft
+from mella_assets.lib.vlm import VisionLanguageModel
+from mella_assets.testing.tiny_models import SAMPLE_TEXTS, TinyModels, build_tiny_models
+
+PROMPT = "Describe the image."
+# Native sentences (Arabic onwards) as answers, so the answers cover several scripts.
+ANSWERS = SAMPLE_TEXTS[6:18]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    return build_tiny_models(tmp_path_factory.mktemp("tiny"), SAMPLE_TEXTS, seed=0)
+
+
+@pytest.fixture(scope="module")
+def train_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("data")
+    lines = []
+    for index, answer in enumerate(ANSWERS):
+        path = folder / f"{index}.png"
+        Image.new("RGB", (48 + index, 40), (20 * index, 200 - 10 * index, 100)).save(path)
+        lines.append(json.dumps({"image": str(path), "prompt": PROMPT, "answer": answer}, ensure_ascii=False))
+    train = folder / "train.jsonl"
+    train.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return train
+
+
+@pytest.fixture(scope="module")
+def lora_run(tiny: TinyModels, train_file: Path, tmp_path_factory: pytest.TempPathFactory):
+    logs: list[dict] = []
+    config = SFTConfig(
+        base_model=str(tiny.captioner),
+        train_file=str(train_file),
+        output_dir=str(tmp_path_factory.mktemp("lora")),
+        max_steps=15,
+    )
+    return train_sft(config, log=logs.append), logs
+
+
+def test_labels_cover_exactly_the_answer_and_its_end_token(tiny: TinyModels, train_file: Path) -> None:
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny.captioner)
+    examples = read_examples(train_file)[:2]
+    batch = encode_batch(processor, examples)
+    labels = batch["labels"]
+    assert labels.shape == batch["input_ids"].shape
+    for row, example in zip(labels, examples, strict=True):
+        answer_ids = row[row != IGNORE_INDEX].tolist()
+        assert processor.tokenizer.decode(answer_ids) == example["answer"] + "</s>"
+    assert batch["pixel_values"].shape == (2, 3, 32, 32)
+
+
+def test_lora_training_lowers_the_loss_and_logs_every_five_steps(lora_run) -> None:
+    result, logs = lora_run
+    assert result.steps == 15
+    assert result.train_examples == 12
+    assert result.final_loss < result.first_loss
+    assert [entry["step"] for entry in logs] == [5, 10, 15]
+    assert set(logs[0]) == {"step", "loss", "tokens_per_s"}
+    assert logs[0]["loss"] == round(result.first_loss, 4)
+    assert result.tokens_per_s > 0
+
+
+def test_lora_run_saves_adapter_processor_and_training_state(lora_run, tiny: TinyModels) -> None:
+    result, _ = lora_run
+    out = Path(result.output_dir)
+    assert (out / "adapter_model.safetensors").exists()
+    assert (out / "adapter_config.json").exists()
+    assert not (out / "model.safetensors").exists()
+    assert (out / "processor_config.json").exists()
+    state = json.loads((out / "training_state.json").read_text())
+    assert {key: state[key] for key in ("steps", "train_examples", "method", "base_model")} == {
+        "steps": 15,
+        "train_examples": 12,
+        "method": "lora",
+        "base_model": str(tiny.captioner),
+    }
+    assert state["final_loss"] == result.final_loss
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["r"] == 8
+    assert "language_model" in adapter["target_modules"]
+
+
+def test_base_model_with_trained_adapter_loads_and_generates(lora_run, tiny: TinyModels, train_file: Path) -> None:
+    result, _ = lora_run
+    vlm = VisionLanguageModel.from_pretrained(str(tiny.captioner), adapter=result.output_dir)
+    image = Image.open(read_examples(train_file)[0]["image"])
+    generations = vlm.generate([image, image], [PROMPT, PROMPT], max_new_tokens=8)
+    assert len(generations) == 2
+    assert generations[0] == generations[1]
+    assert "+" in vlm.version
+
+
+def test_full_training_saves_a_model_that_loads_on_its_own(tiny: TinyModels, train_file: Path, tmp_path: Path) -> None:
+    config = SFTConfig(
+        base_model=str(tiny.captioner),
+        train_file=str(train_file),
+        output_dir=str(tmp_path),
+        method="full",
+        max_steps=10,
+        learning_rate=1e-3,
+    )
+    result = train_sft(config)
+    assert result.final_loss < result.first_loss
+    assert (tmp_path / "model.safetensors").exists()
+    vlm = VisionLanguageModel.from_pretrained(str(tmp_path))
+    assert len(vlm.generate([Image.new("RGB", (32, 32))], [PROMPT], max_new_tokens=4)) == 1
+
+
+def test_unknown_method_is_refused(tiny: TinyModels, train_file: Path, tmp_path: Path) -> None:
+    config = SFTConfig(str(tiny.captioner), str(train_file), str(tmp_path), method="qlora")
+    with pytest.raises(ValueError, match="qlora"):
+        train_sft(config)
+
+
+def test_train_script_reports_metadata_through_dagster_pipes(
+    tiny: TinyModels, train_file: Path, tmp_path: Path
+) -> None:
+    extras = {
+        "base_model": str(tiny.captioner),
+        "train_file": str(train_file),
+        "output_dir": str(tmp_path / "out"),
+        "max_steps": 4,
+        "log_every": 2,
+        "not_a_config_field": "ignored",
+    }
+    messages: list[dict] = []
+
+    @dg.asset
+    def tuned_model(context: dg.AssetExecutionContext, pipes: dg.PipesSubprocessClient) -> dg.MaterializeResult:
+        command = [sys.executable, "-m", "mella_assets.external.train"]
+        invocation = pipes.run(command=command, context=context, extras=extras)
+        messages.extend(invocation.get_custom_messages())
+        return invocation.get_materialize_result()
+
+    env = {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = dg.materialize([tuned_model], resources={"pipes": dg.PipesSubprocessClient(env=env)})
+    assert result.success
+    metadata = result.asset_materializations_for_node("tuned_model")[0].metadata
+    assert metadata["steps"].value == 4
+    assert metadata["train_examples"].value == 12
+    assert metadata["output_dir"].value == str(tmp_path / "out")
+    assert (tmp_path / "out" / "adapter_model.safetensors").exists()
+    assert [message["step"] for message in messages] == [2, 4]
