@@ -1,7 +1,5 @@
 """Know group, part 1: image alt texts that pass the language-aware text filters."""
 
-from __future__ import annotations
-
 import dagster as dg
 import polars as pl
 

@@ -1,7 +1,5 @@
 """Ling group, part 1: detailed English captions of the language's images by an MLLM, cached by content."""
 
-from __future__ import annotations
-
 import io
 
 import dagster as dg

@@ -1,7 +1,5 @@
 """Crawl group: register the WARC files that landed for a language, then extract every HTML page's images."""
 
-from __future__ import annotations
-
 import hashlib
 from datetime import UTC, datetime
 

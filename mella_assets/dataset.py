@@ -1,7 +1,5 @@
 """Dataset group: the merged SFT records per language (with blocking checks) and the exports."""
 
-from __future__ import annotations
-
 import hashlib
 import io
 import json

@@ -1,7 +1,5 @@
 """Evaluation group: base vs fine-tuned model on each language's test split, and the cross-language report."""
 
-from __future__ import annotations
-
 import io
 
 import dagster as dg

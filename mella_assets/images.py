@@ -1,7 +1,5 @@
 """Know group, part 2: fetch, validate and store the images of the kept alt-text pairs, then join D_know."""
 
-from __future__ import annotations
-
 import dagster as dg
 import polars as pl
 
@@ -98,7 +96,9 @@ def d_know(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResul
     language = LANGUAGES[context.partition_key]
     pairs = lake.read_table("alt_text_pairs", language.code)
     fetched = lake.read_table("images", language.code).drop("language")
-    joined = pairs.select("image_url", "alt_text", "page_url", "domain").join(fetched, on="image_url", how="inner")
+    joined = pairs.select("image_url", "alt_text", "page_url", "domain").join(
+        fetched, on="image_url", how="inner", maintain_order="left"
+    )
     frame = (
         joined.unique(["image_sha256", "alt_text"], keep="first", maintain_order=True)
         .with_columns(

@@ -1,7 +1,5 @@
 """Training group: fine-tune the base MLLM on every language's train split, outside Dagster, through Pipes."""
 
-from __future__ import annotations
-
 import json
 import tempfile
 from datetime import UTC, datetime

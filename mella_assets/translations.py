@@ -1,7 +1,5 @@
 """Ling group, part 2: captions machine-translated into the language, checked, and joined into D_ling."""
 
-from __future__ import annotations
-
 import dagster as dg
 import polars as pl
 
@@ -110,7 +108,7 @@ def d_ling(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResul
     language = context.partition_key
     kept = lake.read_table("translations", language)
     stored = lake.read_table("images", language).unique("image_sha256").select("image_sha256", "image_key", "phash")
-    frame = kept.join(stored, on="image_sha256", how="inner").select(
+    frame = kept.join(stored, on="image_sha256", how="inner", maintain_order="left").select(
         "language", "image_sha256", "image_key", "phash", "text", "caption_en"
     )
     lake.write_table("d_ling", language, frame)

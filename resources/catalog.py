@@ -1,6 +1,5 @@
 """The DuckDB catalog resource: SQL over every table of the lake."""
 
-from __future__ import annotations
 
 import dagster as dg
 import duckdb
@@ -12,7 +11,7 @@ from resources.lake import Lake
 class Catalog(dg.ConfigurableResource):
     """An in-process DuckDB connection with one view per lake table."""
 
-    lake: dg.ResourceDependency[Lake]
+    lake: Lake
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         return open_catalog(self.lake.store)

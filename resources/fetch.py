@@ -1,6 +1,5 @@
 """The image fetcher resource: HTTP with an SSRF guard, size and time caps, and image validation limits."""
 
-from __future__ import annotations
 
 import dagster as dg
 from pydantic import Field

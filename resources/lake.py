@@ -1,6 +1,5 @@
 """The lake resource: every asset reads and writes its tables and blobs through it."""
 
-from __future__ import annotations
 
 import os
 from pathlib import Path

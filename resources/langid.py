@@ -1,6 +1,5 @@
 """The language identification resource."""
 
-from __future__ import annotations
 
 from collections.abc import Sequence
 

@@ -4,7 +4,6 @@ Models are named by hub id, local path, or ``lake://models/...`` (a folder in th
 models). Loaded models are kept per process, so the partitions of one run load each model once.
 """
 
-from __future__ import annotations
 
 import os
 import sys
@@ -82,9 +81,16 @@ class Training(dg.ConfigurableResource):
         default_factory=lambda: os.environ.get("MELLA_BASE_MODEL", TINY_CAPTIONER),
         description="Hub id, local path or lake:// folder of the MLLM to fine-tune and evaluate.",
     )
-    method: str = Field("lora", description="'lora' (PEFT adapter) or 'full'.")
-    max_steps: int = Field(30, description="Optimizer steps.")
-    learning_rate: float = Field(2e-3, description="AdamW learning rate.")
-    batch_size: int = Field(4, description="Examples per step.")
+    method: str = Field(
+        default_factory=lambda: os.environ.get("MELLA_TRAINING_METHOD", "lora"),
+        description="'lora' (PEFT adapter) or 'full'.",
+    )
+    max_steps: int = Field(
+        default_factory=lambda: int(os.environ.get("MELLA_TRAINING_STEPS", "30")), description="Optimizer steps."
+    )
+    learning_rate: float = Field(
+        default_factory=lambda: float(os.environ.get("MELLA_TRAINING_LR", "1e-3")), description="AdamW learning rate."
+    )
+    batch_size: int = Field(8, description="Examples per step.")
     seed: int = Field(0, description="Seed for data order and initialisation.")
     python: str = Field(sys.executable, description="Interpreter that runs mella_assets/external/train.py.")

@@ -1,6 +1,5 @@
 """retraining_sensor: when the dataset has grown enough since the latest checkpoint, request training."""
 
-from __future__ import annotations
 
 import os
 

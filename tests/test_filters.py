@@ -114,7 +114,7 @@ def test_serbian_latin_and_cyrillic_alts_are_kept_for_serbian(identifier):
 
 def test_normalisation_makes_visually_equal_alts_duplicates(identifier):
     # Decomposed "ž" (z + combining caron) and a double space normalise to the first alt.
-    alts = [GOOD_CZECH, "Pra\u017e\u0161ký hrad  v zimě pokrytý sněhem".replace("\u017e", "z\u030c")]
+    alts = [GOOD_CZECH, "Praz\u030cský hrad  v zimě pokrytý sněhem"]
     result = filter_alt_texts(frame(alts, ["https://example.cz/a.jpg"] * 2), CZECH, identifier)
     assert result.kept["alt_text"].to_list() == [GOOD_CZECH]
     assert result.rejects["reason"].to_list() == ["duplicate_pair"]

@@ -50,9 +50,7 @@ EXPECTED_IMAGES = [
     ImageCandidate("https://cdn.example.cz/media/large.jpg", "", None, None, None, "srcset", None),
     ImageCandidate("https://cdn.example.cz/lazy/most.jpg", "Karlův most", None, None, None, "data-src", None),
     ImageCandidate("https://cdn.example.cz/media/pic-1600.webp", "Vltava", None, None, None, "picture", None),
-    ImageCandidate(
-        "https://cdn.example.cz/fig.png", None, None, None, None, "src", "Katedrála sv. Víta v noci"
-    ),
+    ImageCandidate("https://cdn.example.cz/fig.png", None, None, None, None, "src", "Katedrála sv. Víta v noci"),
     ImageCandidate("https://static.example.org/logo.svg", "", None, None, None, "src", None),
     ImageCandidate("https://cdn.example.cz/media/b.jpg", None, None, None, None, "srcset", None),
 ]
@@ -86,9 +84,7 @@ def test_page_without_opt_out_meta_is_not_opted_out() -> None:
 
 def test_windows_1250_page_with_only_meta_charset_decodes_czech_alt() -> None:
     alt = "Žluťoučký kůň úpěl ďábelské ódy"
-    body = (
-        f'<html><head><meta charset="windows-1250"></head><body><img src="/k.jpg" alt="{alt}"></body></html>'
-    )
+    body = f'<html><head><meta charset="windows-1250"></head><body><img src="/k.jpg" alt="{alt}"></body></html>'
 
     page = extract_page(body.encode("cp1250"), "https://example.cz/")
 
@@ -106,9 +102,7 @@ def test_http_header_charset_wins_over_meta() -> None:
 
 
 def test_http_equiv_meta_charset_is_read() -> None:
-    body = (
-        '<meta http-equiv="Content-Type" content="text/html; charset=iso-8859-2"><img src=a alt="Dobrý den">'
-    )
+    body = '<meta http-equiv="Content-Type" content="text/html; charset=iso-8859-2"><img src=a alt="Dobrý den">'
 
     page = extract_page(body.encode("iso-8859-2"), "https://example.cz/")
 

@@ -61,9 +61,7 @@ def decoded(result: ValidatedImage) -> Image.Image:
         ("grey_16bit", encode(Image.new("I;16", (320, 240), 40000), "PNG"), "PNG", "I;16"),
     ],
 )
-def test_common_image_kinds_validate_and_reencode_to_rgb_jpeg(
-    name: str, data: bytes, fmt: str, mode_in: str
-) -> None:
+def test_common_image_kinds_validate_and_reencode_to_rgb_jpeg(name: str, data: bytes, fmt: str, mode_in: str) -> None:
     result = validate_image(data)
 
     assert isinstance(result, ValidatedImage), name
@@ -92,9 +90,7 @@ def test_one_pixel_gif_is_too_small() -> None:
 
 
 def test_thin_banner_is_too_small_by_its_short_side() -> None:
-    assert validate_image(encode(Image.new("RGB", (800, 40)), "PNG")) == ImageReject(
-        "too_small", "800x40 < 64"
-    )
+    assert validate_image(encode(Image.new("RGB", (800, 40)), "PNG")) == ImageReject("too_small", "800x40 < 64")
 
 
 def png_declaring(width: int, height: int) -> bytes:
@@ -115,9 +111,7 @@ def test_png_declaring_fifty_thousand_squared_pixels_is_a_pixel_bomb() -> None:
 
 def test_pixel_cap_is_checked_from_the_header_before_decoding() -> None:
     # 8000 x 6000 = 48 M pixels: over our cap, under Pillow's own bomb limit; the data could not even decode.
-    assert validate_image(png_declaring(8000, 6000)) == ImageReject(
-        "pixel_bomb", "8000x6000 > 40000000 pixels"
-    )
+    assert validate_image(png_declaring(8000, 6000)) == ImageReject("pixel_bomb", "8000x6000 > 40000000 pixels")
 
 
 def test_html_bytes_are_not_decodable() -> None:

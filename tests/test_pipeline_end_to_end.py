@@ -21,7 +21,7 @@ from mella_assets.lib.lake import LakeStore
 from mella_assets.testing.corpus import build_demo_corpus, demo_texts
 from mella_assets.testing.site import ensure_demo_site_server
 from mella_assets.testing.tiny_models import build_tiny_models
-from resources import build_resources
+from resources import Training, build_resources
 
 pytestmark = pytest.mark.slow
 CODES = list(LANGUAGES)
@@ -58,6 +58,8 @@ def demo(tmp_path_factory):
     resources = build_resources(
         lake_root=str(lake_root), demo_site=True, demo_site_port=port, enforce_translation_language=False
     )
+    # Full fine-tuning shows learning on a random tiny model within seconds (a LoRA adapter barely moves it).
+    resources["training"] = Training(method="full", max_steps=60)
     defs = build_definitions(resources)
     instance = dg.DagsterInstance.local_temp(str(home))
     seconds = materialize_everything(CODES, defs=defs, instance=instance, log=lambda line: None)
@@ -107,7 +109,8 @@ def test_metadata_reports_counts_rejects_and_wall_time(demo):
 def test_training_ran_through_pipes_and_evaluation_compares_both_models(demo):
     lake = demo["lake"]
     latest = json.loads(lake.get_bytes("checkpoints/LATEST.json"))
-    assert lake.exists(f"{latest['checkpoint_key']}/adapter_config.json")
+    assert latest["method"] == "full"
+    assert lake.exists(f"{latest['checkpoint_key']}/model.safetensors")
     event = demo["instance"].get_latest_materialization_event(dg.AssetKey("finetuned_checkpoint"))
     metadata = event.asset_materialization.metadata
     assert metadata["final_loss"].value < metadata["first_loss"].value

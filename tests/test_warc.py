@@ -62,9 +62,7 @@ def test_only_http_200_html_responses_are_yielded_with_their_offsets(tmp_path: P
         HtmlResponse(uri, offsets[1], "https://example.cz/a", 200, "text/html; charset=utf-8", DATE, PAGE_A),
         HtmlResponse(uri, offsets[4], "https://example.cz/b", 200, "application/xhtml+xml", DATE, PAGE_B),
     ]
-    assert stats == WarcStats(
-        records=5, responses=4, html_pages=2, skipped_non_html=1, skipped_status=1, malformed=0
-    )
+    assert stats == WarcStats(records=5, responses=4, html_pages=2, skipped_non_html=1, skipped_status=1, malformed=0)
 
 
 def test_uncompressed_warc_reads_the_same_pages(tmp_path: Path) -> None:
@@ -91,9 +89,7 @@ def test_truncated_gzip_warc_stops_without_raising_and_counts_malformed(tmp_path
     pages = list(iter_html_responses(cut, stats))
 
     assert [page.page_url for page in pages] == ["https://example.cz/a"]
-    assert stats == WarcStats(
-        records=3, responses=2, html_pages=1, skipped_non_html=1, skipped_status=0, malformed=1
-    )
+    assert stats == WarcStats(records=3, responses=2, html_pages=1, skipped_non_html=1, skipped_status=0, malformed=1)
 
 
 def test_warc_cut_at_every_byte_never_raises_and_never_yields_a_partial_page(tmp_path: Path) -> None:

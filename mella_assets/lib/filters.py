@@ -156,7 +156,7 @@ def filter_alt_texts(candidates: pl.DataFrame, language: Language, identifier: L
         },
     )
     frame = (
-        frame.join(language_columns, on="_row", how="left")
+        frame.join(language_columns, on="_row", how="left", maintain_order="left")
         .sort("_row")
         .with_columns(pl.coalesce("reason", "_lid_reason").alias("reason"))
     )

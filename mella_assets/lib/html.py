@@ -288,9 +288,7 @@ def extract_page(body: bytes, page_url: str, content_type: str | None = None) ->
                 width_attr=_int_attr(_attr(img, "width")),
                 height_attr=_int_attr(_attr(img, "height")),
                 source_attr=source_attr,
-                context_text=_text(figure.css_first("figcaption"), CONTEXT_TEXT_MAX_CHARS)
-                if figure
-                else None,
+                context_text=_text(figure.css_first("figcaption"), CONTEXT_TEXT_MAX_CHARS) if figure else None,
             )
         )
     return page

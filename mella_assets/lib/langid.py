@@ -50,6 +50,7 @@ _NOT_RUSSIAN_CYRILLIC = frozenset("ђћјљњџїєґіѓќѕў")
 _LANGDETECT_SERBIAN_STANDINS = frozenset({"mk", "sl"})
 
 UNKNOWN = "unknown"
+CONFIDENCE_DIGITS = 6
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,14 @@ class Detection:
 
     label: str
     confidence: float
+
+    def __post_init__(self) -> None:
+        _round_confidence(self)
+
+
+def _round_confidence(result: Detection | LanguageCheck) -> None:
+    # lingua's parallel and serial calls differ in the last bits of a float; rounding keeps reruns row-identical.
+    object.__setattr__(result, "confidence", round(float(result.confidence), CONFIDENCE_DIGITS))
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,9 @@ class LanguageCheck:
     label: str
     confidence: float
     reason: str | None
+
+    def __post_init__(self) -> None:
+        _round_confidence(self)
 
 
 _detectors: dict[str, Any] = {}

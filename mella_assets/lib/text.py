@@ -147,7 +147,8 @@ def stop_words(language_code: str) -> frozenset[str]:
 
 
 @cache
-def _stemmer(algorithm: str) -> Any:
+def get_stemmer(algorithm: str) -> Any:
+    """The PyStemmer stemmer for a Snowball algorithm name (one per process)."""
     import Stemmer
 
     return Stemmer.Stemmer(algorithm)
@@ -162,7 +163,7 @@ def normalize_token(token: str, language: Language) -> str:
     """Case-fold, NFC, Serbian-fold and stem one token the way :func:`keywords` does (no stop-word test)."""
     token = _fold_case(token, language.code)
     if language.stemmer:
-        token = _stemmer(language.stemmer).stemWord(token)
+        token = get_stemmer(language.stemmer).stemWord(token)
     return token
 
 
@@ -189,7 +190,7 @@ def keywords(text: str, language: Language) -> list[str]:
         if folded in stops:
             continue
         if language.stemmer:
-            folded = _stemmer(language.stemmer).stemWord(folded)
+            folded = get_stemmer(language.stemmer).stemWord(folded)
         if folded:
             out.setdefault(folded, None)
     return list(out)
