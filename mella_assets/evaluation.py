@@ -70,7 +70,7 @@ def evaluation_scores(
     models = {
         "base": (model_fingerprint(base_path), lambda: load_vlm(base_path)),
         "finetuned": (
-            f"{model_fingerprint(tuned_path)}+{model_fingerprint(adapter) if adapter else ''}",
+            model_fingerprint(tuned_path, adapter),
             lambda: load_vlm(tuned_path, adapter),
         ),
     }

@@ -8,7 +8,6 @@ from mella_assets.crawl import crawl_sources, raw_crawl
 from mella_assets.dataset import mella_dataset, mella_export
 from mella_assets.evaluation import evaluation_report, evaluation_scores
 from mella_assets.images import d_know, images
-from mella_assets.languages import LANGUAGE_PARTITIONS
 from mella_assets.training import finetuned_checkpoint
 from mella_assets.translations import d_ling, translations
 
@@ -27,7 +26,6 @@ LANGUAGE_PIPELINE_ASSETS = [
 language_pipeline_job = dg.define_asset_job(
     "language_pipeline_job",
     selection=dg.AssetSelection.assets(*LANGUAGE_PIPELINE_ASSETS),
-    partitions_def=LANGUAGE_PARTITIONS,
     description="Crawl files → D_know and D_ling → SFT records, for one language.",
 )
 training_job = dg.define_asset_job(
@@ -38,7 +36,6 @@ training_job = dg.define_asset_job(
 evaluation_job = dg.define_asset_job(
     "evaluation_job",
     selection=dg.AssetSelection.assets(evaluation_scores),
-    partitions_def=LANGUAGE_PARTITIONS,
     description="Base vs fine-tuned model on one language's test split.",
 )
 report_job = dg.define_asset_job(

@@ -1,6 +1,5 @@
 """The DuckDB catalog resource: SQL over every table of the lake."""
 
-
 import dagster as dg
 import duckdb
 

@@ -1,6 +1,5 @@
 """The image fetcher resource: HTTP with an SSRF guard, size and time caps, and image validation limits."""
 
-
 import dagster as dg
 from pydantic import Field
 

@@ -1,6 +1,5 @@
 """The lake resource: every asset reads and writes its tables and blobs through it."""
 
-
 import os
 from pathlib import Path
 

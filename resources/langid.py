@@ -1,6 +1,5 @@
 """The language identification resource."""
 
-
 from collections.abc import Sequence
 
 import dagster as dg

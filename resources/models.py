@@ -4,7 +4,6 @@ Models are named by hub id, local path, or ``lake://models/...`` (a folder in th
 models). Loaded models are kept per process, so the partitions of one run load each model once.
 """
 
-
 import os
 import sys
 from functools import lru_cache

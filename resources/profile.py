@@ -7,7 +7,6 @@ Variables (all optional): ``MELLA_LAKE`` (lake folder), ``MELLA_CAPTIONER_MODEL`
 Arguments given to :func:`build_resources` win over the environment (tests use them).
 """
 
-
 import os
 
 import dagster as dg

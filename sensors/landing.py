@@ -1,6 +1,5 @@
 """crawl_landing_sensor: a new WARC file in ``landing/<code>/`` requests one run of that language's pipeline."""
 
-
 import hashlib
 import json
 

@@ -1,6 +1,5 @@
 """retraining_sensor: when the dataset has grown enough since the latest checkpoint, request training."""
 
-
 import os
 
 import dagster as dg

@@ -20,18 +20,28 @@ def content_key(*parts: Any) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def model_fingerprint(model: str) -> str:
-    """What identifies a model's behaviour: a hub id as given, or for a local folder its id plus a hash of its
-    config and the names and sizes of its files (a rebuilt or retrained model gets a new fingerprint)."""
-    path = Path(model)
-    if not path.is_dir():
-        return model
+# Files up to this size are hashed whole; bigger weight shards by name and size only (a rebuilt checkpoint of the
+# same shape rarely keeps every small file, config and tokenizer included, byte-identical).
+_HASH_FULL_BYTES = 64 * 1024 * 1024
+
+
+def _folder_fingerprint(folder: Path) -> str:
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(f"{file.relative_to(path).as_posix()}:{file.stat().st_size}\n".encode())
-        if file.suffix == ".json":
-            digest.update(file.read_bytes())
-    return f"{path.name}@{digest.hexdigest()[:16]}"
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(folder).as_posix()}:{size}\n".encode())
+        if size <= _HASH_FULL_BYTES:
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def model_fingerprint(model: str, adapter: str | None = None) -> str:
+    """What identifies a model's behaviour, for cache keys: a hub id as given, or for a local folder its name
+    plus a content hash (a rebuilt or retrained model gets a new fingerprint); an adapter adds its own."""
+    parts = [model if not Path(model).is_dir() else f"{Path(model).name}@{_folder_fingerprint(Path(model))}"]
+    if adapter:
+        parts.append(f"{Path(adapter).name}@{_folder_fingerprint(Path(adapter))}")
+    return "+".join(parts)
 
 
 class JsonCache:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from mella_assets.lib.vlm import model_version, resolve_device, resolve_dtype
+from mella_assets.lib.cache import model_fingerprint
+from mella_assets.lib.vlm import resolve_device, resolve_dtype
 
 # A sentence ends at . ! ? (or the Arabic question mark) followed by whitespace. Thai has no sentence
 # punctuation, so a Thai text stays one "sentence".
@@ -75,7 +76,7 @@ class Translator:
     def version(self) -> str:
         """Model id and, for a local folder, a content fingerprint: part of cache keys."""
         if self._version is None:
-            self._version = model_version(self._model_id)
+            self._version = model_fingerprint(self._model_id)
         return self._version
 
     def translate(

@@ -6,7 +6,6 @@ chat template (user turn = one image + the prompt text), so no model-specific pr
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,10 +14,10 @@ from typing import Any
 
 from PIL import Image
 
+from mella_assets.lib.cache import model_fingerprint
+
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 DEFAULT_MAX_PIXELS = 768 * 768
-# Local weight files up to this size are hashed in full for the version string; bigger ones by name and size.
-_HASH_FULL_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -63,27 +62,6 @@ def resolve_dtype(dtype: str, device: str):
     if dtype == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     return getattr(torch, dtype)
-
-
-def model_version(model_id: str, adapter: str | None = None) -> str:
-    """A version string for cache keys: the id, plus a content fingerprint for local folders."""
-    parts = [model_id if not Path(model_id).is_dir() else f"{Path(model_id).name}@{_fingerprint(model_id)}"]
-    if adapter:
-        parts.append(f"{Path(adapter).name}@{_fingerprint(adapter)}")
-    return "+".join(parts)
-
-
-def _fingerprint(folder: str) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(Path(folder).rglob("*")):
-        if not path.is_file():
-            continue
-        digest.update(path.relative_to(folder).as_posix().encode())
-        size = path.stat().st_size
-        digest.update(str(size).encode())
-        if size <= _HASH_FULL_BYTES:
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
 
 
 def prepare_image(image: Image.Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -141,7 +119,7 @@ class VisionLanguageModel:
     def version(self) -> str:
         """Model id (plus adapter) and, for local folders, a content fingerprint: part of cache keys."""
         if self._version is None:
-            self._version = model_version(self._model_id, self._adapter)
+            self._version = model_fingerprint(self._model_id, self._adapter)
         return self._version
 
     def generate(

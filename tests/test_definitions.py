@@ -1,0 +1,65 @@
+"""The asset graph is the contract of DESIGN §5: names, groups, partitions and lineage."""
+
+import dagster as dg
+
+from mella_assets.definitions import defs
+from mella_assets.languages import DEFAULT_LANGUAGE_CODES
+
+LINEAGE = {
+    "crawl_sources": set(),
+    "raw_crawl": {"crawl_sources"},
+    "alt_text_pairs": {"raw_crawl"},
+    "images": {"alt_text_pairs"},
+    "d_know": {"alt_text_pairs", "images"},
+    "mllm_captions": {"images"},
+    "translations": {"mllm_captions"},
+    "d_ling": {"translations", "images"},
+    "mella_dataset": {"d_know", "d_ling"},
+    "mella_export": {"mella_dataset"},
+    "finetuned_checkpoint": {"mella_dataset"},
+    "evaluation_scores": {"mella_dataset", "finetuned_checkpoint"},
+    "evaluation_report": {"evaluation_scores"},
+}
+GROUPS = {
+    "crawl": {"crawl_sources", "raw_crawl"},
+    "know": {"alt_text_pairs", "images", "d_know"},
+    "ling": {"mllm_captions", "translations", "d_ling"},
+    "dataset": {"mella_dataset", "mella_export"},
+    "training": {"finetuned_checkpoint"},
+    "evaluation": {"evaluation_scores", "evaluation_report"},
+}
+UNPARTITIONED = {"mella_export", "finetuned_checkpoint", "evaluation_report"}
+
+
+def specs():
+    graph = defs.resolve_asset_graph()
+    return {key.to_user_string(): graph.get(key) for key in graph.get_all_asset_keys()}
+
+
+def test_the_asset_graph_has_exactly_the_designed_lineage():
+    nodes = specs()
+    assert set(nodes) == set(LINEAGE)
+    for name, parents in LINEAGE.items():
+        assert {key.to_user_string() for key in nodes[name].parent_keys} == parents, name
+
+
+def test_assets_are_grouped_by_stage():
+    for group, names in GROUPS.items():
+        assert {name for name, node in specs().items() if node.group_name == group} == names
+
+
+def test_per_language_assets_are_partitioned_by_the_eight_languages():
+    for name, node in specs().items():
+        if name in UNPARTITIONED:
+            assert node.partitions_def is None, name
+        else:
+            assert node.partitions_def.get_partition_keys() == list(DEFAULT_LANGUAGE_CODES), name
+
+
+def test_the_dataset_checks_block_training_and_both_sensors_are_registered():
+    graph = defs.resolve_asset_graph()
+    check_keys = {key.name for key in graph.asset_check_keys}
+    assert {"mella_dataset_schema", "mella_dataset_not_empty", "mella_dataset_split_leakage"} <= check_keys
+    assert {sensor.name for sensor in defs.sensors} == {"crawl_landing_sensor", "retraining_sensor"}
+    assert {job.name for job in defs.jobs} >= {"language_pipeline_job", "training_job", "evaluation_job", "report_job"}
+    assert isinstance(defs.resources["pipes_subprocess_client"], dg.PipesSubprocessClient)
