@@ -22,7 +22,7 @@ def explode_candidates(pages: pl.DataFrame) -> pl.DataFrame:
                 **dict(pages.schema["images"].inner.to_schema()),
             }
         )
-    return pages.select([*PAGE_COLUMNS, "images"]).explode("images").drop_nulls("images").unnest("images")
+    return pages.select([*PAGE_COLUMNS, "images"]).explode("images", empty_as_null=False, keep_nulls=False).unnest("images")
 
 
 @dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="know", deps=[raw_crawl], kinds={"parquet"})
