@@ -22,7 +22,8 @@ def explode_candidates(pages: pl.DataFrame) -> pl.DataFrame:
                 **dict(pages.schema["images"].inner.to_schema()),
             }
         )
-    return pages.select([*PAGE_COLUMNS, "images"]).explode("images", empty_as_null=False, keep_nulls=False).unnest("images")
+    exploded = pages.select([*PAGE_COLUMNS, "images"]).explode("images", empty_as_null=False, keep_nulls=False)
+    return exploded.unnest("images")
 
 
 @dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="know", deps=[raw_crawl], kinds={"parquet"})
