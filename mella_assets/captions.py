@@ -8,7 +8,7 @@ from PIL import Image
 
 from mella_assets.images import images
 from mella_assets.languages import LANGUAGE_PARTITIONS
-from mella_assets.lib.cache import JsonCache, content_key, model_fingerprint
+from mella_assets.lib.cache import JsonCache, batches, content_key, model_fingerprint
 from mella_assets.lib.vlm import load_caption_prompt
 from mella_assets.metadata import StageTimer, table_metadata
 from resources.lake import Lake
@@ -24,6 +24,11 @@ CAPTIONS_SCHEMA = {
     "prompt_tokens": pl.Int64,
     "new_tokens": pl.Int64,
 }
+
+
+def load_image(lake: Lake, key: str) -> Image.Image:
+    """A stored image from the lake, as RGB."""
+    return Image.open(io.BytesIO(lake.store.get_bytes(key))).convert("RGB")
 
 
 def select_images_for_captioning(fetched: pl.DataFrame, limit: int) -> pl.DataFrame:
@@ -44,29 +49,18 @@ def mllm_captions(context: dg.AssetExecutionContext, lake: Lake, captioner: Capt
     model_version = model_fingerprint(model_path)
     cache = JsonCache(lake.store, "captions")
     keys = [content_key(sha, model_version, prompt.version, captioner.max_new_tokens) for sha in chosen["image_sha256"]]
-    cached = {key: cache.get(key) for key in keys}
-    missing = [i for i, key in enumerate(keys) if cached[key] is None]
-    if missing:
+
+    def generate(missing: list[int]):
         model = captioner.load(model_path)
-        for start in range(0, len(missing), captioner.batch_size):
-            batch = missing[start : start + captioner.batch_size]
-            pictures = [
-                Image.open(io.BytesIO(lake.store.get_bytes(chosen["image_key"][i]))).convert("RGB") for i in batch
-            ]
+        for batch in batches(missing, captioner.batch_size):
+            pictures = [load_image(lake, chosen["image_key"][i]) for i in batch]
             outputs = model.generate(
-                pictures,
-                [prompt.text] * len(batch),
-                max_new_tokens=captioner.max_new_tokens,
-                batch_size=captioner.batch_size,
+                pictures, [prompt.text] * len(batch), max_new_tokens=captioner.max_new_tokens, batch_size=len(batch)
             )
             for i, output in zip(batch, outputs, strict=True):
-                value = {
-                    "text": output.text,
-                    "prompt_tokens": output.prompt_tokens,
-                    "new_tokens": output.new_tokens,
-                }
-                cache.put(keys[i], value)  # saved at once: a killed run keeps finished captions
-                cached[keys[i]] = value
+                yield i, {"text": output.text, "prompt_tokens": output.prompt_tokens, "new_tokens": output.new_tokens}
+
+    captions, generated = cache.get_or_compute(keys, generate)
     frame = pl.DataFrame(
         [
             (
@@ -79,7 +73,7 @@ def mllm_captions(context: dg.AssetExecutionContext, lake: Lake, captioner: Capt
                 c["prompt_tokens"],
                 c["new_tokens"],
             )
-            for sha, key_, c in zip(chosen["image_sha256"], chosen["image_key"], (cached[k] for k in keys), strict=True)
+            for sha, key_, c in zip(chosen["image_sha256"], chosen["image_key"], captions, strict=True)
         ],
         schema=CAPTIONS_SCHEMA,
         orient="row",
@@ -92,8 +86,8 @@ def mllm_captions(context: dg.AssetExecutionContext, lake: Lake, captioner: Capt
             output=frame,
             unit="images",
             extra={
-                "generated": len(missing),
-                "from_cache": chosen.height - len(missing),
+                "generated": generated,
+                "from_cache": chosen.height - generated,
                 "model_version": model_version,
                 "new_tokens": int(frame["new_tokens"].sum() or 0),
             },

@@ -1,14 +1,12 @@
 """Evaluation group: base vs fine-tuned model on each language's test split, and the cross-language report."""
 
-import io
-
 import dagster as dg
 import polars as pl
-from PIL import Image
 
+from mella_assets.captions import load_image
 from mella_assets.dataset import mella_dataset
 from mella_assets.languages import LANGUAGE_PARTITIONS, LANGUAGES
-from mella_assets.lib.cache import JsonCache, content_key, model_fingerprint
+from mella_assets.lib.cache import JsonCache, batches, content_key, model_fingerprint
 from mella_assets.lib.checkpoints import read_latest_checkpoint
 from mella_assets.lib.evaluation import SCORES_SCHEMA, score_samples
 from mella_assets.lib.report import render_score_chart, scores_markdown
@@ -27,23 +25,21 @@ class EvaluationConfig(dg.Config):
 
 def _generate_cached(lake: Lake, model, version: str, items: pl.DataFrame, config: EvaluationConfig) -> list[str]:
     """Answers of one model for the test items; each cached by (model version, item, params)."""
-    cache = JsonCache(lake.store, "evaluation")
     keys = [content_key(version, rid, config.max_new_tokens) for rid in items["id"]]
-    answers = [(cache.get(key) or {}).get("text") for key in keys]
-    missing = [i for i, answer in enumerate(answers) if answer is None]
-    for start in range(0, len(missing), config.batch_size):
-        batch = missing[start : start + config.batch_size]
-        pictures = [Image.open(io.BytesIO(lake.store.get_bytes(items["image_key"][i]))).convert("RGB") for i in batch]
-        outputs = model().generate(
-            pictures,
-            [items["prompt"][i] for i in batch],
-            max_new_tokens=config.max_new_tokens,
-            batch_size=config.batch_size,
-        )
-        for i, output in zip(batch, outputs, strict=True):
-            cache.put(keys[i], {"text": output.text})
-            answers[i] = output.text
-    return answers
+
+    def generate(missing: list[int]):
+        for batch in batches(missing, config.batch_size):
+            outputs = model().generate(
+                [load_image(lake, items["image_key"][i]) for i in batch],
+                [items["prompt"][i] for i in batch],
+                max_new_tokens=config.max_new_tokens,
+                batch_size=len(batch),
+            )
+            for i, output in zip(batch, outputs, strict=True):
+                yield i, {"text": output.text}
+
+    values, _ = JsonCache(lake.store, "evaluation").get_or_compute(keys, generate)
+    return [value["text"] for value in values]
 
 
 @dg.asset(

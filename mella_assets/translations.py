@@ -44,19 +44,21 @@ def translations(
     cache = JsonCache(lake.store, "translations")
     sources = captions["caption_en"].to_list()
     keys = [content_key(text, version, language.nllb_code, translator.max_new_tokens) for text in sources]
-    outputs = [(cache.get(key) or {}).get("text") for key in keys]
-    missing = [i for i, out in enumerate(outputs) if out is None]
-    if missing:
+
+    def translate(missing: list[int]):
+        # One call for everything missing: the translator batches sentences by length across captions.
         model = translator.load(model_path)
-        translated = model.translate(
+        texts = model.translate(
             [sources[i] for i in missing],
             target_code=language.nllb_code,
             max_new_tokens=translator.max_new_tokens,
             batch_size=translator.batch_size,
         )
-        for i, text in zip(missing, translated, strict=True):
-            cache.put(keys[i], {"text": text})
-            outputs[i] = text
+        for i, text in zip(missing, texts, strict=True):
+            yield i, {"text": text}
+
+    values, translated = cache.get_or_compute(keys, translate)
+    outputs = [value["text"] for value in values]
     if language.code == "sr" and translator.serbian_script == "latin":
         outputs = [transliterate_serbian_to_latin(text) for text in outputs]
     identifier = langid.identifier([language])
@@ -91,8 +93,8 @@ def translations(
             output=kept,
             rejects=rejects,
             extra={
-                "translated": len(missing),
-                "from_cache": captions.height - len(missing),
+                "translated": translated,
+                "from_cache": captions.height - translated,
                 "translator_version": version,
                 "output_language_enforced": translator.enforce_output_language,
                 "output_language_ok_share": round(float(frame["qa_language_ok"].mean() or 0.0), 3),

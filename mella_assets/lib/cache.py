@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +63,23 @@ class JsonCache:
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         self.store.put_bytes(self._key(key), json.dumps(value, ensure_ascii=False).encode("utf-8"))
+
+    def get_or_compute(
+        self, keys: Sequence[str], compute: Callable[[list[int]], Iterable[tuple[int, dict[str, Any]]]]
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The value of every key: cached ones are read; ``compute(missing_indices)`` yields ``(index, value)``
+        for the rest, and each value is stored as soon as it is yielded (a killed run keeps what it finished).
+        Returns the values in key order and how many were computed."""
+        values: list[dict[str, Any] | None] = [self.get(key) for key in keys]
+        missing = [i for i, value in enumerate(values) if value is None]
+        if missing:
+            for index, value in compute(missing):
+                self.put(keys[index], value)
+                values[index] = value
+        return values, len(missing)  # type: ignore[return-value]
+
+
+def batches(indices: Sequence[int], size: int) -> Iterable[list[int]]:
+    """Consecutive chunks of at most ``size`` indices."""
+    for start in range(0, len(indices), size):
+        yield list(indices[start : start + size])

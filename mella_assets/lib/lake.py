@@ -27,6 +27,17 @@ _SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
 TMP_PREFIX = ".tmp-"
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so readers see the old bytes or the new ones, never a part: temp name, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class TableNotFoundError(FileNotFoundError):
     """A table (or one language of it) has not been materialized yet."""
 
@@ -100,14 +111,7 @@ class LakeStore:
 
     # -- blobs -------------------------------------------------------------------------------------------------
     def put_bytes(self, key: str, data: bytes) -> str:
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}")
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write_bytes(self.path(key), data)
         return key
 
     def get_bytes(self, key: str) -> bytes:

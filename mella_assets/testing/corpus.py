@@ -15,7 +15,6 @@ import hashlib
 import html
 import io
 import json
-import os
 import random
 import uuid
 from collections.abc import Sequence
@@ -28,6 +27,8 @@ from urllib.parse import urlsplit
 from PIL import Image, ImageDraw, ImageFont
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
+
+from mella_assets.lib.lake import atomic_write_bytes
 
 CORPUS_DIR = Path(__file__).with_name("corpus")
 
@@ -508,13 +509,7 @@ def _write_if_changed(path: Path, data: bytes) -> bool:
     """Write ``data`` atomically unless the file already holds exactly it; True when written."""
     if path.exists() and path.stat().st_size == len(data) and path.read_bytes() == data:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(path, data)
     return True
 
 
