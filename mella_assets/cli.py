@@ -9,6 +9,9 @@ import sys
 
 from mella_assets.demo import DEFAULT_DAGSTER_HOME, DEFAULT_SITE_PORT
 
+# Each entry is the `register(subparsers)` of a module in mella_assets/commands/.
+COMMAND_REGISTRARS: list = []
+
 
 def _lake_default() -> str:
     return os.environ.get("MELLA_LAKE", ".mella/lake")
@@ -92,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="interface to listen on (default loopback)")
     ui.add_argument("--ui-port", type=int, default=3000, help="UI port")
     ui.set_defaults(func=cmd_ui)
+
+    for register in COMMAND_REGISTRARS:
+        register(sub)
     return parser
 
 
