@@ -37,6 +37,10 @@ test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
+# Throughput next to same-run baselines; writes benchmarks/results/latest.{md,json}.
+bench: install-dev
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

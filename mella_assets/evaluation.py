@@ -13,7 +13,8 @@ from mella_assets.lib.report import render_score_chart, scores_markdown
 from mella_assets.metadata import StageTimer, preview_markdown, table_metadata
 from mella_assets.training import finetuned_checkpoint
 from resources.lake import Lake
-from resources.models import Training, load_vlm
+from resources.models import load_vlm
+from resources.training import Training
 
 
 class EvaluationConfig(dg.Config):

@@ -13,7 +13,7 @@ from mella_assets.lib.cache import content_key
 from mella_assets.lib.checkpoints import read_latest_checkpoint, write_latest_checkpoint
 from mella_assets.metadata import StageTimer, counts_by, preview_markdown
 from resources.lake import Lake
-from resources.models import Training
+from resources.training import Training
 
 TRAIN_SCRIPT_MODULE = "mella_assets.external.train"
 

@@ -7,8 +7,9 @@ from resources.catalog import Catalog
 from resources.fetch import ImageFetcher
 from resources.lake import Lake
 from resources.langid import LanguageIdentification
-from resources.models import Captioner, Training, Translator
+from resources.models import Captioner, Translator
 from resources.profile import build_resources
+from resources.training import Training
 
 __all__ = [
     "Captioner",

@@ -1,11 +1,10 @@
-"""Model resources: the captioner (MLLM), the translator, and the SFT settings.
+"""Model resources: the captioner (MLLM) and the translator.
 
 Models are named by hub id, local path, or ``lake://models/...`` (a folder in the lake, e.g. the tiny demo
 models). Loaded models are kept per process, so the partitions of one run load each model once.
 """
 
 import os
-import sys
 from functools import lru_cache
 
 import dagster as dg
@@ -71,25 +70,3 @@ class Translator(dg.ConfigurableResource):
 
     def load(self, model_path: str) -> HFTranslator:
         return _load_translator(model_path, self.device, self.dtype)
-
-
-class Training(dg.ConfigurableResource):
-    """Supervised fine-tuning of the base MLLM on the train split (run outside Dagster through Pipes)."""
-
-    base_model: str = Field(
-        default_factory=lambda: os.environ.get("MELLA_BASE_MODEL", TINY_CAPTIONER),
-        description="Hub id, local path or lake:// folder of the MLLM to fine-tune and evaluate.",
-    )
-    method: str = Field(
-        default_factory=lambda: os.environ.get("MELLA_TRAINING_METHOD", "lora"),
-        description="'lora' (PEFT adapter) or 'full'.",
-    )
-    max_steps: int = Field(
-        default_factory=lambda: int(os.environ.get("MELLA_TRAINING_STEPS", "30")), description="Optimizer steps."
-    )
-    learning_rate: float = Field(
-        default_factory=lambda: float(os.environ.get("MELLA_TRAINING_LR", "1e-3")), description="AdamW learning rate."
-    )
-    batch_size: int = Field(8, description="Examples per step.")
-    seed: int = Field(0, description="Seed for data order and initialisation.")
-    python: str = Field(sys.executable, description="Interpreter that runs mella_assets/external/train.py.")

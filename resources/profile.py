@@ -15,7 +15,8 @@ from resources.catalog import Catalog
 from resources.fetch import ImageFetcher
 from resources.lake import Lake
 from resources.langid import LanguageIdentification
-from resources.models import Captioner, Training, Translator
+from resources.models import Captioner, Translator
+from resources.training import Training
 
 
 def build_resources(

@@ -1,0 +1,1 @@
+"""Throughput benchmarks, each next to a baseline measured in the same run (`make bench`)."""
