@@ -20,7 +20,10 @@ def default_lake_root() -> str:
 class Lake(dg.ConfigurableResource):
     """Root of the data lake: Parquet tables per (asset, language) and blobs (images, models, checkpoints)."""
 
-    root: str = Field(default_factory=default_lake_root, description="Lake folder (default .mella/lake).")
+    root: str = Field(
+        default_factory=default_lake_root,
+        description="Lake folder (default .mella/lake) or s3://bucket/prefix (credentials and endpoint from AWS_*).",
+    )
 
     @property
     def store(self) -> LakeStore:
@@ -39,13 +42,22 @@ class Lake(dg.ConfigurableResource):
     def path(self, key: str) -> Path:
         return self.store.path(key)
 
+    def local_path(self, key: str) -> Path:
+        """A local file with the blob's bytes (the file itself, or a cached copy from S3)."""
+        return self.store.local_path(key)
+
+    def local_dir(self, key: str) -> Path:
+        """A local folder with the blob folder's files (the folder itself, or a cached copy from S3)."""
+        return self.store.local_dir(key)
+
     def resolve_model(self, model: str) -> str:
         """A model reference as `from_pretrained` takes it: ``lake://models/x`` → the local folder."""
         if model.startswith(LAKE_URI_PREFIX):
-            path = self.store.path(model.removeprefix(LAKE_URI_PREFIX))
-            if not path.exists():
+            key = model.removeprefix(LAKE_URI_PREFIX)
+            try:
+                return str(self.store.local_dir(key))
+            except FileNotFoundError as error:
                 raise FileNotFoundError(
-                    f"model {model} is not in the lake ({path}); `mella demo` builds the tiny demo models"
-                )
-            return str(path)
+                    f"model {model} is not in the lake ({self.store.uri(key)}); `mella demo` builds the tiny models"
+                ) from error
         return model

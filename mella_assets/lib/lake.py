@@ -8,12 +8,15 @@ Layout (DESIGN §6)::
     models/ checkpoints/<run>/ exports/ cache/    blobs
     landing/<code>/*.warc.gz                      new crawl files, watched by the landing sensor
 
-Every write goes to a temporary name in the destination folder and is renamed into place, so a reader (or a
-rerun after a crash) sees either the old file or the new one, never half of one.
+The root is a local folder or ``s3://bucket/prefix`` (AWS, or any S3 API through ``AWS_ENDPOINT_URL``: MinIO,
+moto). Credentials come only from the environment (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``).
+Every write is atomic: a local file is written under a temporary name and renamed into place; an S3 object is
+one PUT. A reader, or a rerun after a crash, sees the old object or the new one, never half of one.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -25,6 +28,9 @@ import polars as pl
 
 _SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
 TMP_PREFIX = ".tmp-"
+S3_SCHEME = "s3://"
+# Where blobs of an S3 lake are copied when a library needs a local file (WARC readers, from_pretrained).
+DEFAULT_CACHE = Path(os.environ.get("MELLA_LAKE_CACHE", Path.home() / ".cache" / "mella" / "lake"))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -50,19 +56,51 @@ def _check_key(key: str) -> str:
     return "/".join(parts)
 
 
+def s3_filesystem():
+    """An s3fs filesystem configured from the environment only (endpoint, keys, region)."""
+    import s3fs
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+    client_kwargs = {"region_name": os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))}
+    if endpoint:
+        client_kwargs["endpoint_url"] = endpoint
+    # No instance cache: a lake object is cheap to make, and a cached filesystem would keep stale listings.
+    return s3fs.S3FileSystem(client_kwargs=client_kwargs, skip_instance_cache=True, use_listings_cache=False)
+
+
 class LakeStore:
-    """A lake rooted in a local folder."""
+    """A lake rooted in a local folder or an S3 prefix; the same methods serve both."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root).expanduser().resolve()
+    def __init__(self, root: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> None:
+        text = str(root)
+        self.is_s3 = text.startswith(S3_SCHEME)
+        if self.is_s3:
+            self.root_uri = text.rstrip("/")
+            self.root = None
+            self._fs = s3_filesystem()
+            self._bucket_prefix = self.root_uri.removeprefix(S3_SCHEME)
+            self.cache_dir = Path(cache_dir or DEFAULT_CACHE) / self._bucket_prefix
+        else:
+            self.root = Path(text).expanduser().resolve()
+            self.root_uri = str(self.root)
+            self._fs = None
 
-    # -- paths -------------------------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"LakeStore({self.root_uri!r})"
+
+    # -- addresses ---------------------------------------------------------------------------------------------
     def path(self, key: str) -> Path:
-        """Local path of a lake key (the key is validated, so it cannot leave the root)."""
+        """Local path of a key in a local lake (validated, so it cannot leave the root)."""
+        if self.is_s3:
+            raise ValueError(f"{self} is on S3: use local_path() / local_dir() for a local copy of {key!r}")
         return self.root / _check_key(key)
 
+    def _object(self, key: str) -> str:
+        return f"{self._bucket_prefix}/{_check_key(key)}"
+
     def uri(self, key: str) -> str:
-        return self.path(key).as_uri()
+        """Where a key lives, as a URI (file:// or s3://)."""
+        return f"{S3_SCHEME}{self._object(key)}" if self.is_s3 else self.path(key).as_uri()
 
     @staticmethod
     def table_key(asset: str, language: str | None = None) -> str:
@@ -70,10 +108,95 @@ class LakeStore:
             return f"tables/{asset}/data.parquet"
         return f"tables/{asset}/language={language}/data.parquet"
 
+    # -- blobs -------------------------------------------------------------------------------------------------
+    def put_bytes(self, key: str, data: bytes) -> str:
+        if self.is_s3:
+            self._fs.pipe_file(self._object(key), data)
+        else:
+            atomic_write_bytes(self.path(key), data)
+        return key
+
+    def get_bytes(self, key: str) -> bytes:
+        if self.is_s3:
+            try:
+                return self._fs.cat_file(self._object(key))
+            except FileNotFoundError as error:
+                raise FileNotFoundError(f"{self.uri(key)} does not exist") from error
+        return self.path(key).read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self._fs.exists(self._object(key)) if self.is_s3 else self.path(key).exists()
+
+    def size(self, key: str) -> int:
+        return int(self._fs.size(self._object(key))) if self.is_s3 else self.path(key).stat().st_size
+
+    def list(self, prefix: str, suffix: str = "") -> Iterator[str]:
+        """Keys under ``prefix`` ending with ``suffix``, sorted, temporary files skipped."""
+        if self.is_s3:
+            base = self._object(prefix)
+            if not self._fs.exists(base):
+                return
+            found = sorted(self._fs.find(base))
+            keys = [name.removeprefix(self._bucket_prefix + "/") for name in found]
+        else:
+            base_path = self.path(prefix)
+            if not base_path.exists():
+                return
+            keys = sorted(p.relative_to(self.root).as_posix() for p in base_path.rglob("*") if p.is_file())
+        for key in keys:
+            name = key.rsplit("/", 1)[-1]
+            if name.endswith(suffix) and not name.startswith(TMP_PREFIX):
+                yield key
+
+    def local_path(self, key: str) -> Path:
+        """A local file with the blob's bytes: the file itself in a local lake, a cached download from S3
+        (fetched again when its size changed; blobs that change in place should be read with get_bytes)."""
+        if not self.is_s3:
+            return self.path(key)
+        target = self.cache_dir / _check_key(key)
+        if not target.exists() or target.stat().st_size != self.size(key):
+            atomic_write_bytes(target, self.get_bytes(key))
+        return target
+
+    def put_dir(self, key: str, source: str | os.PathLike[str]) -> str:
+        """Copy a local folder (a model or checkpoint) into the lake under ``key``, replacing what was there."""
+        if self.is_s3:
+            for old in list(self.list(key)):
+                self._fs.rm_file(self._object(old))
+            for file in sorted(p for p in Path(source).rglob("*") if p.is_file()):
+                self.put_bytes(f"{key}/{file.relative_to(source).as_posix()}", file.read_bytes())
+            return key
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}")
+        shutil.copytree(source, tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        return key
+
+    def local_dir(self, key: str) -> Path:
+        """A local folder holding the blob folder ``key`` (a local lake's own folder, or a cached S3 copy)."""
+        if not self.is_s3:
+            folder = self.path(key)
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{folder} is not a folder")
+            return folder
+        keys = list(self.list(key))
+        if not keys:
+            raise FileNotFoundError(f"{self.uri(key)} holds no files")
+        for blob in keys:
+            self.local_path(blob)
+        return self.cache_dir / _check_key(key)
+
     # -- tables ------------------------------------------------------------------------------------------------
     def write_table(self, asset: str, language: str | None, frame: pl.DataFrame) -> str:
         """Atomically replace the (asset, language) table with ``frame``; returns its key."""
         key = self.table_key(asset, language)
+        if self.is_s3:
+            buffer = io.BytesIO()
+            frame.write_parquet(buffer, compression="zstd", statistics=True)
+            return self.put_bytes(key, buffer.getvalue())
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}.parquet")
@@ -85,61 +208,34 @@ class LakeStore:
         return key
 
     def has_table(self, asset: str, language: str | None = None) -> bool:
-        return self.path(self.table_key(asset, language)).exists()
+        return self.exists(self.table_key(asset, language))
 
     def read_table(self, asset: str, language: str | None = None) -> pl.DataFrame:
         """The (asset, language) table; :class:`TableNotFoundError` names what to materialize first."""
-        path = self.path(self.table_key(asset, language))
-        if not path.exists():
+        key = self.table_key(asset, language)
+        if not self.exists(key):
             where = f" for language {language!r}" if language else ""
             raise TableNotFoundError(f"table {asset!r}{where} does not exist yet: materialize {asset} first")
-        return pl.read_parquet(path)
+        if self.is_s3:
+            return pl.read_parquet(io.BytesIO(self.get_bytes(key)))
+        return pl.read_parquet(self.path(key))
+
+    def table_keys(self, asset: str) -> list[str]:
+        """Keys of every language partition of a table."""
+        return [key for key in self.list(f"tables/{asset}", "data.parquet") if "/language=" in key]
 
     def read_table_all_languages(self, asset: str) -> pl.DataFrame:
         """Every language partition of a table, concatenated (empty frame if none exist)."""
-        frames = [pl.read_parquet(p) for p in sorted(self.root.glob(f"tables/{asset}/language=*/data.parquet"))]
+        frames = [
+            pl.read_parquet(io.BytesIO(self.get_bytes(key)) if self.is_s3 else self.path(key))
+            for key in self.table_keys(asset)
+        ]
         frames = [f for f in frames if f.height]
         return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
     def tables(self) -> dict[str, str]:
-        """Table name → glob of its Parquet files, for every table in the lake."""
-        found: dict[str, str] = {}
-        for folder in sorted((self.root / "tables").glob("*")):
-            if folder.is_dir() and any(folder.rglob("data.parquet")):
-                found[folder.name] = str(folder / "**" / "data.parquet")
-        return found
-
-    # -- blobs -------------------------------------------------------------------------------------------------
-    def put_bytes(self, key: str, data: bytes) -> str:
-        atomic_write_bytes(self.path(key), data)
-        return key
-
-    def get_bytes(self, key: str) -> bytes:
-        return self.path(key).read_bytes()
-
-    def exists(self, key: str) -> bool:
-        return self.path(key).exists()
-
-    def put_dir(self, key: str, source: str | os.PathLike[str]) -> str:
-        """Copy a local folder (a model or checkpoint) into the lake under ``key``, replacing what was there."""
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}")
-        shutil.copytree(source, tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-        return key
-
-    def local_dir(self, key: str) -> Path:
-        """A local folder holding the blob folder ``key`` (for a local lake: the folder itself)."""
-        return self.path(key)
-
-    def list(self, prefix: str, suffix: str = "") -> Iterator[str]:
-        """Keys under ``prefix`` ending with ``suffix``, sorted, temporary files skipped."""
-        base = self.path(prefix)
-        if not base.exists():
-            return
-        for path in sorted(base.rglob("*")):
-            if path.is_file() and path.name.endswith(suffix) and not path.name.startswith(TMP_PREFIX):
-                yield path.relative_to(self.root).as_posix()
+        """Table name → glob of its Parquet files (a path or an s3:// URL), for every table in the lake."""
+        names = sorted({key.split("/")[1] for key in self.list("tables", "data.parquet")})
+        if self.is_s3:
+            return {name: f"{S3_SCHEME}{self._bucket_prefix}/tables/{name}/**/data.parquet" for name in names}
+        return {name: str(self.root / "tables" / name / "**" / "data.parquet") for name in names}
