@@ -2,15 +2,26 @@
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from mella_assets.crawl import raw_crawl
 from mella_assets.languages import LANGUAGE_PARTITIONS, LANGUAGES
-from mella_assets.lib.filters import filter_alt_texts
+from mella_assets.lib.filters import DEFAULT_FILTER_CONFIG as DEFAULT
+from mella_assets.lib.filters import FilterConfig, filter_alt_texts
 from mella_assets.metadata import StageTimer, table_metadata
 from resources.lake import Lake
 from resources.langid import LanguageIdentification
 
-PAGE_COLUMNS = ["page_url", "domain", "html_lang", "og_locale", "warc_uri", "record_offset", "opt_out"]
+PAGE_COLUMNS = [
+    "page_url",
+    "domain",
+    "html_lang",
+    "og_locale",
+    "warc_uri",
+    "record_offset",
+    "opt_out",
+    "opt_out_source",
+]
 
 
 def explode_candidates(pages: pl.DataFrame) -> pl.DataFrame:
@@ -26,9 +37,40 @@ def explode_candidates(pages: pl.DataFrame) -> pl.DataFrame:
     return exploded.unnest("images")
 
 
+class AltTextFilterConfig(dg.Config):
+    """Thresholds of the alt-text filters (defaults: ``FilterConfig`` in ``lib/filters.py``)."""
+
+    min_chars: dict[str, int] = Field(
+        default_factory=dict, description="Per-language minimum characters, e.g. {'cs': 10} (default: registry)."
+    )
+    max_chars: dict[str, int] = Field(default_factory=dict, description="Per-language maximum characters.")
+    min_words: int = Field(DEFAULT.min_words, description="Words a space-separated language needs.")
+    max_char_run: int = Field(DEFAULT.max_char_run, description="Longest allowed run of one repeated sign.")
+    max_unit_repeats: int = Field(DEFAULT.max_unit_repeats, description="Repeats of a 2-3 sign unit allowed.")
+    pii: str = Field(DEFAULT.pii, description="E-mails / phone numbers: 'reject', 'redact' or 'keep'.")
+    close_ratio: float = Field(DEFAULT.close_ratio, description="Language-ID close-call ratio (page decides).")
+    min_confidence: dict[str, float] = Field(
+        default_factory=dict, description="Per-language lowest language-ID confidence to keep."
+    )
+
+    def filter_config(self) -> FilterConfig:
+        if self.pii not in {"reject", "redact", "keep"}:
+            raise ValueError(f"pii must be 'reject', 'redact' or 'keep', not {self.pii!r}")
+        return FilterConfig(
+            min_chars=dict(self.min_chars),
+            max_chars=dict(self.max_chars),
+            min_words=self.min_words,
+            max_char_run=self.max_char_run,
+            max_unit_repeats=self.max_unit_repeats,
+            pii=self.pii,  # type: ignore[arg-type]
+            close_ratio=self.close_ratio,
+            min_confidence=dict(self.min_confidence),
+        )
+
+
 @dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="know", deps=[raw_crawl], kinds={"parquet"})
 def alt_text_pairs(
-    context: dg.AssetExecutionContext, lake: Lake, langid: LanguageIdentification
+    context: dg.AssetExecutionContext, config: AltTextFilterConfig, lake: Lake, langid: LanguageIdentification
 ) -> dg.MaterializeResult:
     """(image url, native alt text) pairs that pass the text filters; the rest go to ``alt_text_rejects``
     with a reason (missing/empty alt, file name, boilerplate, length, wrong language, duplicate, opt-out…)."""
@@ -37,7 +79,9 @@ def alt_text_pairs(
     candidates = explode_candidates(lake.read_table("raw_crawl", language.code))
     # Pages that opt out of AI use (robots noai / noimageai) contribute nothing, and say so.
     opted_out = candidates.filter(pl.col("opt_out"))
-    result = filter_alt_texts(candidates.filter(~pl.col("opt_out")), language, langid.identifier([language]))
+    result = filter_alt_texts(
+        candidates.filter(~pl.col("opt_out")), language, langid.identifier([language]), config.filter_config()
+    )
     opt_out_rejects = opted_out.with_columns(
         pl.lit(None, dtype=pl.String).alias("alt_text"),
         pl.lit("page_opt_out").alias("reason"),

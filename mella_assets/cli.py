@@ -7,10 +7,11 @@ import os
 import subprocess
 import sys
 
+from mella_assets.commands import crawl, extract, langid, score
 from mella_assets.demo import DEFAULT_DAGSTER_HOME, DEFAULT_SITE_PORT
 
 # Each entry is the `register(subparsers)` of a module in mella_assets/commands/.
-COMMAND_REGISTRARS: list = []
+COMMAND_REGISTRARS: list = [score.register, crawl.register, extract.register, langid.register]
 
 
 def _lake_default() -> str:

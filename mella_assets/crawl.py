@@ -1,23 +1,28 @@
 """Crawl group: register the WARC files that landed for a language, then extract every HTML page's images."""
 
 import hashlib
+import io
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from mella_assets.languages import LANGUAGE_PARTITIONS
-from mella_assets.lib.html import RAW_CRAWL_SCHEMA, extract_page, pages_to_frame
-from mella_assets.lib.warc import WarcStats, iter_html_responses
-from mella_assets.metadata import StageTimer, table_metadata
+from mella_assets.lib.html import RAW_CRAWL_SCHEMA, extract_warc
+from mella_assets.lib.http import HttpFetcher
+from mella_assets.lib.sources import WARC_SUFFIXES, download_key, download_source, parse_registry, registry_key
+from mella_assets.lib.warc import WarcStats
+from mella_assets.metadata import StageTimer, counts_by, table_metadata
 from resources.lake import Lake
-
-WARC_SUFFIXES = (".warc.gz", ".warc")
 
 CRAWL_SOURCES_SCHEMA = {
     "language": pl.String,
     "uri": pl.String,
     "key": pl.String,
+    "path": pl.String,
     "size": pl.Int64,
     "sha256": pl.String,
     "origin": pl.String,
@@ -37,11 +42,66 @@ def _sha256_file(path) -> str:
     return digest.hexdigest()
 
 
-@dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="crawl", kinds={"parquet"})
-def crawl_sources(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
-    """WARC files registered for the language: every file in ``landing/<code>/`` with size and sha256.
+CRAWL_SOURCE_REJECTS_SCHEMA = {"language": pl.String, "uri": pl.String, "reason": pl.String, "http_status": pl.Int64}
+# Bump when extraction changes, so cached per-WARC results are recomputed.
+EXTRACTION_VERSION = "v2"
 
-    A file seen before keeps its first ``registered_at``, so rerunning changes nothing.
+
+def extraction_cache_key(sha256: str) -> str:
+    return f"cache/raw_crawl/{EXTRACTION_VERSION}/{sha256}.parquet"
+
+
+class CrawlSourcesConfig(dg.Config):
+    """How registered remote WARC files (``sources/<code>.txt``) are downloaded."""
+
+    max_source_bytes: int = Field(1_000_000_000, description="Largest remote WARC file downloaded.")
+    timeout_s: float = Field(60.0, description="Connect/read timeout of a download, seconds.")
+    allowed_networks: list[str] = Field(
+        default_factory=list, description="Private networks a source URL may point to, e.g. ['127.0.0.1/32']."
+    )
+
+    def http(self) -> HttpFetcher:
+        return HttpFetcher(
+            timeout_s=self.timeout_s,
+            max_bytes=self.max_source_bytes,
+            total_timeout_s=max(600.0, 3 * self.timeout_s),
+            allowed_networks=self.allowed_networks,
+        )
+
+
+def _external_sources(language: str, lake: Lake, config: CrawlSourcesConfig) -> tuple[list[tuple], list[dict]]:
+    """(files, rejects) of the registry ``sources/<code>.txt``: files as (uri, key or None, local path)."""
+    store = lake.store
+    if not store.exists(registry_key(language)):
+        return [], []
+    files, rejects = [], []
+    http = None
+    for entry in parse_registry(store.get_bytes(registry_key(language)).decode("utf-8", errors="replace")):
+        if entry.url is not None:
+            key = download_key(language, entry.url)
+            if not store.exists(key):
+                http = http or config.http()
+                body, reason, status = download_source(entry.url, http)
+                if body is None:
+                    rejects.append({"language": language, "uri": entry.url, "reason": reason, "http_status": status})
+                    continue
+                store.put_bytes(key, body)
+            files.append((entry.url, key, store.local_path(key)))
+        elif entry.path is not None and entry.path.is_file():
+            files.append((entry.path.resolve().as_uri(), None, entry.path.resolve()))
+        else:
+            rejects.append({"language": language, "uri": entry.text, "reason": "file_not_found", "http_status": None})
+    return files, rejects
+
+
+@dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="crawl", kinds={"parquet"})
+def crawl_sources(context: dg.AssetExecutionContext, config: CrawlSourcesConfig, lake: Lake) -> dg.MaterializeResult:
+    """WARC files registered for the language: every file in ``landing/<code>/`` (origin ``landing``, or
+    ``crawler`` for files the polite crawler wrote) plus the paths and URLs listed in ``sources/<code>.txt``
+    (origin ``external``; URLs downloaded once into ``external/<code>/``), with size and sha256.
+
+    A file seen before keeps its first ``registered_at``, so rerunning changes nothing. Registry entries that
+    cannot be read go to ``crawl_source_rejects`` with a reason.
     """
     timer = StageTimer()
     language = context.partition_key
@@ -49,34 +109,43 @@ def crawl_sources(context: dg.AssetExecutionContext, lake: Lake) -> dg.Materiali
     previous = lake.read_table_or_empty("crawl_sources", language)
     first_seen = dict(zip(previous["sha256"], previous["registered_at"], strict=True)) if previous.height else {}
     now = datetime.now(UTC).isoformat(timespec="seconds")
+    files = [
+        (store.uri(key), key, store.local_path(key), "crawler" if "/crawl-" in key else "landing")
+        for key in store.list(landing_prefix(language))
+        if key.endswith(WARC_SUFFIXES)
+    ]
+    external, rejects = _external_sources(language, lake, config)
+    files += [(uri, key, path, "external") for uri, key, path in external]
     rows = []
-    for key in store.list(landing_prefix(language)):
-        if not key.endswith(WARC_SUFFIXES):
-            continue
-        path = store.path(key)
+    for uri, key, path, origin in files:
         sha = _sha256_file(path)
         rows.append(
             {
                 "language": language,
-                "uri": store.uri(key),
+                "uri": uri,
                 "key": key,
+                "path": None if key else str(path),  # a lake key says where keyed files are
                 "size": path.stat().st_size,
                 "sha256": sha,
-                "origin": "landing",
+                "origin": origin,
                 "registered_at": first_seen.get(sha, now),
             }
         )
     frame = pl.DataFrame(rows, schema=CRAWL_SOURCES_SCHEMA)
+    reject_frame = pl.DataFrame(rejects, schema=CRAWL_SOURCE_REJECTS_SCHEMA)
     lake.write_table("crawl_sources", language, frame)
+    lake.write_table("crawl_source_rejects", language, reject_frame)
     return dg.MaterializeResult(
         metadata=table_metadata(
             timer=timer,
-            rows_in=frame.height,
+            rows_in=frame.height + reject_frame.height,
             output=frame,
+            rejects=reject_frame,
             unit="files",
             extra={
                 "bytes": int(frame["size"].sum() or 0),
                 "new_files": sum(r["registered_at"] == now for r in rows),
+                "files_by_origin": dg.MetadataValue.json(counts_by(frame, "origin")),
             },
         )
     )
@@ -86,17 +155,34 @@ def crawl_sources(context: dg.AssetExecutionContext, lake: Lake) -> dg.Materiali
 def raw_crawl(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
     """One row per HTML response of the registered WARCs, with every unfiltered image candidate of the page.
 
-    Non-HTML, non-200 and malformed records are skipped and counted, never fatal.
+    Each WARC's extraction is cached in the lake by the file's sha256 (``cache/raw_crawl/``), so adding one
+    file to a language extracts only that file. Non-HTML, non-200 and malformed records are skipped and
+    counted, never fatal.
     """
     timer = StageTimer()
     language = context.partition_key
     sources = lake.read_table("crawl_sources", language)
-    stats = WarcStats()
-    pages = []
-    for key in sources["key"]:
-        for response in iter_html_responses(lake.path(key), stats):
-            pages.append((response, extract_page(response.body, response.page_url, response.content_type)))
-    frame = pages_to_frame(pages) if pages else pl.DataFrame(schema=RAW_CRAWL_SCHEMA)
+    store = lake.store
+    stats, frames, extracted, cached = WarcStats(), [], 0, 0
+    for row in sources.iter_rows(named=True):
+        cache_key = extraction_cache_key(row["sha256"])
+        stats_key = cache_key.removesuffix(".parquet") + ".json"
+        if store.exists(cache_key) and store.exists(stats_key):
+            frame = pl.read_parquet(io.BytesIO(store.get_bytes(cache_key)))
+            file_stats = WarcStats(**json.loads(store.get_bytes(stats_key)))
+            cached += 1
+        else:
+            file_stats = WarcStats()
+            path = store.local_path(row["key"]) if row["key"] else Path(row["path"])
+            frame = extract_warc(path, file_stats)
+            # The frame first, the stats last: a crash between them leaves no half-valid cache entry.
+            store.put_bytes(cache_key, _parquet_bytes(frame))
+            store.put_bytes(stats_key, json.dumps(file_stats.as_dict()).encode())
+            extracted += 1
+        frames.append(frame.with_columns(pl.lit(row["uri"]).alias("warc_uri")))
+        for name, value in file_stats.as_dict().items():
+            setattr(stats, name, getattr(stats, name) + value)
+    frame = pl.concat(frames, how="vertical_relaxed") if frames else RAW_CRAWL_SCHEMA.to_frame()
     frame = frame.with_columns(pl.lit(language).alias("language"))
     lake.write_table("raw_crawl", language, frame)
     candidates = int(frame["images"].list.len().sum() or 0) if frame.height else 0
@@ -108,9 +194,14 @@ def raw_crawl(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeRe
             unit="records",
             extra={
                 "warc_files": sources.height,
+                "warc_files_extracted": extracted,
+                "warc_files_cached": cached,
                 "html_pages": frame.height,
                 "image_candidates": candidates,
                 "opt_out_pages": int(frame["opt_out"].sum() or 0) if frame.height else 0,
+                "opt_out_by_source": dg.MetadataValue.json(
+                    counts_by(frame.filter(pl.col("opt_out")), "opt_out_source")
+                ),
                 "skipped": dg.MetadataValue.json(
                     {
                         "non_html": stats.skipped_non_html,
@@ -121,3 +212,9 @@ def raw_crawl(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeRe
             },
         )
     )
+
+
+def _parquet_bytes(frame: pl.DataFrame) -> bytes:
+    out = io.BytesIO()
+    frame.write_parquet(out, compression="zstd")
+    return out.getvalue()

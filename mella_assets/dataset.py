@@ -1,70 +1,190 @@
 """Dataset group: the merged SFT records per language (with blocking checks) and the exports."""
 
 import hashlib
-import io
-import json
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from mella_assets.images import d_know
-from mella_assets.languages import LANGUAGE_PARTITIONS
-from mella_assets.lib.dataset import DATASET_SCHEMA, build_sft_records, split_leakage
-from mella_assets.lib.export import dataset_card, llama_factory_dataset_info, sharegpt_bytes
+from mella_assets.languages import LANGUAGE_PARTITIONS, LANGUAGES
+from mella_assets.lib import dataset as ds
+from mella_assets.lib.catalog import run_sql
+from mella_assets.lib.export import ExportOptions, write_export
 from mella_assets.metadata import StageTimer, counts_by, table_metadata
 from mella_assets.translations import d_ling
 from resources.lake import Lake
+from resources.langid import LanguageIdentification
+from resources.models import Translator
+
+# Blocking: share of answers language ID must confirm as the partition's language (per source kind).
+MIN_LANGUAGE_PURITY = 0.9
+# Warnings (non-blocking): most tolerated share of repeated answers / answers outside the length bounds.
+MAX_DUPLICATE_ANSWER_RATE = 0.2
+MAX_OUT_OF_BOUNDS_SHARE = 0.05
 
 
 class DatasetConfig(dg.Config):
-    test_fraction: float = 0.2
-    """Share of image groups assigned to the test split."""
+    """How records are mixed and split; the defaults run the demo."""
+
+    test_groups_per_source: int = Field(4, description="Image clusters per source kind in each language's test set.")
+    max_test_share: float = Field(0.3, description="At most this share of a source's clusters go to test.")
+    near_duplicate_max_distance: int = Field(8, description="dHash bits within which two images are one cluster.")
+    max_per_source: dict[str, int] = Field(default_factory=dict, description='Record caps, e.g. {"ling": 1000}.')
+    ling_per_know: float | None = Field(None, description="At most this many ling records per know record.")
+    max_per_domain: int | None = Field(None, description="At most this many records from one web domain.")
 
 
 @dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="dataset", deps=[d_know, d_ling], kinds={"parquet"})
 def mella_dataset(context: dg.AssetExecutionContext, lake: Lake, config: DatasetConfig) -> dg.MaterializeResult:
     """SFT records: a native prompt from the prompt bank and the answer (alt text for `know`, translated
-    caption for `ling`), split into train / test by image group so no image crosses splits."""
+    caption for `ling`) with page, domain and image provenance; mix caps; a train / test split by near-duplicate
+    image cluster that keeps every earlier test image in test. Capped or unusable candidates go to
+    ``mella_dataset_rejects`` with a reason."""
     timer = StageTimer()
     language = context.partition_key
     know = lake.read_table("d_know", language)
     ling = lake.read_table("d_ling", language)
-    frame = build_sft_records(know, ling, language, config.test_fraction)
-    lake.write_table("mella_dataset", language, frame)
+    previous = lake.read_table_or_empty("mella_dataset", language)
+    build = ds.build_sft_records(
+        know,
+        ling,
+        language,
+        split=ds.SplitPolicy(config.test_groups_per_source, config.max_test_share, config.near_duplicate_max_distance),
+        mix=ds.MixPolicy(config.max_per_source, config.ling_per_know, config.max_per_domain),
+        previous=previous if previous.height else None,
+    )
+    lake.write_table("mella_dataset", language, build.records)
+    lake.write_table("mella_dataset_rejects", language, build.rejects)
+    frame = build.records
     return dg.MaterializeResult(
         metadata=table_metadata(
             timer=timer,
             rows_in=know.height + ling.height,
             output=frame.drop("conversation"),
+            rejects=build.rejects,
             extra={
                 "by_source": dg.MetadataValue.json(counts_by(frame, "source")),
                 "by_split": dg.MetadataValue.json(counts_by(frame, "split")),
                 "train_rows": int((frame["split"] == "train").sum()),
                 "test_rows": int((frame["split"] == "test").sum()),
+                "split_stats": dg.MetadataValue.json(build.stats),
             },
         )
     )
 
 
-@dg.asset_check(asset=mella_dataset, blocking=True, description="Columns and types match the dataset contract.")
+def _partition(context: dg.AssetCheckExecutionContext) -> str | None:
+    return context.partition_key if context.has_partition_key else None
+
+
+def _records(context: dg.AssetCheckExecutionContext, lake: Lake) -> pl.DataFrame:
+    language = _partition(context)
+    if language is None:
+        return lake.store.read_table_all_languages("mella_dataset")
+    return lake.read_table_or_empty("mella_dataset", language)
+
+
+@dg.asset_check(
+    asset=mella_dataset, blocking=True, description="Columns, types, required values and ids match the contract."
+)
 def mella_dataset_schema(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
-    frame = lake.read_table("mella_dataset", context.partition_key if context.has_partition_key else None)
-    mismatched = {c: str(frame.schema.get(c)) for c, t in DATASET_SCHEMA.items() if frame.schema.get(c) != t}
-    return dg.AssetCheckResult(passed=not mismatched, metadata={"mismatched": dg.MetadataValue.json(mismatched)})
+    frame = _records(context, lake)
+    problems = ds.schema_problems(frame, _partition(context))
+    return dg.AssetCheckResult(passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)})
 
 
-@dg.asset_check(asset=mella_dataset, blocking=True, description="Train and test are non-empty.")
+@dg.asset_check(asset=mella_dataset, blocking=True, description="The language has train and test records.")
 def mella_dataset_not_empty(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
-    frame = lake.read_table("mella_dataset", context.partition_key if context.has_partition_key else None)
+    frame = _records(context, lake)
     splits = counts_by(frame, "split")
-    return dg.AssetCheckResult(passed=frame.height > 0, metadata={"by_split": dg.MetadataValue.json(splits)})
+    passed = splits.get("train", 0) > 0 and splits.get("test", 0) > 0
+    return dg.AssetCheckResult(passed=passed, metadata={"by_split": dg.MetadataValue.json(splits)})
 
 
-@dg.asset_check(asset=mella_dataset, blocking=True, description="No image group is in both train and test.")
+@dg.asset_check(
+    asset=mella_dataset,
+    blocking=True,
+    description="No image, nor a near-duplicate of it (dHash clusters recomputed here), is in both splits.",
+)
 def mella_dataset_split_leakage(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
-    frame = lake.read_table("mella_dataset", context.partition_key if context.has_partition_key else None)
-    leaked = split_leakage(frame)
-    return dg.AssetCheckResult(passed=leaked == 0, metadata={"leaked_image_groups": leaked})
+    frame = _records(context, lake)
+    leaked = ds.split_leakage(frame) if "split" in frame.columns and "image_sha256" in frame.columns else -1
+    return dg.AssetCheckResult(passed=leaked == 0, metadata={"leaked_image_clusters": leaked})
+
+
+@dg.asset_check(
+    asset=mella_dataset,
+    blocking=True,
+    description=f"At least {MIN_LANGUAGE_PURITY:.0%} of answers are in the partition's language (language ID); "
+    "for ling only while translation language QA is enforced.",
+)
+def mella_dataset_language_purity(
+    context: dg.AssetCheckExecutionContext, lake: Lake, langid: LanguageIdentification, translator: Translator
+) -> dg.AssetCheckResult:
+    language = LANGUAGES[_partition(context)] if _partition(context) else None
+    frame = _records(context, lake)
+    if language is None or "text" not in frame.columns:
+        return dg.AssetCheckResult(passed=False, metadata={"error": "needs a language partition with a text column"})
+    purity = ds.language_purity(frame, language, langid.identifier([language]))
+    # Tiny demo models cannot write the language: where translation QA only records the language, so does this.
+    enforced = ["know", "ling"] if translator.enforce_output_language else ["know"]
+    failing = [s for s in enforced if purity[s].share < MIN_LANGUAGE_PURITY]
+    return dg.AssetCheckResult(
+        passed=not failing,
+        metadata={
+            **{f"purity_{p.source}": p.share for p in purity.values()},
+            "wrong_labels": dg.MetadataValue.json({p.source: p.wrong_labels for p in purity.values()}),
+            "enforced_sources": dg.MetadataValue.json(enforced),
+            "threshold": MIN_LANGUAGE_PURITY,
+        },
+    )
+
+
+@dg.asset_check(asset=mella_dataset, blocking=True, description="Every record's image file is in the lake.")
+def mella_dataset_images_present(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
+    frame = _records(context, lake)
+    keys = frame["image_key"].drop_nulls().unique().to_list() if "image_key" in frame.columns else []
+    store = lake.store
+    missing = sorted(key for key in keys if not store.exists(key))
+    nulls = frame["image_key"].null_count() if "image_key" in frame.columns else frame.height
+    return dg.AssetCheckResult(
+        passed=not missing and nulls == 0,
+        metadata={"images": len(keys), "missing": len(missing) + nulls, "examples": dg.MetadataValue.json(missing[:5])},
+    )
+
+
+@dg.asset_check(
+    asset=mella_dataset,
+    description=f"At most {MAX_DUPLICATE_ANSWER_RATE:.0%} of answers repeat another answer of the same source.",
+)
+def mella_dataset_duplicate_answers(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
+    frame = _records(context, lake)
+    rate = ds.duplicate_answer_rate(frame)
+    return dg.AssetCheckResult(
+        passed=rate <= MAX_DUPLICATE_ANSWER_RATE,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"duplicate_answer_rate": rate, "threshold": MAX_DUPLICATE_ANSWER_RATE},
+    )
+
+
+@dg.asset_check(
+    asset=mella_dataset,
+    description=f"At most {MAX_OUT_OF_BOUNDS_SHARE:.0%} of answers fall outside the length bounds of their source.",
+)
+def mella_dataset_answer_length(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
+    frame = _records(context, lake)
+    outside = ds.answers_out_of_bounds(frame)
+    share = round(outside / frame.height, 4) if frame.height else 0.0
+    return dg.AssetCheckResult(
+        passed=share <= MAX_OUT_OF_BOUNDS_SHARE,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "out_of_bounds": outside,
+            "share": share,
+            "bounds_chars": dg.MetadataValue.json(ds.ANSWER_LENGTH_BOUNDS),
+        },
+    )
 
 
 def dataset_version(records: pl.DataFrame) -> str:
@@ -75,43 +195,43 @@ def dataset_version(records: pl.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
+class ExportConfig(dg.Config):
+    """What `mella_export` writes besides the JSON, Parquet and card."""
+
+    copy_images: bool = Field(True, description="Copy images into the export (self-contained) or reference the lake.")
+    embed_images_in_parquet: bool = Field(False, description="Also store image bytes in the Parquet file.")
+    shard_max_bytes: int = Field(256 * 1024 * 1024, description="Size cap of one WebDataset tar shard.")
+
+
 @dg.asset(group_name="dataset", deps=[mella_dataset], kinds={"json", "parquet"})
-def mella_export(lake: Lake) -> dg.MaterializeResult:
-    """Every language's records exported for other trainers (ShareGPT JSON + LLaMA-Factory entry, Parquet)
-    with a dataset card, under ``exports/<version>/``."""
+def mella_export(lake: Lake, config: ExportConfig) -> dg.MaterializeResult:
+    """Every language's records exported for other trainers under ``exports/<version>/``: ShareGPT JSON with a
+    LLaMA-Factory ``dataset_info.json``, ms-swift messages JSONL, Parquet, WebDataset tar shards, a dataset card
+    with the run's statistics, and ``MANIFEST.json`` + ``SHA256SUMS`` over every file."""
     timer = StageTimer()
-    records = lake.store.read_table_all_languages("mella_dataset")
-    if records.is_empty():
-        records = pl.DataFrame(schema=DATASET_SCHEMA)
-    version = dataset_version(records)
-    prefix = f"exports/{version}"
     store = lake.store
-    store.put_bytes(f"{prefix}/mella_sharegpt.json", sharegpt_bytes(records))
-    info = llama_factory_dataset_info("mella_sharegpt.json")
-    store.put_bytes(f"{prefix}/dataset_info.json", json.dumps(info, indent=2).encode())
-    buffer = io.BytesIO()
-    records.write_parquet(buffer)
-    store.put_bytes(f"{prefix}/data.parquet", buffer.getvalue())
-    store.put_bytes(f"{prefix}/README.md", dataset_card(records, version).encode("utf-8"))
+    records = store.read_table_all_languages("mella_dataset")
+    if records.is_empty():
+        records = pl.DataFrame(schema=ds.DATASET_SCHEMA)
+    version = dataset_version(records)
+    funnel = run_sql(store, "SELECT * FROM funnel_by_language") if records.height else pl.DataFrame()
+    rejects = run_sql(store, "SELECT * FROM rejects_by_reason") if records.height else pl.DataFrame()
+    options = ExportOptions(config.copy_images, config.embed_images_in_parquet, config.shard_max_bytes)
+    manifest = write_export(store, f"exports/{version}", records, version, options, funnel=funnel, rejects=rejects)
     store.put_bytes("exports/LATEST", version.encode())
-    files = pl.DataFrame(
-        {
-            "version": version,
-            "key": [
-                f"{prefix}/{name}" for name in ("mella_sharegpt.json", "dataset_info.json", "data.parquet", "README.md")
-            ],
-        }
-    )
+    files = manifest.with_columns(pl.lit(version).alias("version"))
     lake.write_table("mella_export", None, files)
     return dg.MaterializeResult(
         metadata=table_metadata(
             timer=timer,
             rows_in=records.height,
-            output=files,
+            output=files.filter(pl.col("kind") != "image"),
             extra={
                 "version": version,
-                "export_uri": store.uri(prefix),
+                "export_uri": store.uri(f"exports/{version}"),
                 "by_language": dg.MetadataValue.json(counts_by(records, "language")),
+                "files_by_kind": dg.MetadataValue.json(counts_by(files, "kind")),
+                "bytes_written": int(files["bytes"].sum() or 0),
             },
         )
     )

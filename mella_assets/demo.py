@@ -111,11 +111,12 @@ def materialize_everything(languages: list[str], defs=None, instance=None, log=p
     return seconds
 
 
-def demo_summary(lake_root: str) -> pl.DataFrame:
+def demo_summary(lake) -> pl.DataFrame:
+    """The per-language summary the demo prints, from a lake (a LakeStore, a folder or an s3:// URI)."""
     from mella_assets.lib.catalog import run_sql
     from mella_assets.lib.lake import LakeStore
 
-    return run_sql(LakeStore(lake_root), SUMMARY_SQL)
+    return run_sql(lake if isinstance(lake, LakeStore) else LakeStore(lake), SUMMARY_SQL)
 
 
 def quiet_libraries() -> None:

@@ -1,4 +1,5 @@
-"""Evaluation group: base vs fine-tuned model on each language's test split, and the cross-language report."""
+"""Evaluation group: base vs previous vs latest fine-tuned model on each language's test split, the
+cross-language report, and a check that warns on regressions."""
 
 import dagster as dg
 import polars as pl
@@ -8,7 +9,7 @@ from mella_assets.dataset import mella_dataset
 from mella_assets.languages import LANGUAGE_PARTITIONS, LANGUAGES
 from mella_assets.lib.cache import JsonCache, batches, content_key, model_fingerprint
 from mella_assets.lib.checkpoints import read_latest_checkpoint
-from mella_assets.lib.evaluation import SCORES_SCHEMA, score_samples
+from mella_assets.lib.evaluation import SCORES_SCHEMA, regressions, score_samples
 from mella_assets.lib.report import render_score_chart, scores_markdown
 from mella_assets.metadata import StageTimer, preview_markdown, table_metadata
 from mella_assets.training import finetuned_checkpoint
@@ -22,10 +23,17 @@ class EvaluationConfig(dg.Config):
     """Longest generated answer, in tokens."""
     batch_size: int = 8
     """Test items per generate() call."""
+    bootstrap_resamples: int = 1000
+    """Bootstrap resamples per confidence interval."""
+    seed: int = 0
+    """Seed of the bootstrap (the same seed gives the same intervals)."""
 
 
-def _generate_cached(lake: Lake, model, version: str, items: pl.DataFrame, config: EvaluationConfig) -> list[str]:
-    """Answers of one model for the test items; each cached by (model version, item, params)."""
+def _generate_cached(
+    lake: Lake, model, version: str, items: pl.DataFrame, config: EvaluationConfig
+) -> tuple[list[str], int]:
+    """Answers of one model for the test items, each cached by (model version, item, params), and how many
+    were generated (not read from the cache)."""
     keys = [content_key(version, rid, config.max_new_tokens) for rid in items["id"]]
 
     def generate(missing: list[int]):
@@ -39,8 +47,16 @@ def _generate_cached(lake: Lake, model, version: str, items: pl.DataFrame, confi
             for i, output in zip(batch, outputs, strict=True):
                 yield i, {"text": output.text}
 
-    values, _ = JsonCache(lake.store, "evaluation").get_or_compute(keys, generate)
-    return [value["text"] for value in values]
+    values, computed = JsonCache(lake.store, "evaluation").get_or_compute(keys, generate)
+    return [value["text"] for value in values], computed
+
+
+def _checkpoint_model(lake: Lake, record: dict) -> tuple[str, str | None]:
+    """(model path, adapter path or None) of a checkpoint record from ``checkpoints/LATEST.json``."""
+    checkpoint_path = str(lake.local_dir(record["checkpoint_key"]))
+    if record["method"] == "lora":
+        return lake.resolve_model(record["base_model"]), checkpoint_path
+    return checkpoint_path, None
 
 
 @dg.asset(
@@ -52,8 +68,9 @@ def _generate_cached(lake: Lake, model, version: str, items: pl.DataFrame, confi
 def evaluation_scores(
     context: dg.AssetExecutionContext, lake: Lake, training: Training, config: EvaluationConfig
 ) -> dg.MaterializeResult:
-    """The base and the latest fine-tuned model answer every test item of the language; keyword accuracy
-    (know), METEOR and chrF (ling) per model. Per-sample outputs go to ``evaluation_samples``."""
+    """The base model, the previous checkpoint (when there is one) and the latest fine-tuned checkpoint answer
+    every test item of the language; keyword accuracy (know), METEOR and chrF (ling) per model with seeded
+    bootstrap intervals and paired deltas. Per-sample outputs go to ``evaluation_samples``."""
     timer = StageTimer()
     language = LANGUAGES[context.partition_key]
     test = lake.read_table("mella_dataset", language.code).filter(pl.col("split") == "test")
@@ -61,29 +78,31 @@ def evaluation_scores(
     if latest is None:
         raise dg.Failure("no fine-tuned checkpoint yet: materialize finetuned_checkpoint first")
     base_path = lake.resolve_model(training.base_model)
-    checkpoint_path = str(lake.path(latest["checkpoint_key"]))
-    adapter = checkpoint_path if latest["method"] == "lora" else None
-    tuned_path = base_path if adapter else checkpoint_path
-    models = {
-        "base": (model_fingerprint(base_path), lambda: load_vlm(base_path)),
-        "finetuned": (
-            model_fingerprint(tuned_path, adapter),
-            lambda: load_vlm(tuned_path, adapter),
-        ),
+    checkpoints = {"finetuned": latest}
+    previous = latest.get("previous_checkpoint")
+    if previous and lake.store.exists(previous["checkpoint_key"]):
+        checkpoints = {"previous": previous, **checkpoints}
+    models = {"base": (base_path, None)} | {
+        role: _checkpoint_model(lake, record) for role, record in checkpoints.items()
     }
-    frames = []
-    for name, (version, loader) in models.items():
-        answers = _generate_cached(lake, loader, version, test, config)
+    frames, generated = [], {}
+    for role, (path, adapter) in models.items():
+        version = model_fingerprint(path, adapter)
+        answers, generated[role] = _generate_cached(
+            lake, lambda p=path, a=adapter: load_vlm(p, a), version, test, config
+        )
         frames.append(
             test.select("id", "source", "image_sha256", "prompt", pl.col("text").alias("reference")).with_columns(
                 pl.lit(language.code).alias("language"),
-                pl.lit(name).alias("model"),
+                pl.lit(role).alias("model"),
                 pl.lit(version).alias("model_version"),
+                pl.lit(checkpoints[role]["checkpoint_key"] if role in checkpoints else "").alias("checkpoint_key"),
                 pl.Series("output", answers, dtype=pl.String),
             )
         )
-    samples = pl.concat(frames) if frames else pl.DataFrame()
-    scored, scores = score_samples(samples, language)
+    samples = pl.concat(frames)
+    scored, scores = score_samples(samples, language, n_resamples=config.bootstrap_resamples, seed=config.seed)
+    scores = scores.with_columns(pl.lit(latest["checkpoint_key"]).alias("checkpoint_key"))
     lake.write_table("evaluation_samples", language.code, scored)
     lake.write_table("evaluation_scores", language.code, scores)
     return dg.MaterializeResult(
@@ -94,6 +113,10 @@ def evaluation_scores(
             unit="items",
             extra={
                 "checkpoint_key": latest["checkpoint_key"],
+                "previous_checkpoint_key": previous["checkpoint_key"] if "previous" in checkpoints else "",
+                "models": dg.MetadataValue.json({role: model_fingerprint(*m) for role, m in models.items()}),
+                "generated": dg.MetadataValue.json(generated),
+                "scores": dg.MetadataValue.md(scores_markdown(scores)),
                 "samples": dg.MetadataValue.md(
                     preview_markdown(scored.select("model", "source", "reference", "output"))
                 ),
@@ -104,7 +127,8 @@ def evaluation_scores(
 
 @dg.asset(group_name="evaluation", deps=[evaluation_scores], kinds={"png", "parquet"})
 def evaluation_report(lake: Lake) -> dg.MaterializeResult:
-    """Cross-language table of base vs fine-tuned scores (Markdown in metadata) and a chart in the lake."""
+    """Per-language table (base, previous, current, delta with its paired interval, current's interval) in
+    Markdown metadata and a chart in the lake."""
     timer = StageTimer()
     scores = lake.store.read_table_all_languages("evaluation_scores")
     if scores.is_empty():
@@ -114,12 +138,40 @@ def evaluation_report(lake: Lake) -> dg.MaterializeResult:
     lake.store.put_bytes(chart_key, render_score_chart(scores))
     table = scores_markdown(scores)
     lake.store.put_bytes("reports/evaluation_report.md", table.encode("utf-8"))
+    worse = regressions(scores)
     return dg.MaterializeResult(
         metadata={
             "rows_in": scores.height,
             "languages": scores["language"].n_unique(),
             "report": dg.MetadataValue.md(table),
-            "chart_uri": lake.store.uri(chart_key),
+            "chart_uri": dg.MetadataValue.url(lake.store.uri(chart_key)),
+            "regressions": worse.height,
             "wall_seconds": round(timer.seconds, 3),
         }
+    )
+
+
+@dg.asset_check(
+    asset=evaluation_report,
+    description="Warns when the latest checkpoint is worse than the previous one beyond the paired bootstrap "
+    "interval on any language and metric.",
+)
+def evaluation_report_no_regression(lake: Lake) -> dg.AssetCheckResult:
+    scores = lake.read_table_or_empty("evaluation_report")
+    worse = regressions(scores)
+    details = [
+        f"{row['language']} {row['metric']}: {row['delta']:+.4f} "
+        f"[{row['delta_ci_low']:+.4f}, {row['delta_ci_high']:+.4f}]"
+        for row in worse.iter_rows(named=True)
+    ]
+    return dg.AssetCheckResult(
+        passed=worse.is_empty(),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "regressions": len(details),
+            "details": dg.MetadataValue.json(details),
+            "compared": int(
+                scores.filter(pl.col("compared_to") == "previous").height if "compared_to" in scores.columns else 0
+            ),
+        },
     )

@@ -5,84 +5,46 @@ import polars as pl
 
 from mella_assets.alt_text import alt_text_pairs
 from mella_assets.languages import LANGUAGE_PARTITIONS, LANGUAGES
-from mella_assets.lib.images import ImageReject, image_key, validate_image
+from mella_assets.lib.image_fetch import fetch_images
 from mella_assets.lib.text import keywords
 from mella_assets.metadata import StageTimer, table_metadata
 from resources.fetch import ImageFetcher
 from resources.lake import Lake
 
-IMAGES_SCHEMA = {
-    "language": pl.String,
-    "image_url": pl.String,
-    "image_sha256": pl.String,
-    "phash": pl.String,
-    "width": pl.Int64,
-    "height": pl.Int64,
-    "format": pl.String,
-    "bytes": pl.Int64,
-    "image_key": pl.String,
-}
-IMAGE_REJECTS_SCHEMA = {
-    "language": pl.String,
-    "image_url": pl.String,
-    "reason": pl.String,
-    "detail": pl.String,
-    "http_status": pl.Int64,
-}
-
 
 @dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="know", deps=[alt_text_pairs], kinds={"parquet"})
 def images(context: dg.AssetExecutionContext, lake: Lake, fetcher: ImageFetcher) -> dg.MaterializeResult:
-    """Every distinct image of the kept pairs, downloaded (SSRF-guarded, size-capped), decoded, validated and
-    re-encoded into the lake under its sha256; failures go to ``image_rejects`` with a reason."""
+    """Every distinct image of the kept pairs, downloaded politely (robots.txt, per-host limits, retries) and
+    safely (SSRF guard on every hop, size and time caps), decoded, validated, re-encoded and stored under its
+    sha256; failures go to ``image_rejects`` with a reason and HTTP status. URLs already stored by an earlier
+    run are not fetched again; exact and near duplicates point at the first copy (column ``duplicate``)."""
     timer = StageTimer()
     language = context.partition_key
     urls = lake.read_table("alt_text_pairs", language)["image_url"].unique(maintain_order=True).to_list()
-    results = fetcher.http().fetch_many(urls, max_workers=fetcher.max_workers)
     store = lake.store
-    kept, rejects = [], []
-    for result in results:
-        if result.error_reason:
-            rejects.append((result.url, result.error_reason, None, result.status))
-            continue
-        checked = validate_image(
-            result.body,
-            min_side=fetcher.min_side,
-            max_pixels=fetcher.max_pixels,
-            max_side_out=fetcher.max_side,
-        )
-        if isinstance(checked, ImageReject):
-            rejects.append((result.url, checked.reason, checked.detail, result.status))
-            continue
-        key = image_key(checked.sha256, checked.ext)
-        if not store.exists(key):
-            store.put_bytes(key, checked.data)
-        kept.append(
-            (
-                result.url,
-                checked.sha256,
-                checked.phash,
-                checked.width,
-                checked.height,
-                checked.format,
-                checked.bytes_in,
-                key,
-            )
-        )
-    frame = pl.DataFrame([(language, *row) for row in kept], schema=IMAGES_SCHEMA, orient="row")
-    reject_frame = pl.DataFrame([(language, *row) for row in rejects], schema=IMAGE_REJECTS_SCHEMA, orient="row")
-    lake.write_table("images", language, frame)
-    lake.write_table("image_rejects", language, reject_frame)
+    outcome = fetch_images(
+        language,
+        urls,
+        fetcher.http(),
+        exists=store.exists,
+        put=store.put_bytes,
+        previous=lake.read_table_or_empty("images", language),
+        limits=fetcher.limits(),
+        max_workers=fetcher.max_workers,
+    )
+    lake.write_table("images", language, outcome.kept)
+    lake.write_table("image_rejects", language, outcome.rejects)
     return dg.MaterializeResult(
         metadata=table_metadata(
             timer=timer,
             rows_in=len(urls),
-            output=frame,
-            rejects=reject_frame,
+            output=outcome.kept,
+            rejects=outcome.rejects,
             unit="images",
             extra={
-                "distinct_images": frame["image_sha256"].n_unique(),
-                "bytes_downloaded": int(frame["bytes"].sum() or 0),
+                "distinct_images": outcome.kept.filter(pl.col("duplicate").is_null()).height,
+                "success_rate": round(outcome.kept.height / len(urls), 4) if urls else None,
+                **outcome.stats,
             },
         )
     )

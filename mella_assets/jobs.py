@@ -32,6 +32,8 @@ training_job = dg.define_asset_job(
     "training_job",
     selection=dg.AssetSelection.assets(mella_export, finetuned_checkpoint),
     description="Export the dataset and fine-tune the base model on every language's train split.",
+    # The deployment's run queue admits one run of this pool at a time (deploy/dagster.yaml).
+    tags={"mella/pool": "training"},
 )
 evaluation_job = dg.define_asset_job(
     "evaluation_job",

@@ -6,9 +6,9 @@ import polars as pl
 from mella_assets.captions import mllm_captions
 from mella_assets.images import images
 from mella_assets.languages import LANGUAGE_PARTITIONS, LANGUAGES
-from mella_assets.lib.cache import JsonCache, content_key, model_fingerprint
-from mella_assets.lib.translation import transliterate_serbian_to_latin
-from mella_assets.lib.translation_qa import check_translation
+from mella_assets.lib.cache import JsonCache
+from mella_assets.lib.translation import translate_cached, transliterate_serbian_to_latin
+from mella_assets.lib.translation_qa import check_translations, length_bounds
 from mella_assets.metadata import StageTimer, table_metadata
 from resources.lake import Lake
 from resources.langid import LanguageIdentification
@@ -26,6 +26,7 @@ TRANSLATIONS_SCHEMA = {
     "qa_language_ok": pl.Boolean,
     "qa_length_ratio": pl.Float64,
     "qa_repeated_trigrams": pl.Float64,
+    "qa_copied_share": pl.Float64,
     "reason": pl.String,
 }
 
@@ -35,52 +36,54 @@ def translations(
     context: dg.AssetExecutionContext, lake: Lake, translator: Translator, langid: LanguageIdentification
 ) -> dg.MaterializeResult:
     """Each English caption translated into the language (sentence by sentence, cached by content), with QA:
-    output language, length ratio and repetition. Failures go to ``translation_rejects`` with the reason."""
+    empty output, repetition loops, untranslated copies, length ratio and output language. Failures go to
+    ``translation_rejects`` with the reason."""
     timer = StageTimer()
     language = LANGUAGES[context.partition_key]
     captions = lake.read_table("mllm_captions", language.code)
-    model_path = lake.resolve_model(translator.model)
-    version = model_fingerprint(model_path)
-    cache = JsonCache(lake.store, "translations")
+    model_path = translator.model_path(lake.resolve_model)
+    version = translator.version(model_path)
     sources = captions["caption_en"].to_list()
-    keys = [content_key(text, version, language.nllb_code, translator.max_new_tokens) for text in sources]
-
-    def translate(missing: list[int]):
-        # One call for everything missing: the translator batches sentences by length across captions.
-        model = translator.load(model_path)
-        texts = model.translate(
-            [sources[i] for i in missing],
-            target_code=language.nllb_code,
-            max_new_tokens=translator.max_new_tokens,
-            batch_size=translator.batch_size,
-        )
-        for i, text in zip(missing, texts, strict=True):
-            yield i, {"text": text}
-
-    values, translated = cache.get_or_compute(keys, translate)
-    outputs = [value["text"] for value in values]
+    outputs, refused, run = translate_cached(
+        sources,
+        language.nllb_code,
+        cache=JsonCache(lake.store, "translations"),
+        model_version=version,
+        load_backend=lambda: translator.load(model_path),
+        params=translator.generation_params(),
+        batch_size=translator.batch_size,
+    )
+    texts = [text or "" for text in outputs]
     if language.code == "sr" and translator.serbian_script == "latin":
-        outputs = [transliterate_serbian_to_latin(text) for text in outputs]
-    identifier = langid.identifier([language])
-    rows = []
-    for sha, source, text in zip(captions["image_sha256"], sources, outputs, strict=True):
-        qa = check_translation(source, text, language, identifier, translator.enforce_output_language)
-        rows.append(
-            (
-                language.code,
-                sha,
-                source,
-                text,
-                translator.model,
-                language.nllb_code,
-                qa.detected_language,
-                qa.language_confidence,
-                qa.language_ok,
-                qa.length_ratio,
-                qa.repeated_trigrams,
-                qa.reason,
-            )
+        texts = [transliterate_serbian_to_latin(text) for text in texts]
+    checks = check_translations(
+        sources,
+        texts,
+        language,
+        langid.identifier([language]),
+        translator.enforce_output_language,
+        length_bounds(language.code, translator.length_ratio_bounds),
+    )
+    rows = [
+        (
+            language.code,
+            sha,
+            source,
+            text,
+            translator.model,
+            language.nllb_code,
+            qa.detected_language,
+            qa.language_confidence,
+            qa.language_ok,
+            qa.length_ratio,
+            qa.repeated_trigrams,
+            qa.copied_share,
+            refusal or qa.reason,
         )
+        for sha, source, text, refusal, qa in zip(
+            captions["image_sha256"], sources, texts, refused, checks, strict=True
+        )
+    ]
     frame = pl.DataFrame(rows, schema=TRANSLATIONS_SCHEMA, orient="row")
     kept = frame.filter(pl.col("reason").is_null()).drop("reason")
     rejects = frame.filter(pl.col("reason").is_not_null())
@@ -92,12 +95,17 @@ def translations(
             rows_in=captions.height,
             output=kept,
             rejects=rejects,
+            unit="captions",
             extra={
-                "translated": translated,
-                "from_cache": captions.height - translated,
+                **run.metadata("captions"),
+                "translated": run.cache_misses,
+                "backend": translator.backend,
                 "translator_version": version,
                 "output_language_enforced": translator.enforce_output_language,
                 "output_language_ok_share": round(float(frame["qa_language_ok"].mean() or 0.0), 3),
+                "length_ratio_bounds": dg.MetadataValue.json(
+                    list(length_bounds(language.code, translator.length_ratio_bounds))
+                ),
             },
         )
     )

@@ -1,20 +1,35 @@
-"""Model resources: the captioner (MLLM) and the translator.
+"""Model resources: the captioner (MLLM) and the translator, each in-process (HF transformers) or remote (an
+OpenAI-compatible chat-completions server such as vLLM, SGLang or TGI).
 
 Models are named by hub id, local path, or ``lake://models/...`` (a folder in the lake, e.g. the tiny demo
-models). Loaded models are kept per process, so the partitions of one run load each model once.
+models); with the ``openai`` backend ``model`` is the name the server serves. Loaded models are kept per process,
+so the partitions of one run load each model once. Environment (read here, shown in the launchpad defaults):
+``MELLA_CAPTIONER_BACKEND`` / ``MELLA_TRANSLATOR_BACKEND`` (``transformers`` | ``openai``),
+``MELLA_CAPTIONER_MODEL`` / ``MELLA_TRANSLATOR_MODEL``, ``MELLA_CAPTIONER_URL`` / ``MELLA_TRANSLATOR_URL``; the
+API key is read at request time from the variable named by ``api_key_env`` and never stored or logged.
 """
 
 import os
+from collections.abc import Callable
 from functools import lru_cache
 
 import dagster as dg
 from pydantic import Field
 
+from mella_assets.lib.cache import model_fingerprint
+from mella_assets.lib.openai_backend import (
+    ChatCompletionsClient,
+    OpenAICaptioner,
+    OpenAITranslator,
+    load_translation_prompt,
+)
+from mella_assets.lib.translation import DEFAULT_MAX_SENTENCE_CHARS
 from mella_assets.lib.translation import Translator as HFTranslator
-from mella_assets.lib.vlm import VisionLanguageModel
+from mella_assets.lib.vlm import DEFAULT_MAX_PIXELS, VisionLanguageModel
 
 TINY_CAPTIONER = "lake://models/tiny/captioner"
 TINY_TRANSLATOR = "lake://models/tiny/translator"
+BACKENDS = ("transformers", "openai")
 
 
 @lru_cache(maxsize=4)
@@ -32,32 +47,111 @@ def load_vlm(path: str, adapter: str | None = None, device: str = "auto", dtype:
     return _load_vlm(path, adapter, device, dtype)
 
 
-class Captioner(dg.ConfigurableResource):
-    """The MLLM that writes detailed English captions for D_ling."""
+def _env(name: str, default: str) -> Callable[[], str]:
+    return lambda: os.environ.get(name, default)
 
+
+class _RemoteSettings(dg.ConfigurableResource):
+    """Settings shared by both roles for the ``openai`` backend."""
+
+    backend: str = "transformers"
+    url: str = ""
+    api_key_env: str = ""
+    concurrency: int = Field(8, description="openai backend: requests in flight at once.")
+    timeout_s: float = Field(120.0, description="openai backend: seconds to wait for one response.")
+    max_retries: int = Field(5, description="openai backend: retries of a 429 / 5xx / timeout (backoff 0.5 s × 2^n).")
+
+    def _check_backend(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown model backend {self.backend!r}; choose one of {BACKENDS}")
+        if self.backend == "openai" and not self.url:
+            raise ValueError("the openai backend needs a server URL (MELLA_CAPTIONER_URL / MELLA_TRANSLATOR_URL)")
+
+    def client(self, model: str) -> ChatCompletionsClient:
+        return ChatCompletionsClient(
+            self.url,
+            model,
+            api_key_env=self.api_key_env or None,
+            concurrency=self.concurrency,
+            timeout_s=self.timeout_s,
+            max_retries=self.max_retries,
+        )
+
+
+class Captioner(_RemoteSettings):
+    """The MLLM that writes detailed English captions for D_ling, and which images it captions."""
+
+    backend: str = Field(
+        default_factory=_env("MELLA_CAPTIONER_BACKEND", "transformers"),
+        description="'transformers' (in-process, any AutoModelForImageTextToText) or 'openai' (chat completions).",
+    )
     model: str = Field(
-        default_factory=lambda: os.environ.get("MELLA_CAPTIONER_MODEL", TINY_CAPTIONER),
-        description="Hub id, local path or lake:// folder of an image-text-to-text checkpoint.",
+        default_factory=_env("MELLA_CAPTIONER_MODEL", TINY_CAPTIONER),
+        description="Hub id, local path or lake:// folder of an image-text-to-text checkpoint; for the openai "
+        "backend, the served model name.",
+    )
+    url: str = Field(
+        default_factory=_env("MELLA_CAPTIONER_URL", ""),
+        description="openai backend: server base URL, e.g. http://gpu-box:8000/v1.",
+    )
+    api_key_env: str = Field(
+        "MELLA_CAPTIONER_API_KEY", description="openai backend: name of the environment variable with the API key."
     )
     prompt_version: str = Field("caption-v1", description="Version of the caption prompt (mella_assets/prompts).")
     max_new_tokens: int = Field(48, description="Longest caption, in tokens.")
-    batch_size: int = Field(8, description="Images per generate() call.")
-    max_images_per_language: int = Field(0, description="Caption at most this many images per language (0 = all).")
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, description="Images are downscaled to at most this many pixels.")
+    batch_size: int = Field(8, description="Images per generate() call (per group of requests for openai).")
+    max_images_per_language: int = Field(
+        0, description="Caption a deterministic sample of at most this many images per language (0 = all)."
+    )
+    max_images_per_domain: int = Field(
+        0, description="At most this many images of one web site (domain) per language (0 = no cap)."
+    )
+    sample_seed: int = Field(0, description="Seed of the deterministic sample (changing it picks other images).")
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'.")
     dtype: str = Field("auto", description="'auto' (bf16 on CUDA, fp32 on CPU), 'bfloat16', 'float32'.")
 
-    def load(self, model_path: str) -> VisionLanguageModel:
+    def model_path(self, resolve: Callable[[str], str]) -> str:
+        """The model as the backend takes it: a resolved local path / hub id, or the served name."""
+        self._check_backend()
+        return resolve(self.model) if self.backend == "transformers" else self.model
+
+    def version(self, model_path: str) -> str:
+        """Model fingerprint for cache keys (computed without loading the model)."""
+        return model_fingerprint(model_path) if self.backend == "transformers" else f"openai:{model_path}"
+
+    def load(self, model_path: str) -> VisionLanguageModel | OpenAICaptioner:
+        """The backend: an in-process model (cached per process) or a chat-completions client."""
+        self._check_backend()
+        if self.backend == "openai":
+            return OpenAICaptioner(self.client(model_path))
         return load_vlm(model_path, None, self.device, self.dtype)
 
 
-class Translator(dg.ConfigurableResource):
-    """The machine translation model that carries English captions into the target language."""
+class Translator(_RemoteSettings):
+    """The machine translation model that carries English captions into the target language, and its QA."""
 
-    model: str = Field(
-        default_factory=lambda: os.environ.get("MELLA_TRANSLATOR_MODEL", TINY_TRANSLATOR),
-        description="Hub id, local path or lake:// folder of a seq2seq checkpoint (NLLB-200 by default in prod).",
+    backend: str = Field(
+        default_factory=_env("MELLA_TRANSLATOR_BACKEND", "transformers"),
+        description="'transformers' (in-process, any AutoModelForSeq2SeqLM) or 'openai' (chat completions).",
     )
-    max_new_tokens: int = Field(64, description="Longest translated sentence, in tokens.")
+    model: str = Field(
+        default_factory=_env("MELLA_TRANSLATOR_MODEL", TINY_TRANSLATOR),
+        description="Hub id, local path or lake:// folder of a seq2seq checkpoint (NLLB-200 by default in prod); "
+        "for the openai backend, the served model name.",
+    )
+    url: str = Field(
+        default_factory=_env("MELLA_TRANSLATOR_URL", ""),
+        description="openai backend: server base URL, e.g. http://gpu-box:8000/v1.",
+    )
+    api_key_env: str = Field(
+        "MELLA_TRANSLATOR_API_KEY", description="openai backend: name of the environment variable with the API key."
+    )
+    prompt_version: str = Field("translate-v1", description="openai backend: version of the translation prompt.")
+    max_new_tokens: int = Field(64, description="Longest translated sentence (openai: caption), in tokens.")
+    max_sentence_chars: int = Field(
+        DEFAULT_MAX_SENTENCE_CHARS, description="Sentences longer than this are cut at clauses / spaces."
+    )
     batch_size: int = Field(16, description="Sentences per generate() call.")
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'.")
     dtype: str = Field("auto", description="'auto' (bf16 on CUDA, fp32 on CPU), 'bfloat16', 'float32'.")
@@ -67,6 +161,33 @@ class Translator(dg.ConfigurableResource):
         description="Reject translations whose detected language is not the target. The tiny demo models "
         "write gibberish, so the demo records this check without enforcing it.",
     )
+    length_ratio_bounds: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description='Per-language [min, max] output/source character ratio, e.g. {"ko": [0.15, 1.5]}; '
+        "languages not named keep the defaults of mella_assets/lib/translation_qa.py.",
+    )
 
-    def load(self, model_path: str) -> HFTranslator:
+    def model_path(self, resolve: Callable[[str], str]) -> str:
+        """The model as the backend takes it: a resolved local path / hub id, or the served name."""
+        self._check_backend()
+        return resolve(self.model) if self.backend == "transformers" else self.model
+
+    def version(self, model_path: str) -> str:
+        """Model fingerprint for cache keys (openai: served name and prompt version)."""
+        if self.backend == "transformers":
+            return model_fingerprint(model_path)
+        return f"openai:{model_path}:{self.prompt_version}"
+
+    def generation_params(self) -> dict:
+        """Keyword arguments of ``translate`` that change its output (they go into the cache key)."""
+        params = {"max_new_tokens": self.max_new_tokens}
+        if self.backend == "transformers":
+            params["max_sentence_chars"] = self.max_sentence_chars
+        return params
+
+    def load(self, model_path: str) -> HFTranslator | OpenAITranslator:
+        """The backend: an in-process model (cached per process) or a chat-completions client."""
+        self._check_backend()
+        if self.backend == "openai":
+            return OpenAITranslator(self.client(model_path), load_translation_prompt(self.prompt_version))
         return _load_translator(model_path, self.device, self.dtype)

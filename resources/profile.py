@@ -24,15 +24,19 @@ def build_resources(
     demo_site: bool | None = None,
     demo_site_port: int | None = None,
     enforce_translation_language: bool | None = None,
+    demo_site_dir: str | None = None,
 ) -> dict[str, object]:
-    """The resources of the code location, keyed by the names assets ask for."""
+    """The resources of the code location, keyed by the names assets ask for.
+
+    The demo web site is served from ``demo/site`` of a local lake, or from ``demo_site_dir`` (an S3 lake keeps
+    no local folder)."""
     lake = Lake(root=lake_root) if lake_root else Lake()
     if demo_site is None:
         demo_site = os.environ.get("MELLA_DEMO_SITE") == "1"
     port = demo_site_port or int(os.environ.get("MELLA_DEMO_SITE_PORT", "18470"))
     fetcher = ImageFetcher(
         allow_private_addresses=demo_site,
-        demo_site_dir=str(lake.store.path("demo/site")) if demo_site else None,
+        demo_site_dir=(demo_site_dir or str(lake.store.path("demo/site"))) if demo_site else None,
         demo_site_port=port,
     )
     translator = (

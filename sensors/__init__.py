@@ -1,6 +1,27 @@
-"""Sensors: new crawl data → a language run; dataset growth → retraining."""
+"""Sensors: new crawl data → a language run; dataset growth → retraining; new checkpoint → evaluation → report;
+failed training → a clear log line."""
 
+from sensors.evaluation import (
+    evaluation_after_training_sensor,
+    report_after_evaluation_sensor,
+    training_failure_sensor,
+)
 from sensors.landing import crawl_landing_sensor
 from sensors.retraining import retraining_sensor
 
-__all__ = ["crawl_landing_sensor", "retraining_sensor"]
+ALL_SENSORS = [
+    crawl_landing_sensor,
+    retraining_sensor,
+    evaluation_after_training_sensor,
+    report_after_evaluation_sensor,
+    training_failure_sensor,
+]
+
+__all__ = [
+    "ALL_SENSORS",
+    "crawl_landing_sensor",
+    "evaluation_after_training_sensor",
+    "report_after_evaluation_sensor",
+    "retraining_sensor",
+    "training_failure_sensor",
+]

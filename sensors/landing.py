@@ -21,7 +21,7 @@ LANGUAGE_PIPELINE_JOB = "language_pipeline_job"
 def crawl_landing_sensor(context: dg.SensorEvaluationContext, lake: Lake) -> dg.SensorResult:
     seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
     store = lake.store
-    listing = [(key, store.path(key).stat().st_size) for key in store.list("landing")]
+    listing = [(key, store.size(key)) for key in store.list("landing")]
     new = new_landing_files(listing, seen, LANGUAGES)
     requests = []
     for language, keys in sorted(new.items()):

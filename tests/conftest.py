@@ -1,5 +1,59 @@
 import os
+import socket
+
+import pytest
 
 # No model hub in tests or CI: every model is a local folder.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """The whole graph materialized once for every configured language on the demo corpus with the tiny models,
+    through a Dagster instance in a temporary DAGSTER_HOME (shared by the end-to-end tests)."""
+    import dagster as dg
+
+    from mella_assets.definitions import build_definitions
+    from mella_assets.demo import materialize_everything
+    from mella_assets.languages import LANGUAGES
+    from mella_assets.lib.lake import LakeStore
+    from mella_assets.testing.corpus import build_demo_corpus, demo_texts
+    from mella_assets.testing.site import ensure_demo_site_server
+    from mella_assets.testing.tiny_models import build_tiny_models
+    from resources import Training, build_resources
+
+    codes = list(LANGUAGES)
+    root = tmp_path_factory.mktemp("demo")
+    lake_root, home = root / "lake", root / "dagster_home"
+    home.mkdir()
+    port = free_port()
+    build_demo_corpus(lake_root, f"http://127.0.0.1:{port}", codes)
+    ensure_demo_site_server(lake_root / "demo" / "site", port)
+    build_tiny_models(lake_root / "models" / "tiny", demo_texts(codes))
+    resources = build_resources(
+        lake_root=str(lake_root), demo_site=True, demo_site_port=port, enforce_translation_language=False
+    )
+    # Full fine-tuning shows learning on a random tiny model within seconds (a LoRA adapter barely moves it).
+    resources["training"] = Training(method="full", max_steps=60)
+    defs = build_definitions(resources)
+    instance = dg.DagsterInstance.local_temp(str(home))
+    seconds = materialize_everything(codes, defs=defs, instance=instance, log=lambda line: None)
+    yield {
+        "lake": LakeStore(lake_root),
+        "defs": defs,
+        "instance": instance,
+        "home": home,
+        "port": port,
+        "codes": codes,
+        "seconds": seconds,
+        "site_dir": lake_root / "demo" / "site",
+        "models_dir": lake_root / "models" / "tiny",
+    }
+    instance.dispose()

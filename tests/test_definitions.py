@@ -60,6 +60,13 @@ def test_the_dataset_checks_block_training_and_both_sensors_are_registered():
     graph = defs.resolve_asset_graph()
     check_keys = {key.name for key in graph.asset_check_keys}
     assert {"mella_dataset_schema", "mella_dataset_not_empty", "mella_dataset_split_leakage"} <= check_keys
-    assert {sensor.name for sensor in defs.sensors} == {"crawl_landing_sensor", "retraining_sensor"}
+    assert {sensor.name for sensor in defs.sensors} == {
+        "crawl_landing_sensor",
+        "retraining_sensor",
+        "evaluation_after_training_sensor",
+        "report_after_evaluation_sensor",
+        "training_failure_sensor",
+    }
+    assert "evaluation_report_no_regression" in check_keys
     assert {job.name for job in defs.jobs} >= {"language_pipeline_job", "training_job", "evaluation_job", "report_job"}
     assert isinstance(defs.resources["pipes_subprocess_client"], dg.PipesSubprocessClient)

@@ -115,6 +115,11 @@ def test_materializations_run_on_the_deploy_instance_with_postgres_storage(tmp_p
         build_demo_corpus(lake_root, "http://127.0.0.1:9", ["cs"])
         with dg.DagsterInstance.from_config(str(home)) as instance:
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            coordinator = instance.run_coordinator
+            assert type(coordinator).__name__ == "QueuedRunCoordinator"
+            limits = {(limit["key"], limit["value"]): limit["limit"] for limit in coordinator.get_run_queue_config()
+                      .tag_concurrency_limits}  # fmt: skip
+            assert limits[("mella/pool", "training")] == 1
             result = dg.materialize(
                 [crawl_sources, raw_crawl], partition_key="cs", instance=instance,
                 resources={"lake": Lake(root=str(lake_root))},
@@ -127,3 +132,17 @@ def test_materializations_run_on_the_deploy_instance_with_postgres_storage(tmp_p
             assert reader.get_materialized_partitions(dg.AssetKey("raw_crawl")) == {"cs"}
             event_log = "".join(str(e.dagster_event) for e in reader.all_logs(runs[0].run_id))
             assert postgres.password not in event_log
+
+
+def test_no_committed_file_holds_a_credential():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    patterns = [
+        re.compile(rb"AKIA[0-9A-Z]{16}"),  # AWS access key id
+        re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+        re.compile(rb"(?i)(password|secret|api_key)\s*[:=]\s*['\"]?(?!change-me|\$|\{|<)[A-Za-z0-9/+]{16,}"),
+    ]
+    offenders = [
+        name for name in tracked
+        if (ROOT / name).is_file() and any(p.search((ROOT / name).read_bytes()) for p in patterns)
+    ]  # fmt: skip
+    assert offenders == []

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from mella_assets.languages import REGISTRY
-from mella_assets.lib.filters import REASONS, counts_by_reason, filter_alt_texts, is_boilerplate
+from mella_assets.lib.filters import REASONS, FilterConfig, counts_by_reason, filter_alt_texts, is_boilerplate
 from mella_assets.lib.langid import LanguageIdentifier
 
 CZECH = REGISTRY["cs"]
@@ -40,7 +40,10 @@ def test_one_candidate_per_reason_keeps_only_the_good_czech_alt(identifier):
         ("Karlův most v mlze", "unsupported_image_url"),  # its image_url is a data: URL below
         ("https://example.cz/foto/hrad.jpg", "alt_is_url"),
         ("IMG_2041.jpg", "alt_is_filename"),
+        ("Pište nám na info@hrad-karlstejn.cz", "alt_has_email"),
+        ("Rezervace stolu: +420 602 123 456", "alt_has_phone"),
         ("12.5.", "alt_number_only"),
+        ("Úžasnýýýýýý hrad!!!!!!", "alt_repeated_chars"),
         ("Logo Facebook", "alt_boilerplate"),
         ("Hrad", "alt_too_short"),
         ("Hrad nad řekou " * 20, "alt_too_long"),
@@ -56,7 +59,7 @@ def test_one_candidate_per_reason_keeps_only_the_good_czech_alt(identifier):
     result = filter_alt_texts(frame(alts, urls, html_lang=None), CZECH, identifier)
 
     assert result.kept["alt_text"].to_list() == [GOOD_CZECH]
-    assert result.kept["crawl_id"].to_list() == [11]
+    assert result.kept["crawl_id"].to_list() == [14]
     assert result.kept["detected_language"].to_list() == ["cs"]
     assert result.kept["language"].to_list() == ["cs"]
     assert result.rejects["reason"].to_list() == [reason for _, reason in cases if reason]
@@ -144,3 +147,35 @@ def test_counts_by_reason_are_sorted_by_reason(identifier):
     result = filter_alt_texts(frame(["2024", None, "IMG_1.png", "2025"]), CZECH, identifier)
     assert counts_by_reason(result.rejects) == {"alt_is_filename": 1, "alt_number_only": 2, "missing_alt": 1}
     assert list(counts_by_reason(result.rejects)) == ["alt_is_filename", "alt_number_only", "missing_alt"]
+
+
+@pytest.mark.parametrize(
+    ("alt", "reason"),
+    [
+        ("hahahahahaha Praha", "alt_repeated_chars"),
+        ("Sooooooo krásný výhled", "alt_repeated_chars"),
+        ("Hrad Bouzov v roce 1999 a 2024", None),  # years are not a phone number
+        ("Pivovar, Praha 1, tel. 224 812 345", "alt_has_phone"),
+        ("Pražský hrad, vstupné 1 250 Kč, otevřeno 9.00–17.00", None),
+        ("Kontakt: jan.novak@seznam.cz", "alt_has_email"),
+    ],
+)
+def test_spam_and_pii_rules(identifier, alt, reason):
+    result = filter_alt_texts(frame([alt]), CZECH, identifier)
+    assert (result.rejects["reason"].to_list() or [None]) == [reason]
+
+
+def test_pii_can_be_redacted_instead_of_rejected(identifier):
+    config = FilterConfig(pii="redact")
+    result = filter_alt_texts(frame(["Pražský hrad v zimě, info@hrad.cz, +420 224 373 368"]), CZECH, identifier, config)
+    assert result.kept["alt_text"].to_list() == ["Pražský hrad v zimě, ,"]
+
+
+def test_thresholds_are_configuration(identifier):
+    alts = ["Hrad v mlze", "Pražský hrad v zimě pokrytý sněhem"]
+    default = filter_alt_texts(frame(alts), CZECH, identifier)
+    strict = filter_alt_texts(frame(alts), CZECH, identifier, FilterConfig(min_chars={"cs": 12}, max_chars={"cs": 30}))
+    assert default.rejects["reason"].to_list() == []
+    assert strict.rejects["reason"].to_list() == ["alt_too_short", "alt_too_long"]
+    floor = filter_alt_texts(frame(alts), CZECH, identifier, FilterConfig(min_confidence={"cs": 1.01}))
+    assert floor.rejects["reason"].to_list() == ["language_uncertain", "language_uncertain"]

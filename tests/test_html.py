@@ -46,14 +46,31 @@ PAGE = """<!doctype html>
 """
 
 EXPECTED_IMAGES = [
-    ImageCandidate("https://cdn.example.cz/media/hrad.jpg", "Pražský hrad", "Hrad", 640, 480, "src", None),
-    ImageCandidate("https://cdn.example.cz/media/large.jpg", "", None, None, None, "srcset", None),
-    ImageCandidate("https://cdn.example.cz/lazy/most.jpg", "Karlův most", None, None, None, "data-src", None),
-    ImageCandidate("https://cdn.example.cz/media/pic-1600.webp", "Vltava", None, None, None, "picture", None),
-    ImageCandidate("https://cdn.example.cz/fig.png", None, None, None, None, "src", "Katedrála sv. Víta v noci"),
-    ImageCandidate("https://static.example.org/logo.svg", "", None, None, None, "src", None),
-    ImageCandidate("https://cdn.example.cz/media/b.jpg", None, None, None, None, "srcset", None),
-]
+    ImageCandidate(
+        "https://cdn.example.cz/media/hrad.jpg", "Pražský hrad", "Hrad", 640, 480, "src", None,
+        "https://cdn.example.cz/media/hrad.jpg",
+    ),
+    ImageCandidate(
+        "https://cdn.example.cz/media/large.jpg", "", None, None, None, "srcset", None,
+        "https://cdn.example.cz/media/fallback.jpg",
+    ),
+    ImageCandidate(
+        "https://cdn.example.cz/lazy/most.jpg", "Karlův most", None, None, None, "data-src", None,
+        "https://cdn.example.cz/media/placeholder.gif",
+    ),
+    ImageCandidate(
+        "https://cdn.example.cz/media/pic-1600.webp", "Vltava", None, None, None, "picture", None,
+        "https://cdn.example.cz/media/pic.jpg",
+    ),
+    ImageCandidate(
+        "https://cdn.example.cz/fig.png", None, None, None, None, "src", "Katedrála sv. Víta v noci",
+        "https://cdn.example.cz/fig.png",
+    ),
+    ImageCandidate(
+        "https://static.example.org/logo.svg", "", None, None, None, "src", None, "https://static.example.org/logo.svg"
+    ),
+    ImageCandidate("https://cdn.example.cz/media/b.jpg", None, None, None, None, "srcset", None, None),
+]  # fmt: skip
 
 
 def test_hand_written_page_gives_exact_image_candidates() -> None:
@@ -153,6 +170,8 @@ def test_pages_to_frame_has_the_raw_crawl_schema_and_one_row_per_page() -> None:
         "title": "Pražský hrad",
         "fetch_date": "2024-05-01T10:00:00Z",
         "opt_out": True,
+        "opt_out_source": "meta",
+        "charset_source": "meta",
     }
     assert [image["image_url"] for image in row["images"]] == [c.image_url for c in EXPECTED_IMAGES]
     assert row["images"][4]["context_text"] == "Katedrála sv. Víta v noci"
@@ -165,3 +184,88 @@ def test_pages_to_frame_of_nothing_keeps_the_schema() -> None:
     assert frame.height == 0
     assert frame.columns == list(RAW_CRAWL_SCHEMA.names())
     assert isinstance(frame, pl.DataFrame)
+
+
+def _tuples(page) -> list[tuple]:
+    return [(c.image_url, c.alt_raw, c.source_attr) for c in page.images]
+
+
+def _legacy_page(alt: str, charset: str, codec: str, meta: bool) -> bytes:
+    head = f'<meta charset="{charset}">' if meta else ""
+    return f'<html><head>{head}</head><body><img src="/a.jpg" alt="{alt}"></body></html>'.encode(codec)
+
+
+def test_windows_1251_page_with_meta_charset_decodes_russian_and_serbian_alts() -> None:
+    for alt in ("Красная площадь зимой", "Храм Светог Саве у Београду"):
+        page = extract_page(_legacy_page(alt, "windows-1251", "cp1251", meta=True), "http://r.example/p")
+        assert (_tuples(page), page.charset, page.charset_source) == (
+            [("http://r.example/a.jpg", alt, "src")],
+            "cp1251",
+            "meta",
+        )
+
+
+def test_tis_620_thai_page_declared_only_in_the_http_header_decodes() -> None:
+    alt = "วัดพระแก้วยามเย็น"
+    body = _legacy_page(alt, "", "tis-620", meta=False)
+    page = extract_page(body, "http://t.example/p", "text/html; charset=TIS-620")
+    assert (_tuples(page), page.charset, page.charset_source) == (
+        [("http://t.example/a.jpg", alt, "src")],
+        "cp874",  # WHATWG: tis-620 is decoded as its superset windows-874
+        "http_header",
+    )
+
+
+def test_euc_kr_page_is_decoded_from_meta_and_cp874_label_reads_thai() -> None:
+    alt = "경복궁의 가을 풍경"
+    page = extract_page(_legacy_page(alt, "euc-kr", "euc_kr", meta=True), "http://k.example/p")
+    assert (_tuples(page), page.charset) == ([("http://k.example/a.jpg", alt, "src")], "cp949")  # WHATWG superset
+    thai = extract_page(_legacy_page("ตลาดน้ำดำเนินสะดวก", "windows-874", "cp874", meta=True), "http://t.example/")
+    assert (thai.images[0].alt_raw, thai.charset) == ("ตลาดน้ำดำเนินสะดวก", "cp874")
+
+
+def test_undeclared_windows_1250_czech_page_is_detected() -> None:
+    alt = "Pražský hrad v zimě, pohled z Karlova mostu přes řeku Vltavu"
+    body = (f'<html><body><p>{alt}. Večerní procházka.</p><img src="a.jpg" alt="{alt}"></body></html>').encode("cp1250")
+    page = extract_page(body, "http://c.example/x/")
+    assert (page.images[0].alt_raw, page.charset_source) == (alt, "detected")
+
+
+def test_broken_html_still_yields_every_image_with_its_alt() -> None:
+    body = (
+        b'<html><head><title>Broken</title><body><div><p><img src="one.jpg" alt="M\xc3\xa1j">'
+        b'<table><tr><td><img src=two.jpg alt=Praha width=30px></td><img  SRC="three.jpg" ALT="Brno"></tr>'
+        b'<img src="four.jpg" alt="unterminated'
+    )
+    page = extract_page(body, "http://c.example/d/")
+    # As in a browser: the stray <img> in a table row is moved before the table, the tag cut by EOF is dropped.
+    assert _tuples(page) == [
+        ("http://c.example/d/one.jpg", "Máj", "src"),
+        ("http://c.example/d/three.jpg", "Brno", "src"),
+        ("http://c.example/d/two.jpg", "Praha", "src"),
+    ]
+    assert page.images[2].width_attr == 30
+
+
+def test_data_srcset_and_picture_data_srcset_pick_the_largest_lazy_source() -> None:
+    body = b"""<html><body><base href="http://cdn.example/m/">
+    <img src="blank.gif" data-srcset="s.jpg 300w, l.jpg 900w" alt="a">
+    <picture><source data-srcset="p1.webp 1x, p2.webp 2x"><img src="p.jpg" alt="b"></picture>
+    </body></html>"""
+    page = extract_page(body, "http://site.example/page")
+    assert [(c.image_url, c.source_attr, c.src_url) for c in page.images] == [
+        ("http://cdn.example/m/l.jpg", "data-srcset", "http://cdn.example/m/blank.gif"),
+        ("http://cdn.example/m/p2.webp", "picture", "http://cdn.example/m/p.jpg"),
+    ]
+
+
+def test_x_robots_tag_noai_opts_the_page_out_even_when_addressed_to_one_bot() -> None:
+    body = b'<html><body><img src="a.jpg" alt="x"></body></html>'
+    for header, expected in (
+        ("noai", (True, "header")),
+        ("otherbot: noindex, noimageai", (True, "header")),
+        ("noindex, nofollow", (False, None)),
+        (None, (False, None)),
+    ):
+        page = extract_page(body, "http://e.example/", "text/html", header)
+        assert (page.opt_out, page.opt_out_source) == expected, header

@@ -46,3 +46,23 @@ def test_catalog_has_one_view_per_table_across_languages(tmp_path):
     counts = run_sql(lake, "SELECT language, count(*) AS n FROM d_know GROUP BY 1 ORDER BY 1")
     assert counts.rows() == [("cs", 2), ("vi", 1)]
     assert run_sql(lake, "SELECT key FROM mella_export").rows() == [("exports/x/README.md",)]
+
+
+def test_model_fingerprint_ignores_where_and_when_a_checkpoint_was_made(tmp_path):
+    import json
+
+    from mella_assets.lib.cache import model_fingerprint
+
+    def checkpoint(folder, run_path, weights=b"\x01\x02"):
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(weights)
+        (folder / "config.json").write_text('{"hidden_size": 64}')
+        (folder / "adapter_config.json").write_text(json.dumps({"r": 8, "base_model_name_or_path": run_path}))
+        (folder / "training_state.json").write_text(json.dumps({"output_dir": run_path}))
+        return str(folder)
+
+    here = checkpoint(tmp_path / "a" / "ckpt", "/tmp/run-1/base")
+    there = checkpoint(tmp_path / "b" / "ckpt", "/home/someone/elsewhere/base-model")
+    other_weights = checkpoint(tmp_path / "c" / "ckpt", "/tmp/run-1/base", weights=b"\x01\x03")
+    assert model_fingerprint(here) == model_fingerprint(there)
+    assert model_fingerprint(here) != model_fingerprint(other_weights)

@@ -4,7 +4,6 @@ the tiny models; then the same instance served by the Dagster webserver and read
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,15 +12,10 @@ import urllib.request
 import dagster as dg
 import polars as pl
 import pytest
+from conftest import free_port
 
-from mella_assets.definitions import build_definitions
-from mella_assets.demo import demo_summary, materialize_everything
+from mella_assets.demo import demo_summary
 from mella_assets.languages import LANGUAGES
-from mella_assets.lib.lake import LakeStore
-from mella_assets.testing.corpus import build_demo_corpus, demo_texts
-from mella_assets.testing.site import ensure_demo_site_server
-from mella_assets.testing.tiny_models import build_tiny_models
-from resources import Training, build_resources
 
 pytestmark = pytest.mark.slow
 CODES = list(LANGUAGES)
@@ -40,40 +34,6 @@ PER_LANGUAGE_ASSETS = [
 GLOBAL_ASSETS = ["mella_export", "finetuned_checkpoint", "evaluation_report"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    lake_root, home = root / "lake", root / "dagster_home"
-    home.mkdir()
-    port = free_port()
-    build_demo_corpus(lake_root, f"http://127.0.0.1:{port}", CODES)
-    ensure_demo_site_server(lake_root / "demo" / "site", port)
-    build_tiny_models(lake_root / "models" / "tiny", demo_texts(CODES))
-    resources = build_resources(
-        lake_root=str(lake_root), demo_site=True, demo_site_port=port, enforce_translation_language=False
-    )
-    # Full fine-tuning shows learning on a random tiny model within seconds (a LoRA adapter barely moves it).
-    resources["training"] = Training(method="full", max_steps=60)
-    defs = build_definitions(resources)
-    instance = dg.DagsterInstance.local_temp(str(home))
-    seconds = materialize_everything(CODES, defs=defs, instance=instance, log=lambda line: None)
-    yield {
-        "lake": LakeStore(lake_root),
-        "defs": defs,
-        "instance": instance,
-        "home": home,
-        "port": port,
-        "seconds": seconds,
-    }
-    instance.dispose()
-
-
 def test_every_asset_is_materialized_for_every_language(demo):
     instance = demo["instance"]
     for name in PER_LANGUAGE_ASSETS:
@@ -83,7 +43,7 @@ def test_every_asset_is_materialized_for_every_language(demo):
 
 
 def test_every_language_yields_know_and_ling_pairs_and_both_splits(demo):
-    summary = demo_summary(str(demo["lake"].root))
+    summary = demo_summary(demo["lake"])
     assert summary["language"].to_list() == sorted(CODES)
     for row in summary.iter_rows(named=True):
         assert row["pages"] >= 6 and row["candidate_images"] > row["d_know"] > 0, row

@@ -1,12 +1,16 @@
 import json
+import time
 
 import dagster as dg
 import polars as pl
+from dagster._core.utils import make_new_run_id
 
 from mella_assets.lib.checkpoints import write_latest_checkpoint
 from mella_assets.lib.lake import LakeStore
 from resources.lake import Lake
+from resources.training import Training
 from sensors import crawl_landing_sensor, retraining_sensor
+from sensors.evaluation import training_failure_message
 
 
 def evaluate(sensor, lake_root, cursor=None):
@@ -45,22 +49,78 @@ def write_dataset(store, train_rows):
     store.write_table("mella_dataset", "cs", frame)
 
 
-def test_retraining_waits_for_the_configured_growth(tmp_path, monkeypatch):
-    monkeypatch.setenv("MELLA_RETRAIN_MIN_NEW_ROWS", "10")
+def retrain(lake_root, cursor=None, instance=None, **policy):
+    settings = {"retrain_min_new_rows": 10, "retrain_cooldown_seconds": 3600, **policy}
+    resources = {"lake": Lake(root=str(lake_root)), "training": Training(**settings)}
+
+    def tick(inst):
+        return retraining_sensor(dg.build_sensor_context(instance=inst, cursor=cursor, resources=resources))
+
+    if instance is not None:
+        return tick(instance)
+    with dg.instance_for_test() as inst:
+        return tick(inst)
+
+
+def test_growth_below_the_threshold_requests_no_run(tmp_path):
     store = LakeStore(tmp_path)
     write_dataset(store, 25)
     write_latest_checkpoint(store, {"checkpoint_key": "checkpoints/a", "train_rows": 20})
-    skipped = evaluate(retraining_sensor, tmp_path)
-    assert isinstance(skipped, dg.SkipReason)
-    assert "5 new train rows" in skipped.skip_message
+    result = retrain(tmp_path)
+    assert result.run_requests == []
+    assert result.skip_reason.skip_message == "5 new train rows since the latest checkpoint; retraining needs 10"
 
+
+def test_growth_above_the_threshold_requests_exactly_one_run_then_cools_down(tmp_path):
+    store = LakeStore(tmp_path)
     write_dataset(store, 30)
-    result = evaluate(retraining_sensor, tmp_path)
-    assert len(result.run_requests) == 1
-    assert result.run_requests[0].tags["mella/growth"] == "10"
+    write_latest_checkpoint(store, {"checkpoint_key": "checkpoints/a", "train_rows": 20})
+    first = retrain(tmp_path)
+    assert len(first.run_requests) == 1
+    assert first.run_requests[0].tags == {"mella/trigger": "dataset_growth", "mella/growth": "10"}
+    assert json.loads(first.cursor)["requests"] == 1
+
+    write_dataset(store, 60)  # more growth, but inside the cool-down: nothing
+    cooling = retrain(tmp_path, cursor=first.cursor)
+    assert cooling.run_requests == []
+    assert cooling.skip_reason.skip_message.startswith("cool-down: last request")
+    assert cooling.cursor == first.cursor
+
+    expired = json.dumps({**json.loads(first.cursor), "last_request_at": time.time() - 3601})
+    again = retrain(tmp_path, cursor=expired)
+    assert len(again.run_requests) == 1
+    assert again.run_requests[0].run_key != first.run_requests[0].run_key
 
 
-def test_retraining_before_any_checkpoint_counts_all_train_rows(tmp_path, monkeypatch):
-    monkeypatch.setenv("MELLA_RETRAIN_MIN_NEW_ROWS", "10")
+def test_a_growth_share_threshold_also_triggers(tmp_path):
+    store = LakeStore(tmp_path)
+    write_dataset(store, 24)
+    write_latest_checkpoint(store, {"checkpoint_key": "checkpoints/a", "train_rows": 20})
+    assert retrain(tmp_path, retrain_min_new_rows=100).run_requests == []
+    assert len(retrain(tmp_path, retrain_min_new_rows=100, retrain_min_growth_share=0.2).run_requests) == 1
+
+
+def test_no_request_while_the_concurrent_training_cap_is_reached(tmp_path):
+    write_dataset(LakeStore(tmp_path), 30)
+    with dg.instance_for_test() as instance:
+        instance.add_run(
+            dg.DagsterRun(job_name="training_job", run_id=make_new_run_id(), status=dg.DagsterRunStatus.STARTED)
+        )
+        capped = retrain(tmp_path, instance=instance)
+        assert capped.run_requests == []
+        assert capped.skip_reason.skip_message == "1 training run(s) queued or in progress (cap 1)"
+        assert len(retrain(tmp_path, instance=instance, retrain_max_concurrent_runs=2).run_requests) == 1
+
+
+def test_retraining_before_any_checkpoint_counts_all_train_rows(tmp_path):
     write_dataset(LakeStore(tmp_path), 12)
-    assert len(evaluate(retraining_sensor, tmp_path).run_requests) == 1
+    assert len(retrain(tmp_path).run_requests) == 1
+
+
+def test_failure_message_names_the_error_and_the_resume_step():
+    assert training_failure_message("r1", "Process exited with -9 ", {"abc": 20}) == (
+        "training run r1 failed: Process exited with -9; a rematerialization resumes from step 20 (abc)"
+    )
+    assert training_failure_message("r2", "", {}) == (
+        "training run r2 failed: no error message; no resume state saved, a rerun starts from step 0"
+    )

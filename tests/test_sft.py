@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from mella_assets.lib.sft import IGNORE_INDEX, SFTConfig, encode_batch, read_examples, train_sft
+from mella_assets.lib.sft import IGNORE_INDEX, SFTConfig, encode_batch, read_examples, resume_info, train_sft
 from mella_assets.lib.vlm import VisionLanguageModel
 from mella_assets.testing.tiny_models import SAMPLE_TEXTS, TinyModels, build_tiny_models
 
@@ -69,10 +70,14 @@ def test_lora_training_lowers_the_loss_and_logs_every_five_steps(lora_run) -> No
     assert result.steps == 15
     assert result.train_examples == 12
     assert result.final_loss < result.first_loss
-    assert [entry["step"] for entry in logs] == [5, 10, 15]
-    assert set(logs[0]) == {"step", "loss", "tokens_per_s"}
-    assert logs[0]["loss"] == round(result.first_loss, 4)
+    progress = [entry for entry in logs if entry["event"] == "progress"]
+    assert [entry["step"] for entry in progress] == [5, 10, 15]
+    assert set(progress[0]) == {"event", "step", "loss", "tokens_per_s", "peak_memory_mb"}
+    assert progress[0]["loss"] == round(result.first_loss, 4)
+    assert [step for step, _ in result.loss_curve] == [5, 10, 15]
     assert result.tokens_per_s > 0
+    assert result.peak_memory_mb > 0 and result.peak_memory_kind == "process_max_rss"
+    assert result.resumed_from_step == 0 and result.world_size == 1
 
 
 def test_lora_run_saves_adapter_processor_and_training_state(lora_run, tiny: TinyModels) -> None:
@@ -155,4 +160,84 @@ def test_train_script_reports_metadata_through_dagster_pipes(
     assert metadata["train_examples"].value == 12
     assert metadata["output_dir"].value == str(tmp_path / "out")
     assert (tmp_path / "out" / "adapter_model.safetensors").exists()
-    assert [message["step"] for message in messages] == [2, 4]
+    assert [m["step"] for m in messages if m["event"] == "progress"] == [2, 4]
+    assert metadata["peak_memory_mb"].value > 0
+    assert [step for step, _ in metadata["loss_curve"].value] == [2, 4]
+
+
+def test_a_relaunch_resumes_from_the_saved_state_and_ends_where_an_uninterrupted_run_ends(
+    tiny: TinyModels, train_file: Path, tmp_path: Path
+) -> None:
+    def config(name: str, max_steps: int, work: str) -> SFTConfig:
+        return SFTConfig(
+            base_model=str(tiny.captioner),
+            train_file=str(train_file),
+            output_dir=str(tmp_path / name),
+            method="full",
+            max_steps=max_steps,
+            log_every=2,
+            save_every=3,
+            work_dir=str(tmp_path / work),
+        )
+
+    straight = train_sft(config("straight", 8, "work-straight"))
+    # A first launch saves resume state at steps 3 and 6 and ends at 8; a resume state from step 6 is what a
+    # run killed between steps 6 and 8 leaves behind (the SIGKILL case is tested through the asset).
+    interrupted = config("interrupted", 8, "work-interrupted")
+    logs: list[dict] = []
+    train_sft(interrupted, log=logs.append)
+    assert [e["step"] for e in logs if e["event"] == "checkpoint_saved"] == [3, 6]
+    assert resume_info(interrupted.work_dir)["step"] == 6
+    resumed_logs: list[dict] = []
+    resumed = train_sft(interrupted, log=resumed_logs.append)
+    assert resumed.resumed_from_step == 6
+    assert resumed_logs[0] == {"event": "resumed", "step": 6}
+    assert [e["step"] for e in resumed_logs if e["event"] == "progress"] == [8]
+    assert resumed.first_loss == straight.first_loss  # the losses before the kill travel with the state
+    assert resumed.final_loss == pytest.approx(straight.final_loss, rel=1e-4)
+
+
+def test_resume_state_of_other_settings_is_ignored(tiny: TinyModels, train_file: Path, tmp_path: Path) -> None:
+    common = {"base_model": str(tiny.captioner), "train_file": str(train_file), "log_every": 2, "save_every": 2}
+    train_sft(SFTConfig(output_dir=str(tmp_path / "a"), max_steps=3, work_dir=str(tmp_path / "w"), **common))
+    other = SFTConfig(output_dir=str(tmp_path / "b"), max_steps=3, seed=1, work_dir=str(tmp_path / "w"), **common)
+    assert train_sft(other).resumed_from_step == 0
+
+
+def test_the_script_runs_under_torchrun_with_one_gloo_process(
+    tiny: TinyModels, train_file: Path, tmp_path: Path
+) -> None:
+    from resources.training import Training
+
+    config = {
+        "base_model": str(tiny.captioner),
+        "train_file": str(train_file),
+        "output_dir": str(tmp_path / "out"),
+        "max_steps": 2,
+        "log_every": 1,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    command = Training(launcher="torchrun", nproc_per_node=1).launch_command(tmp_path / "config.json")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = {key: value for key, value in env.items() if not key.startswith("DAGSTER_PIPES")}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    result = lines[-1]["result"]
+    assert result["world_size"] == 1 and result["steps"] == 2
+    assert [e["step"] for e in lines if e.get("event") == "progress"] == [1, 2]
+    assert (tmp_path / "out" / "adapter_model.safetensors").exists()
+
+
+def test_launch_command_is_plain_python_or_torchrun() -> None:
+    from resources.training import Training
+
+    plain = Training(python="/py").launch_command("/w/config.json")
+    assert plain == ["/py", "-m", "mella_assets.external.train", "--config", "/w/config.json"]
+    multi = Training(python="/py", nproc_per_node=4).launch_command("/w/config.json")
+    assert multi == [
+        "/py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4",
+        "-m", "mella_assets.external.train", "--config", "/w/config.json",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="launcher"):
+        Training(launcher="mpirun").launch_command("/w/config.json")

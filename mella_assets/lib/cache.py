@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,30 @@ def content_key(*parts: Any) -> str:
 _HASH_FULL_BYTES = 64 * 1024 * 1024
 
 
+# Files that describe how a checkpoint was made (run paths, timestamps), not how it behaves: left out of the
+# fingerprint, so the same weights trained in another folder or lake keep the same cache keys.
+_RUN_RECORD_FILES = {"training_state.json", "mella_checkpoint.json", "README.md", "build.json"}
+# Keys of a config that name where the base model was loaded from (the base has a fingerprint of its own).
+_LOCATION_KEYS = ("base_model_name_or_path",)
+
+
+def _fingerprint_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    if path.name == "adapter_config.json":
+        config = json.loads(data)
+        for key in _LOCATION_KEYS:
+            config.pop(key, None)
+        data = json.dumps(config, sort_keys=True).encode()
+    return data
+
+
 def _folder_fingerprint(folder: Path) -> str:
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in _RUN_RECORD_FILES):
         size = path.stat().st_size
-        digest.update(f"{path.relative_to(folder).as_posix()}:{size}\n".encode())
-        if size <= _HASH_FULL_BYTES:
-            digest.update(path.read_bytes())
+        data = _fingerprint_bytes(path) if size <= _HASH_FULL_BYTES else b""
+        digest.update(f"{path.relative_to(folder).as_posix()}:{len(data) if data else size}\n".encode())
+        digest.update(data)
     return digest.hexdigest()[:12]
 
 
@@ -46,11 +64,24 @@ def model_fingerprint(model: str, adapter: str | None = None) -> str:
 
 
 class JsonCache:
-    """Get/put JSON values by content key in one namespace of the lake."""
+    """Get/put JSON values by content key in one namespace of the lake.
+
+    ``hits`` / ``misses`` count lookups through :meth:`get_or_compute` (what assets report as cache metadata);
+    ``stored`` counts values written.
+    """
 
     def __init__(self, store: LakeStore, namespace: str) -> None:
         self.store = store
         self.namespace = namespace
+        self.hits = 0
+        self.misses = 0
+        self.stored = 0
+
+    @property
+    def hit_rate(self) -> float | None:
+        """Share of lookups answered from the cache (None before any lookup)."""
+        total = self.hits + self.misses
+        return round(self.hits / total, 4) if total else None
 
     def _key(self, key: str) -> str:
         return f"cache/{self.namespace}/{key[:2]}/{key}.json"
@@ -63,19 +94,31 @@ class JsonCache:
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         self.store.put_bytes(self._key(key), json.dumps(value, ensure_ascii=False).encode("utf-8"))
+        self.stored += 1
 
     def get_or_compute(
         self, keys: Sequence[str], compute: Callable[[list[int]], Iterable[tuple[int, dict[str, Any]]]]
     ) -> tuple[list[dict[str, Any]], int]:
         """The value of every key: cached ones are read; ``compute(missing_indices)`` yields ``(index, value)``
         for the rest, and each value is stored as soon as it is yielded (a killed run keeps what it finished).
-        Returns the values in key order and how many were computed."""
+        Returns the values in key order (None where ``compute`` yielded nothing for a key: a failed item, which
+        stays uncached so the next run retries it) and how many were missing from the cache."""
         values: list[dict[str, Any] | None] = [self.get(key) for key in keys]
-        missing = [i for i, value in enumerate(values) if value is None]
+        # A key asked for twice (two identical captions) is computed once and shared.
+        first: dict[str, int] = {}
+        for i, value in enumerate(values):
+            if value is None:
+                first.setdefault(keys[i], i)
+        missing = list(first.values())
+        self.misses += len(missing)
+        self.hits += sum(1 for value in values if value is not None)
         if missing:
             for index, value in compute(missing):
                 self.put(keys[index], value)
                 values[index] = value
+            for i, key in enumerate(keys):
+                if values[i] is None and key in first:
+                    values[i] = values[first[key]]
         return values, len(missing)  # type: ignore[return-value]
 
 
@@ -83,3 +126,32 @@ def batches(indices: Sequence[int], size: int) -> Iterable[list[int]]:
     """Consecutive chunks of at most ``size`` indices."""
     for start in range(0, len(indices), size):
         yield list(indices[start : start + size])
+
+
+@dataclass
+class CachedRun:
+    """What one cached generation run did: cache counters, model time and failures by reason."""
+
+    items: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    failed: dict[str, int] = field(default_factory=dict)
+    model_seconds: float = 0.0
+
+    @property
+    def cache_hit_rate(self) -> float | None:
+        total = self.cache_hits + self.cache_misses
+        return round(self.cache_hits / total, 4) if total else None
+
+    def metadata(self, unit: str) -> dict[str, Any]:
+        """Flat metadata: counters, hit rate and generated items per second of model time."""
+        generated = self.cache_misses - sum(self.failed.values())
+        return {
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
+            "cache_hit_rate": self.cache_hit_rate,
+            "generated": self.cache_misses,
+            "from_cache": self.cache_hits,
+            "model_seconds": round(self.model_seconds, 3),
+            f"generated_{unit}_per_second": round(generated / self.model_seconds, 2) if self.model_seconds else None,
+        }

@@ -1,24 +1,52 @@
-"""Merge D_know and D_ling into SFT records with native prompts and a train/test split by image."""
+"""Merge D_know and D_ling into SFT records: native prompts, a deterministic mix, a leakage-free train/test split.
+
+The split is assigned by *image cluster*: images with the same sha256 or a perceptual hash (dHash) within
+``max_distance`` bits of each other form one cluster (union-find over candidate pairs), and a whole cluster is in
+train or in test. The test set is a fixed number of clusters per language per source, picked by a stable hash
+rank. Assignments persist: the previous ``mella_dataset`` table is read back, every image that was in test stays
+in test, and only clusters made entirely of new images can join the test set, so a new crawl never moves an
+existing test item into train (nor an existing train item into a newly grown test set).
+
+Mix caps (per source, ling per know, per domain) keep records that were in the previous table first, then the
+lowest stable hash rank; capped records go to ``mella_dataset_rejects`` with a reason.
+
+Reject reasons (stable): ``empty_answer``, ``image_missing``, ``domain_cap``, ``source_cap``, ``ling_ratio_cap``.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
+from mella_assets.languages import Language
+from mella_assets.lib.langid import LanguageIdentifier
+
 PROMPT_BANK_PATH = Path(__file__).resolve().parent.parent / "prompts" / "prompt_bank.json"
-SPLIT_SALT = "mella-split-v1"
+SPLIT_SALT = "mella-split-v2"
+MIX_SALT = "mella-mix-v1"
 IMAGE_TOKEN = "<image>"
+SOURCES = ("know", "ling")
+SPLITS = ("train", "test")
+_PHASH = re.compile(r"^[0-9a-f]{16}$")
 
 DATASET_SCHEMA = {
     "id": pl.String,
     "language": pl.String,
     "source": pl.String,
+    "source_table": pl.String,
     "image_sha256": pl.String,
     "image_key": pl.String,
+    "phash": pl.String,
     "split_group": pl.String,
     "split": pl.String,
     "prompt": pl.String,
@@ -27,8 +55,57 @@ DATASET_SCHEMA = {
     "keywords": pl.List(pl.String),
     "page_url": pl.String,
     "domain": pl.String,
+    "image_url": pl.String,
     "conversation": pl.String,
 }
+# Columns every record must fill (the rest are provenance that some sources lack, e.g. keywords for ling).
+REQUIRED_COLUMNS = ("id", "language", "source", "image_sha256", "image_key", "split_group", "split", "prompt", "text")
+REJECTS_SCHEMA = {
+    "language": pl.String,
+    "source": pl.String,
+    "image_sha256": pl.String,
+    "text": pl.String,
+    "page_url": pl.String,
+    "domain": pl.String,
+    "reason": pl.String,
+}
+
+
+@dataclass(frozen=True)
+class SplitPolicy:
+    """How the test split is drawn (per language)."""
+
+    test_groups_per_source: int = 4
+    """Image clusters per source kind (know / ling) in the test split: a fixed-size, stratified test set."""
+    max_test_share: float = 0.3
+    """A language with few clusters keeps at most this share of a source's clusters in test (at least one)."""
+    max_distance: int = 8
+    """Largest dHash Hamming distance of two near-duplicates. Measured on the demo: a 3/4-size re-encoded copy
+    lies 1–7 bits from its original, distinct pictures ≥ 9 bits apart (≥ 14 within one language)."""
+
+
+@dataclass(frozen=True)
+class MixPolicy:
+    """Caps that shape the mix of a language's records (None / missing: no cap)."""
+
+    max_per_source: dict[str, int] = field(default_factory=dict)
+    """Most records per source kind, e.g. ``{"ling": 1000}``."""
+    ling_per_know: float | None = None
+    """Most ling records per know record (a ratio cap), e.g. 1.0 for at most as many ling as know."""
+    max_per_domain: int | None = None
+    """Most records (both sources) whose image came from one web domain, so one big site cannot dominate."""
+
+
+@dataclass(frozen=True)
+class DatasetBuild:
+    """What :func:`build_sft_records` gives: the records, the rejected candidates and split statistics."""
+
+    records: pl.DataFrame
+    rejects: pl.DataFrame
+    stats: dict[str, int]
+
+
+# -- prompts --------------------------------------------------------------------------------------------------
 
 
 @lru_cache(maxsize=1)
@@ -42,68 +119,401 @@ def prompts_for(language: str, source: str) -> list[str]:
     return (bank.get(language) or bank["en"])[source]
 
 
-def _unit_interval(text: str) -> float:
-    """A stable pseudo-random number in [0, 1) from a string."""
-    return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:15], 16) / 16**15
-
-
-def assign_split(split_group: str, test_fraction: float) -> str:
-    """train or test for a group of identical / near-identical images.
-
-    It depends only on the group key, so no image (or its near-duplicate with the same perceptual hash) can
-    be in both splits, reruns give the same split, and adding data never moves an existing image.
-    """
-    return "test" if _unit_interval(f"{SPLIT_SALT}:{split_group}") < test_fraction else "train"
+def _rank(salt: str, text: str) -> int:
+    """A stable pseudo-random rank of a string (first 60 bits of its salted sha256)."""
+    return int(hashlib.sha256(f"{salt}:{text}".encode()).hexdigest()[:15], 16)
 
 
 def record_id(language: str, source: str, image_sha256: str, text: str) -> str:
     return hashlib.sha256(f"{language}|{source}|{image_sha256}|{text}".encode()).hexdigest()[:20]
 
 
-def build_sft_records(
-    d_know: pl.DataFrame, d_ling: pl.DataFrame, language: str, test_fraction: float = 0.2
-) -> pl.DataFrame:
-    """One SFT record per D_know and D_ling pair: native prompt, answer ``text``, split by image group.
+# -- near-duplicate clusters ----------------------------------------------------------------------------------
 
-    D_know answers are the native alt texts; D_ling answers are the translated captions.
+
+def _valid_phash(value: str | None) -> bool:
+    return isinstance(value, str) and bool(_PHASH.match(value))
+
+
+def near_duplicate_pairs(phashes: Sequence[str], max_distance: int, block: int = 2048) -> list[tuple[int, int]]:
+    """Index pairs (i < j) of 16-hex dHashes at most ``max_distance`` bits apart.
+
+    Exact all-pairs XOR + popcount in numpy, a block of rows at a time (memory ``block × n``). Measured
+    (benchmarks/bench_dataset.py) far faster than a band-join candidate search at the default 8-bit threshold,
+    whose 7-bit bands make most pairs candidates; quadratic, so meant for one language partition (≈ 1 s per
+    40k images here).
     """
-    rows = []
-    for source, frame in (("know", d_know), ("ling", d_ling)):
-        prompts = prompts_for(language, source)
-        for row in frame.iter_rows(named=True):
-            answer = row["alt_text"] if source == "know" else row["text"]
-            rid = record_id(language, source, row["image_sha256"], answer)
-            prompt = prompts[int(rid[:8], 16) % len(prompts)]
-            group = row.get("phash") or row["image_sha256"]
-            conversation = [
-                {"role": "user", "content": f"{IMAGE_TOKEN}\n{prompt}"},
-                {"role": "assistant", "content": answer},
-            ]
-            rows.append(
-                {
-                    "id": rid,
-                    "language": language,
-                    "source": source,
-                    "image_sha256": row["image_sha256"],
-                    "image_key": row["image_key"],
-                    "split_group": group,
-                    "split": assign_split(group, test_fraction),
-                    "prompt": prompt,
-                    "text": answer,
-                    "caption_en": row.get("caption_en"),
-                    "keywords": row.get("keywords"),
-                    "page_url": row.get("page_url"),
-                    "domain": row.get("domain"),
-                    "conversation": json.dumps(conversation, ensure_ascii=False),
-                }
+    if len(phashes) < 2 or max_distance < 0:
+        return []
+    values = np.array([int(h, 16) for h in phashes], dtype=np.uint64)
+    pairs: list[tuple[int, int]] = []
+    for start in range(0, len(values) - 1, block):
+        rows = values[start : start + block]
+        # only columns right of each row's own index: every pair once
+        distance = np.bitwise_count(rows[:, None] ^ values[None, start + 1 :])
+        i, j = np.nonzero(distance <= max_distance)
+        i, j = i + start, j + start + 1
+        keep = i < j
+        pairs += zip(i[keep].tolist(), j[keep].tolist(), strict=True)
+    return pairs
+
+
+class _UnionFind:
+    def __init__(self, items: Iterable[str]) -> None:
+        self.parent = {item: item for item in items}
+
+    def find(self, item: str) -> str:
+        root = item
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[item] != root:  # path compression
+            self.parent[item], item = root, self.parent[item]
+        return root
+
+    def union(self, a: str, b: str) -> None:
+        root_a, root_b = self.find(a), self.find(b)
+        if root_a != root_b:
+            # The smaller key wins, so the cluster key does not depend on the order of unions.
+            low, high = sorted((root_a, root_b))
+            self.parent[high] = low
+
+
+def image_clusters(images: pl.DataFrame, max_distance: int) -> dict[str, str]:
+    """image_sha256 → cluster key (the smallest sha256 of the cluster) for rows of (image_sha256, phash).
+
+    Images with the same perceptual hash, or hashes at most ``max_distance`` bits apart, are one cluster;
+    an image without a valid 16-hex hash is a cluster of its own (by sha256).
+    """
+    shas = images["image_sha256"].unique().sort().to_list()
+    union = _UnionFind(shas)
+    by_hash: dict[str, list[str]] = defaultdict(list)
+    for sha, phash in images.select("image_sha256", "phash").unique().iter_rows():
+        if _valid_phash(phash):
+            by_hash[phash].append(sha)
+    hashes = sorted(by_hash)
+    for members in by_hash.values():
+        for other in members[1:]:
+            union.union(members[0], other)
+    for i, j in near_duplicate_pairs(hashes, max_distance):
+        union.union(by_hash[hashes[i]][0], by_hash[hashes[j]][0])
+    return {sha: union.find(sha) for sha in shas}
+
+
+# -- merge, mix, split ----------------------------------------------------------------------------------------
+
+
+def _page_provenance(d_know: pl.DataFrame) -> pl.DataFrame:
+    """One (page url, domain, image url) per image: the first page (by url) where the image was found."""
+    columns = [c for c in ("page_url", "domain", "image_url") if c in d_know.columns]
+    if d_know.is_empty() or not columns:
+        return pl.DataFrame(schema={"image_sha256": pl.String, **{c: pl.String for c in columns}})
+    return d_know.sort("image_sha256", *columns).unique("image_sha256", keep="first").select("image_sha256", *columns)
+
+
+def _column(frame: pl.DataFrame, name: str, dtype: pl.DataType = pl.String) -> pl.Expr:
+    return pl.col(name) if name in frame.columns else pl.lit(None, dtype=dtype).alias(name)
+
+
+def merge_sources(d_know: pl.DataFrame, d_ling: pl.DataFrame, language: str) -> pl.DataFrame:
+    """Candidate records of both sources with their provenance; ``text`` is the answer.
+
+    ``know``: the native alt text; ``ling``: the translated caption, with the page and domain where its image
+    was found (from D_know) so every record traces back to a web page.
+    """
+    parts = []
+    if d_know.height:
+        parts.append(
+            d_know.select(
+                pl.lit("know").alias("source"),
+                pl.lit("d_know").alias("source_table"),
+                pl.col("image_sha256"),
+                _column(d_know, "image_key"),
+                _column(d_know, "phash"),
+                pl.col("alt_text").alias("text"),
+                pl.lit(None, dtype=pl.String).alias("caption_en"),
+                _column(d_know, "keywords", pl.List(pl.String)),
+                _column(d_know, "page_url"),
+                _column(d_know, "domain"),
+                _column(d_know, "image_url"),
             )
-    frame = pl.DataFrame(rows, schema=DATASET_SCHEMA)
-    return frame.unique("id", keep="first", maintain_order=True).sort("source", "id")
+        )
+    if d_ling.height:
+        provenance = _page_provenance(d_know)
+        ling = d_ling.drop([c for c in ("page_url", "domain", "image_url") if c in d_ling.columns])
+        ling = ling.join(provenance, on="image_sha256", how="left", maintain_order="left")
+        parts.append(
+            ling.select(
+                pl.lit("ling").alias("source"),
+                pl.lit("d_ling").alias("source_table"),
+                pl.col("image_sha256"),
+                _column(ling, "image_key"),
+                _column(ling, "phash"),
+                pl.col("text"),
+                _column(ling, "caption_en"),
+                pl.lit(None, dtype=pl.List(pl.String)).alias("keywords"),
+                _column(ling, "page_url"),
+                _column(ling, "domain"),
+                _column(ling, "image_url"),
+            )
+        )
+    schema = {c: DATASET_SCHEMA[c] for c in ("source", "source_table", "image_sha256", "image_key", "phash", "text")}
+    schema |= {c: DATASET_SCHEMA[c] for c in ("caption_en", "keywords", "page_url", "domain", "image_url")}
+    if not parts:
+        return pl.DataFrame(schema=schema).with_columns(pl.lit(language).alias("language"), pl.lit("").alias("id"))
+    frame = pl.concat([p.cast(schema) for p in parts], how="vertical").with_columns(pl.lit(language).alias("language"))
+    ids = [
+        record_id(language, s, sha, t or "") for s, sha, t in frame.select("source", "image_sha256", "text").iter_rows()
+    ]
+    return frame.with_columns(pl.Series("id", ids, dtype=pl.String))
 
 
-def split_leakage(frame: pl.DataFrame) -> int:
-    """Number of image groups that appear in both splits (must be 0)."""
+def _reject(frame: pl.DataFrame, reason: str) -> pl.DataFrame:
+    return frame.with_columns(pl.lit(reason).alias("reason")).select(list(REJECTS_SCHEMA))
+
+
+def apply_mix(
+    candidates: pl.DataFrame, mix: MixPolicy, previous_ids: set[str] | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(kept, rejects) after the caps of ``mix``; records in ``previous_ids`` are kept first, then by stable rank.
+
+    Also rejects records with an empty answer (``empty_answer``) or no stored image (``image_missing``).
+    """
+    previous_ids = previous_ids or set()
+    frame = candidates.unique("id", keep="first", maintain_order=True)
+    frame = frame.with_columns(
+        (~pl.col("id").is_in(sorted(previous_ids))).alias("_new"),
+        pl.Series("_rank", [_rank(MIX_SALT, rid) for rid in frame["id"].to_list()], dtype=pl.Int64),
+    )
+    frame = frame.sort("_new", "_rank")
+    rejected = []
+    empty = frame["text"].is_null() | (frame["text"].str.strip_chars().str.len_chars() == 0)
+    rejected.append(_reject(frame.filter(empty), "empty_answer"))
+    frame = frame.filter(~empty)
+    missing = frame["image_key"].is_null() | (frame["image_key"] == "")
+    rejected.append(_reject(frame.filter(missing), "image_missing"))
+    frame = frame.filter(~missing)
+
+    def cap(frame: pl.DataFrame, over: pl.Expr, limit: int, reason: str) -> pl.DataFrame:
+        position = pl.int_range(pl.len()).over(over)
+        rejected.append(_reject(frame.filter(position >= limit), reason))
+        return frame.filter(position < limit)
+
+    if mix.max_per_domain is not None:
+        frame = cap(frame, pl.col("domain").fill_null(""), mix.max_per_domain, "domain_cap")
+    for source, limit in sorted(mix.max_per_source.items()):
+        chosen = frame.filter(pl.col("source") == source)
+        rejected.append(_reject(chosen.slice(limit), "source_cap"))
+        frame = frame.filter((pl.col("source") != source) | pl.col("id").is_in(chosen.head(limit)["id"].implode()))
+    if mix.ling_per_know is not None:
+        know_count = int((frame["source"] == "know").sum())
+        limit = math.floor(mix.ling_per_know * know_count)
+        ling = frame.filter(pl.col("source") == "ling")
+        rejected.append(_reject(ling.slice(limit), "ling_ratio_cap"))
+        frame = frame.filter((pl.col("source") != "ling") | pl.col("id").is_in(ling.head(limit)["id"].implode()))
+    rejects = pl.concat([r.cast(REJECTS_SCHEMA) for r in rejected], how="vertical")
+    return frame.drop("_new", "_rank"), rejects
+
+
+def previous_splits(previous: pl.DataFrame | None) -> dict[str, str]:
+    """image_sha256 → split from a previous ``mella_dataset`` table (test wins if an image was in both)."""
+    if previous is None or previous.is_empty() or not {"image_sha256", "split"} <= set(previous.columns):
+        return {}
+    pairs = previous.select("image_sha256", "split").unique().sort("split")  # "test" < "train"
+    return dict(pairs.unique("image_sha256", keep="first").iter_rows())
+
+
+def assign_splits(
+    records: pl.DataFrame, policy: SplitPolicy, previous: pl.DataFrame | None = None
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """``records`` with ``split_group`` (cluster key) and ``split``, plus statistics of the assignment.
+
+    A cluster is test if any of its images was test before; otherwise, per source kind, new clusters (no image
+    seen before) fill the test set up to ``test_groups_per_source`` in stable hash order. Everything else is
+    train.
+    """
+    cluster_of = image_clusters(records.select("image_sha256", "phash"), policy.max_distance)
+    before = previous_splits(previous)
+    members: dict[str, list[str]] = defaultdict(list)
+    for sha, cluster in cluster_of.items():
+        members[cluster].append(sha)
+    test = {c for c, shas in members.items() if any(before.get(sha) == "test" for sha in shas)}
+    kept_from_before = set(test)
+    moved_to_test = sum(1 for c in test for sha in members[c] if before.get(sha) == "train")
+    new = {c for c, shas in members.items() if not any(sha in before for sha in shas)}
+    rank = {c: min(_rank(SPLIT_SALT, sha) for sha in shas) for c, shas in members.items()}
+    with_cluster = records.with_columns(
+        pl.col("image_sha256").replace_strict(cluster_of, return_dtype=pl.String).alias("split_group")
+    )
+    for source in SOURCES:
+        clusters = set(with_cluster.filter(pl.col("source") == source)["split_group"].to_list())
+        if len(clusters) < 2:
+            continue  # one cluster cannot be split without emptying train
+        target = min(
+            policy.test_groups_per_source, max(1, math.floor(policy.max_test_share * len(clusters))), len(clusters) - 1
+        )
+        missing = target - len(test & clusters)
+        if missing > 0:
+            pool = sorted((clusters & new) - test, key=lambda c: (rank[c], c))
+            test.update(pool[:missing])
+    frame = with_cluster.with_columns(
+        pl.when(pl.col("split_group").is_in(sorted(test)))
+        .then(pl.lit("test"))
+        .otherwise(pl.lit("train"))
+        .alias("split")
+    )
+    stats = {
+        "clusters": len(members),
+        "near_duplicate_images": sum(len(shas) - 1 for shas in members.values()),
+        "test_clusters": len(test),
+        "test_clusters_kept_from_previous": len(kept_from_before),
+        "images_moved_train_to_test": moved_to_test,
+    }
+    return frame, stats
+
+
+def build_sft_records(
+    d_know: pl.DataFrame,
+    d_ling: pl.DataFrame,
+    language: str,
+    split: SplitPolicy | None = None,
+    mix: MixPolicy | None = None,
+    previous: pl.DataFrame | None = None,
+) -> DatasetBuild:
+    """SFT records of one language: native prompt, answer ``text`` (alt text for know, translated caption for
+    ling), mix caps, and a train/test split by near-duplicate image cluster that honours ``previous``."""
+    split = split or SplitPolicy()
+    mix = mix or MixPolicy()
+    candidates = merge_sources(d_know, d_ling, language)
+    previous_ids = set(previous["id"].to_list()) if previous is not None and "id" in previous.columns else set()
+    kept, rejects = apply_mix(candidates, mix, previous_ids)
+    rejects = rejects.with_columns(pl.lit(language).alias("language"))
+    split_frame, stats = assign_splits(kept, split, previous)
+    prompts = {source: prompts_for(language, source) for source in SOURCES}
+    chosen = [
+        prompts[source][int(rid[:8], 16) % len(prompts[source])]
+        for source, rid in split_frame.select("source", "id").iter_rows()
+    ]
+    conversations = [
+        json.dumps(
+            [{"role": "user", "content": f"{IMAGE_TOKEN}\n{prompt}"}, {"role": "assistant", "content": answer}],
+            ensure_ascii=False,
+        )
+        for prompt, answer in zip(chosen, split_frame["text"].to_list(), strict=True)
+    ]
+    records = (
+        split_frame.with_columns(
+            pl.Series("prompt", chosen, dtype=pl.String), pl.Series("conversation", conversations, dtype=pl.String)
+        )
+        .select(list(DATASET_SCHEMA))
+        .cast(DATASET_SCHEMA)
+        .sort("source", "id")
+    )
+    stats = {**stats, "candidates": candidates.height, "rejected": rejects.height}
+    return DatasetBuild(records=records, rejects=rejects, stats=stats)
+
+
+# -- facts the checks assert ----------------------------------------------------------------------------------
+
+
+def split_leakage(frame: pl.DataFrame, max_distance: int = SplitPolicy.max_distance) -> int:
+    """Image clusters (same sha256 or near-duplicate dHash, recomputed here) found in both splits; must be 0."""
     if frame.is_empty():
         return 0
-    both = frame.group_by("split_group").agg(pl.col("split").n_unique().alias("splits"))
+    phash = frame["phash"] if "phash" in frame.columns else pl.Series("phash", [None] * frame.height, pl.String)
+    images = pl.DataFrame({"image_sha256": frame["image_sha256"], "phash": phash})
+    cluster_of = image_clusters(images, max_distance)
+    clusters = frame.select(
+        pl.col("image_sha256").replace_strict(cluster_of, return_dtype=pl.String).alias("cluster"), "split"
+    )
+    both = clusters.group_by("cluster").agg(pl.col("split").n_unique().alias("splits"))
     return int((both["splits"] > 1).sum())
+
+
+def schema_problems(frame: pl.DataFrame, language: str | None = None) -> dict[str, str]:
+    """Column → what is wrong with it (missing, wrong type, nulls in a required column, values out of domain)."""
+    problems = {
+        c: f"{frame.schema.get(c)} (expected {t})" for c, t in DATASET_SCHEMA.items() if frame.schema.get(c) != t
+    }
+    for column in REQUIRED_COLUMNS:
+        if column in frame.columns and column not in problems and frame[column].null_count():
+            problems[column] = f"{frame[column].null_count()} nulls"
+    domains = {"source": SOURCES, "split": SPLITS} | ({"language": (language,)} if language else {})
+    for column, allowed in domains.items():
+        if column in frame.columns and column not in problems:
+            bad = sorted({v for v in frame[column].unique().to_list() if v not in allowed}, key=str)
+            if bad:
+                problems[column] = f"values outside {list(allowed)}: {bad[:5]}"
+    if "id" in frame.columns and "id" not in problems and frame["id"].n_unique() != frame.height:
+        problems["id"] = f"{frame.height - frame['id'].n_unique()} duplicate ids"
+    return problems
+
+
+def duplicate_answer_rate(frame: pl.DataFrame) -> float:
+    """Share of records whose answer (case- and space-normalised) repeats another record's of the same source."""
+    if frame.is_empty():
+        return 0.0
+    normalised = frame.select(
+        "source", pl.col("text").str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars().alias("norm")
+    )
+    repeated = normalised.select(pl.len().over("source", "norm") > 1)
+    return round(float(repeated.to_series().mean()), 4)
+
+
+# Answer length bounds in characters per source kind (non-blocking check): alt texts are short by nature;
+# a detailed caption shorter than 10 characters or any answer above the bound is suspect.
+ANSWER_LENGTH_BOUNDS = {"know": (3, 400), "ling": (10, 4000)}
+
+
+def answers_out_of_bounds(frame: pl.DataFrame, bounds: dict[str, tuple[int, int]] | None = None) -> int:
+    """Records whose answer length (characters) is outside the bounds of its source kind."""
+    bounds = bounds or ANSWER_LENGTH_BOUNDS
+    count = 0
+    for source, (low, high) in bounds.items():
+        lengths = frame.filter(pl.col("source") == source)["text"].str.len_chars()
+        count += int(((lengths < low) | (lengths > high)).sum())
+    return count
+
+
+@dataclass(frozen=True)
+class Purity:
+    """Share of answers of one source kind that language ID confirms as the partition's language."""
+
+    source: str
+    records: int
+    in_language: int
+    wrong_labels: dict[str, int]
+
+    @property
+    def share(self) -> float:
+        return 1.0 if self.records == 0 else round(self.in_language / self.records, 4)
+
+
+def language_purity(frame: pl.DataFrame, language: Language, identifier: LanguageIdentifier) -> dict[str, Purity]:
+    """Per source kind: how many answers ``identifier`` confirms as ``language`` (labels of the others)."""
+    result = {}
+    for source in SOURCES:
+        texts = frame.filter(pl.col("source") == source)["text"].fill_null("").to_list()
+        checks = identifier.check_many(texts, language) if texts else []
+        wrong: dict[str, int] = defaultdict(int)
+        for check in checks:
+            if not check.ok:
+                wrong[check.label] += 1
+        result[source] = Purity(source, len(texts), sum(c.ok for c in checks), dict(sorted(wrong.items())))
+    return result
+
+
+def training_gate_problems(frame: pl.DataFrame, language: str, image_exists: Callable[[str], bool]) -> list[str]:
+    """What would make one language's records unfit for training: the blocking checks of mella_dataset that
+    need no model (schema, both splits present, no split leakage, every image file present). Empty = fit."""
+    problems = [f"schema: {column} {problem}" for column, problem in schema_problems(frame, language).items()]
+    if problems:
+        return problems
+    splits = set(frame["split"].unique().to_list())
+    if not {"train", "test"} <= splits:
+        problems.append(f"splits present: {sorted(splits)} (train and test needed)")
+    if leaked := split_leakage(frame):
+        problems.append(f"{leaked} image clusters in both train and test")
+    missing = [key for key in frame["image_key"].unique().to_list() if not image_exists(key)]
+    if missing:
+        problems.append(f"{len(missing)} image files missing, e.g. {missing[0]}")
+    return problems

@@ -1,11 +1,29 @@
-"""Score model outputs on the test split: keyword accuracy on `know` items, METEOR and chrF on `ling` items."""
+"""Score model outputs on the test split: keyword accuracy on `know` items, METEOR and chrF on `ling` items, each
+with a seeded bootstrap interval, and paired-bootstrap deltas between models (fine-tuned vs previous vs base)."""
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from mella_assets.languages import Language
-from mella_assets.lib.metrics import chrf, corpus_keyword_accuracy, corpus_meteor, keyword_accuracy, meteor
+from mella_assets.lib.metrics import (
+    DEFAULT_RESAMPLES,
+    chrf_from_statistics,
+    chrf_interval,
+    chrf_statistics,
+    keyword_accuracy,
+    mean_interval,
+    meteor,
+    meteor_tokens,
+    paired_chrf_delta_interval,
+    paired_mean_delta_interval,
+)
+
+METRICS = ("keyword_accuracy", "meteor", "chrf")
+METRIC_SOURCE = {"keyword_accuracy": "know", "meteor": "ling", "chrf": "ling"}
+# Model roles in evaluation order; each is compared with the one before it that is present.
+MODEL_ROLES = ("base", "previous", "finetuned")
 
 SCORES_SCHEMA = {
     "language": pl.String,
@@ -15,42 +33,101 @@ SCORES_SCHEMA = {
     "value": pl.Float64,
     "n_items": pl.Int64,
     "n_skipped": pl.Int64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "compared_to": pl.String,  # the model this row's delta is against (None for base)
+    "delta": pl.Float64,  # value − value of compared_to
+    "delta_ci_low": pl.Float64,  # paired bootstrap interval of the delta
+    "delta_ci_high": pl.Float64,
 }
 
 
-def score_samples(samples: pl.DataFrame, language: Language) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Per-sample metrics and aggregates per model.
-
-    ``samples`` has columns model, model_version, source, reference, output. Returns the samples with
-    ``keyword_accuracy`` (know) and ``meteor`` (ling) added, and one aggregate row per (model, metric).
-    """
-    per_sample_keyword, per_sample_meteor = [], []
+def score_items(samples: pl.DataFrame, language: Language) -> pl.DataFrame:
+    """Per-sample scores: ``keyword_accuracy`` on know items (None when the reference has no keyword), ``meteor``
+    (None when the reference has no token) and ``chrf`` (0-100) on ling items."""
+    keyword, met, chrf_values = [], [], []
     for source, reference, output in samples.select("source", "reference", "output").iter_rows():
-        is_know = source == "know"
-        per_sample_keyword.append(keyword_accuracy(reference, output, language) if is_know else None)
-        per_sample_meteor.append(None if is_know else meteor(reference, output, language))
-    scored = samples.with_columns(
-        pl.Series("keyword_accuracy", per_sample_keyword, dtype=pl.Float64),
-        pl.Series("meteor", per_sample_meteor, dtype=pl.Float64),
+        reference, output = reference or "", output or ""
+        if source == "know":
+            keyword.append(keyword_accuracy(reference, output, language))
+            met.append(None)
+            chrf_values.append(None)
+        else:
+            keyword.append(None)
+            met.append(meteor(reference, output, language) if meteor_tokens(reference, language) else None)
+            chrf_values.append(chrf_from_statistics(chrf_statistics([reference], [output])))
+    return samples.with_columns(
+        pl.Series("keyword_accuracy", keyword, dtype=pl.Float64),
+        pl.Series("meteor", met, dtype=pl.Float64),
+        pl.Series("chrf", chrf_values, dtype=pl.Float64),
     )
-    rows = []
-    for (model, version), group in scored.group_by("model", "model_version", maintain_order=True):
-        know = group.filter(pl.col("source") == "know")
-        ling = group.filter(pl.col("source") == "ling")
-        keyword = corpus_keyword_accuracy(know["reference"].to_list(), know["output"].to_list(), language)
-        rows.append(
-            (
-                language.code,
-                model,
-                version,
-                "keyword_accuracy",
-                keyword.value,
-                keyword.n_items,
-                keyword.n_skipped,
-            )
+
+
+def _metric_values(group: pl.DataFrame, metric: str) -> tuple[list[float | None], np.ndarray | None]:
+    """Per-item scores of one metric for one model, in item order (chrF: its n-gram statistics)."""
+    items = group.filter(pl.col("source") == METRIC_SOURCE[metric]).sort("id")
+    if metric == "chrf":
+        return [], chrf_statistics(
+            [r or "" for r in items["reference"].to_list()], [o or "" for o in items["output"].to_list()]
         )
-        met = corpus_meteor(ling["reference"].to_list(), ling["output"].to_list(), language)
-        rows.append((language.code, model, version, "meteor", met.value, met.n_items, met.n_skipped))
-        chrf_value = chrf(ling["reference"].to_list(), ling["output"].to_list()) if ling.height else None
-        rows.append((language.code, model, version, "chrf", chrf_value, ling.height, 0))
+    return items[metric].to_list(), None
+
+
+def score_samples(
+    samples: pl.DataFrame, language: Language, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per-sample metrics and one aggregate row per (model, metric), with bootstrap intervals and deltas.
+
+    ``samples`` has columns id, model (base / previous / finetuned), model_version, source (know / ling),
+    reference, output. Every model answered the same items, so deltas use a paired bootstrap."""
+    scored = score_items(samples, language)
+    present = [role for role in MODEL_ROLES if role in set(scored["model"].to_list())]
+    present += sorted(set(scored["model"].to_list()) - set(present))
+    groups = {model: scored.filter(pl.col("model") == model) for model in present}
+    rows = []
+    for index, model in enumerate(present):
+        group = groups[model]
+        version = group["model_version"][0]
+        compared_to = present[index - 1] if index > 0 else None
+        for metric in METRICS:
+            values, stats = _metric_values(group, metric)
+            if metric == "chrf":
+                n_items, n_skipped = len(stats), 0
+                value = chrf_from_statistics(stats) if n_items else None
+                ci = chrf_interval(stats, n_resamples, seed)
+            else:
+                n_items = len(values)
+                kept = [v for v in values if v is not None]
+                n_skipped = n_items - len(kept)
+                value = sum(kept) / len(kept) if kept else None
+                ci = mean_interval(values, n_resamples, seed)
+            delta = delta_ci = None
+            if compared_to is not None:
+                other_values, other_stats = _metric_values(groups[compared_to], metric)
+                if metric == "chrf":
+                    if len(other_stats) == len(stats) and len(stats):
+                        delta = value - chrf_from_statistics(other_stats)
+                        delta_ci = paired_chrf_delta_interval(other_stats, stats, n_resamples, seed)
+                elif len(other_values) == len(values):
+                    pairs = [(a, b) for a, b in zip(other_values, values, strict=True) if None not in (a, b)]
+                    if pairs:
+                        delta = sum(b - a for a, b in pairs) / len(pairs)
+                        delta_ci = paired_mean_delta_interval(other_values, values, n_resamples, seed)
+            rows.append(
+                (
+                    language.code, model, version, metric, value, n_items, n_skipped,
+                    ci[0] if ci else None, ci[1] if ci else None,
+                    compared_to, delta, delta_ci[0] if delta_ci else None, delta_ci[1] if delta_ci else None,
+                )
+            )  # fmt: skip
     return scored, pl.DataFrame(rows, schema=SCORES_SCHEMA, orient="row")
+
+
+def regressions(scores: pl.DataFrame) -> pl.DataFrame:
+    """Rows where the fine-tuned model is worse than the previous checkpoint beyond the paired interval (the
+    whole interval of the delta lies below zero)."""
+    if scores.is_empty() or "delta_ci_high" not in scores.columns:
+        return scores.head(0)
+    return scores.filter(
+        (pl.col("model") == "finetuned") & (pl.col("compared_to") == "previous") & (pl.col("delta_ci_high") < 0)
+    )

@@ -1,83 +1,385 @@
-"""Exports of the SFT dataset for other trainers, with a dataset card."""
+"""Exports of the SFT dataset for other trainers, with a manifest, checksums and a dataset card.
+
+Layout of one export (``exports/<version>/``; every path in it is relative to this folder, the *media dir*)::
+
+    sharegpt_{train,test}.json      ShareGPT / LLaVA conversations (LLaMA-Factory), human/gpt turns, ``images``
+    dataset_info.json               LLaMA-Factory entries ``mella_train`` / ``mella_test`` for those files
+    swift_{train,test}.jsonl        ms-swift standard ``messages`` (user/assistant) + ``images``
+    data.parquet                    every record with provenance and ``image_path`` (optionally image bytes)
+    webdataset/mella-<split>-NNNNNN.tar   size-capped shards: ``<id>.jpg`` + ``<id>.json`` per sample
+    webdataset/manifest.json        shards with split, samples, bytes, sha256
+    images/<sha[:2]>/<sha>.jpg      the images (unless ``copy_images`` is off: then the lake root is the media dir)
+    README.md                       the dataset card
+    MANIFEST.json, SHA256SUMS       every file above with size and sha256 (``sha256sum -c SHA256SUMS``)
+
+Files carry no timestamps, so the same records give byte-identical files.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import polars as pl
 
+from mella_assets.lib.dataset import IMAGE_TOKEN, SPLITS
+from mella_assets.lib.lake import LakeStore
+
 EXPORT_NAME = "mella"
+TAR_BLOCK = 512
+MANIFEST_SCHEMA = {"path": pl.String, "key": pl.String, "kind": pl.String, "bytes": pl.Int64, "sha256": pl.String}
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    copy_images: bool = True
+    """Copy the images into the export, so it is self-contained; off: paths are relative to the lake root."""
+    embed_images_in_parquet: bool = False
+    """Also store the image bytes in ``data.parquet`` (column ``image_bytes``)."""
+    shard_max_bytes: int = 256 * 1024 * 1024
+    """Most bytes of one WebDataset tar shard (a sample bigger than this gets a shard of its own)."""
+
+
+# -- trainer formats ------------------------------------------------------------------------------------------
+
+
+def _user_turn(prompt: str) -> str:
+    return f"{IMAGE_TOKEN}{prompt}"
 
 
 def to_sharegpt(records: pl.DataFrame) -> list[dict]:
-    """LLaVA / ShareGPT records as LLaMA-Factory and ms-swift read them (image paths relative to the lake)."""
+    """ShareGPT / LLaVA records as LLaMA-Factory reads them: human/gpt turns, one ``<image>`` per image path."""
     return [
         {
             "id": row["id"],
             "language": row["language"],
             "source": row["source"],
-            "images": [row["image_key"]],
             "conversations": [
-                {"from": "human", "value": f"<image>{row['prompt']}"},
+                {"from": "human", "value": _user_turn(row["prompt"])},
                 {"from": "gpt", "value": row["text"]},
             ],
+            "images": [row["image_key"]],
         }
         for row in records.iter_rows(named=True)
     ]
 
 
-def llama_factory_dataset_info(file_name: str) -> dict:
-    """The `dataset_info.json` entry that registers a ShareGPT file with LLaMA-Factory."""
+def to_swift_messages(records: pl.DataFrame) -> list[dict]:
+    """ms-swift's standard format: ``messages`` with user/assistant roles and ``images`` paths."""
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": _user_turn(row["prompt"])},
+                {"role": "assistant", "content": row["text"]},
+            ],
+            "images": [row["image_key"]],
+            "id": row["id"],
+            "language": row["language"],
+            "source": row["source"],
+        }
+        for row in records.iter_rows(named=True)
+    ]
+
+
+def llama_factory_dataset_info(files: dict[str, str]) -> dict:
+    """``dataset_info.json`` entries (``mella_<split>``) registering the ShareGPT files with LLaMA-Factory."""
     return {
-        EXPORT_NAME: {
+        f"{EXPORT_NAME}_{split}": {
             "file_name": file_name,
             "formatting": "sharegpt",
             "columns": {"messages": "conversations", "images": "images"},
             "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"},
         }
+        for split, file_name in files.items()
     }
 
 
-def dataset_card(records: pl.DataFrame, version: str) -> str:
-    """A README.md for the export: counts per language, source and split, answer lengths, how to load it."""
-    counts = (
-        records.group_by("language", "source", "split").len().sort("language", "source", "split")
-        if records.height
-        else pl.DataFrame()
-    )
-    lines = [
-        f"# MELLA dataset export `{version}`",
-        "",
-        "Multilingual image–text SFT data built with the MELLA method (arXiv 2508.05502): `know` records pair an",
-        "image with its native alt text (cultural knowledge); `ling` records pair it with a machine-translated",
-        "detailed caption (linguistic fluency). Splits are assigned by image, so no image crosses train and test.",
-        "",
-        "| language | source | split | records |",
-        "|---|---|---|---|",
-    ]
-    lines += [f"| {r['language']} | {r['source']} | {r['split']} | {r['len']} |" for r in counts.iter_rows(named=True)]
-    if records.height:
-        lengths = records.group_by("language", "source").agg(
-            pl.col("text").str.len_chars().median().alias("median_chars")
+def _json_bytes(value: object, indent: int | None = 1) -> bytes:
+    return json.dumps(value, ensure_ascii=False, indent=indent).encode("utf-8")
+
+
+def _jsonl_bytes(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+
+
+def parquet_bytes(records: pl.DataFrame, read_image: Callable[[str], bytes] | None = None) -> bytes:
+    """The records as Parquet with ``image_path`` (relative to the media dir) and, given ``read_image``,
+    the image bytes in ``image_bytes``."""
+    frame = records.with_columns(pl.col("image_key").alias("image_path"))
+    if read_image is not None:
+        frame = frame.with_columns(
+            pl.Series("image_bytes", [read_image(key) for key in frame["image_key"].to_list()], dtype=pl.Binary)
         )
-        lines += ["", "| language | source | median answer length (chars) |", "|---|---|---|"]
-        lines += [
-            f"| {r['language']} | {r['source']} | {r['median_chars']:.0f} |"
-            for r in lengths.sort("language", "source").iter_rows(named=True)
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+# -- WebDataset -----------------------------------------------------------------------------------------------
+
+
+def _sample_json(row: dict) -> dict:
+    keep = ("id", "language", "source", "split", "prompt", "text", "caption_en", "keywords", "page_url", "domain")
+    sample = {key: row.get(key) for key in keep}
+    sample |= {"image_sha256": row["image_sha256"], "image_url": row.get("image_url")}
+    return sample
+
+
+def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o644  # no timestamps: reproducible shards
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _tar_size(sizes: list[int]) -> int:
+    """Bytes a tar of members of ``sizes`` takes: a header block per member, data padded to blocks, the end
+    marker, and the whole padded to tarfile's record size (20 blocks)."""
+    raw = sum(TAR_BLOCK + -(-size // TAR_BLOCK) * TAR_BLOCK for size in sizes) + 2 * TAR_BLOCK
+    return -(-raw // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+
+
+def webdataset_shards(
+    records: pl.DataFrame, read_image: Callable[[str], bytes], split: str, max_bytes: int
+) -> Iterator[tuple[str, bytes, int]]:
+    """(shard name, tar bytes, samples) for one split: ``<id>.jpg`` + ``<id>.json`` per sample, each shard at
+    most ``max_bytes`` (the tar's real size, headers and padding included) unless one sample alone is bigger."""
+    members: list[tuple[str, bytes]] = []
+    samples = shard = 0
+
+    def flush() -> tuple[str, bytes, int]:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for name, data in members:
+                _tar_member(tar, name, data)
+        return f"{EXPORT_NAME}-{split}-{shard:06d}.tar", buffer.getvalue(), samples
+
+    for row in records.iter_rows(named=True):
+        # The id is hex, so the key has no dot: WebDataset splits a member name into key and extension there.
+        pair = [
+            (f"{row['id']}.jpg", read_image(row["image_key"])),
+            (f"{row['id']}.json", _json_bytes(_sample_json(row))),
         ]
+        grown = _tar_size([len(d) for _, d in members + pair])
+        if members and grown > max_bytes:
+            yield flush()
+            members, samples, shard = [], 0, shard + 1
+        members += pair
+        samples += 1
+    if members:
+        yield flush()
+
+
+# -- dataset card ---------------------------------------------------------------------------------------------
+
+
+def _table(frame: pl.DataFrame) -> list[str]:
+    if frame.is_empty():
+        return ["_(none)_"]
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    for row in frame.iter_rows():
+        cells = [("" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v)) for v in row]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return lines
+
+
+def card_statistics(records: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """The tables of the card computed from the records: counts, answer lengths, top domains."""
+    counts = (
+        records.group_by("language")
+        .agg(
+            *[
+                ((pl.col("source") == s) & (pl.col("split") == p)).sum().alias(f"{s}_{p}")
+                for s in ("know", "ling")
+                for p in SPLITS
+            ],
+            pl.len().alias("records"),
+            pl.col("image_sha256").n_unique().alias("images"),
+        )
+        .sort("language")
+    )
+    lengths = (
+        records.with_columns(pl.col("text").str.len_chars().alias("chars"))
+        .group_by("language", "source")
+        .agg(
+            pl.col("chars").min().alias("min"),
+            pl.col("chars").quantile(0.1, "nearest").alias("p10"),
+            pl.col("chars").median().alias("median"),
+            pl.col("chars").quantile(0.9, "nearest").alias("p90"),
+            pl.col("chars").max().alias("max"),
+        )
+        .sort("language", "source")
+    )
+    domains = (
+        records.filter(pl.col("domain").is_not_null())
+        .group_by("domain")
+        .agg(
+            pl.col("language").unique().sort().str.join(",").alias("languages"),
+            pl.len().alias("records"),
+            pl.col("image_sha256").n_unique().alias("images"),
+        )
+        .sort(["records", "domain"], descending=[True, False])
+        .head(10)
+    )
+    return {"counts": counts, "lengths": lengths, "domains": domains}
+
+
+def dataset_card(
+    records: pl.DataFrame,
+    version: str,
+    funnel: pl.DataFrame | None = None,
+    rejects: pl.DataFrame | None = None,
+    options: ExportOptions | None = None,
+) -> str:
+    """README.md of an export with the run's statistics; ``funnel`` / ``rejects``: the catalog views
+    ``funnel_by_language`` and ``rejects_by_reason``."""
+    options = options or ExportOptions()
+    stats = card_statistics(records)
+    by_split = {p: int((records["split"] == p).sum()) for p in SPLITS}
+    languages = sorted(records["language"].unique().to_list())
+    lines = [
+        f"# MELLA dataset, export `{version}`",
+        "",
+        "Multilingual image–text supervised fine-tuning data built with the MELLA method (arXiv 2508.05502):",
+        "`know` records pair an image with its **native alt text** from a web page in the language (cultural",
+        "knowledge); `ling` records pair it with a **machine-translated detailed caption** (linguistic fluency).",
+        "Each record is one user turn (an instruction in the language from a native prompt bank + the image) and",
+        "one assistant turn (the answer).",
+        "",
+        f"**{records.height} records**, {records['image_sha256'].n_unique()} distinct images, "
+        f"{len(languages)} languages ({', '.join(languages)}); train {by_split['train']}, test {by_split['test']}.",
+        "",
+        "## Records per language, source and split",
+        "",
+        *_table(stats["counts"]),
+        "",
+        "## Answer length (characters)",
+        "",
+        *_table(stats["lengths"]),
+        "",
+        "## Top web domains",
+        "",
+        "Domain of the page the image was found on (for `ling` records: the image's first page).",
+        "",
+        *_table(stats["domains"]),
+        "",
+        "## Filter funnel",
+        "",
+        "Rows kept and rejected at each stage of the pipeline, per language (`raw_crawl_images`: every `<img>`",
+        "candidate on the crawled pages). Every rejected row is kept in a `*_rejects` table with its reason.",
+        "",
+    ]
+    if funnel is not None and funnel.height:
+        wide = funnel.with_columns(pl.format("{} / {}", "kept", "rejected").alias("kept / rejected")).pivot(
+            on="language", index=["step", "stage"], values="kept / rejected", sort_columns=True
+        )
+        lines += _table(wide.sort("step").drop("step"))
+    else:
+        lines += ["_(no pipeline tables found)_"]
+    lines += ["", "Reject reasons (all languages):", ""]
+    if rejects is not None and rejects.height:
+        reasons = (
+            rejects.group_by("stage", "reason")
+            .agg(pl.col("rows").sum())
+            .sort(["stage", "rows", "reason"], descending=[False, True, False])
+        )
+        lines += _table(reasons)
+    else:
+        lines += ["_(no rejects recorded)_"]
+    media = "this folder" if options.copy_images else "the lake root (images are not copied into this export)"
     lines += [
         "",
-        "## Files",
-        "- `mella_sharegpt.json`: ShareGPT/LLaVA conversations; register with LLaMA-Factory through",
-        "  `dataset_info.json` (set `media_dir` to the lake root, where `images/` lives).",
-        "- `data.parquet`: every record with provenance (page url, domain, image sha256).",
+        "## Splits",
         "",
-        "## Licence and opt-out",
-        "Alt texts and images come from public web pages; pages that opt out of AI use (`noai`/`noimageai`) are",
-        "excluded. Rights remain with the original authors; check them before redistribution.",
+        "Train and test are assigned by image *cluster*: identical images and near-duplicates (perceptual dHash",
+        "within a few bits, e.g. a resized or re-encoded copy) are one cluster, and a cluster is wholly in train",
+        "or in test. The test set is a fixed number of clusters per language and source, chosen by a stable hash,",
+        "and an image once in test stays in test when new data arrives.",
+        "",
+        "## Files and how to load them",
+        "",
+        f"Image paths are relative to the media dir: {media}.",
+        "",
+        "- **LLaMA-Factory**: `sharegpt_train.json` / `sharegpt_test.json`, registered in `dataset_info.json` as",
+        "  `mella_train` / `mella_test`; train with `dataset_dir: <this folder>`, `dataset: mella_train`",
+        "  (`media_dir` defaults to `dataset_dir`).",
+        "- **ms-swift**: `swift_train.jsonl` / `swift_test.jsonl` (standard `messages` + `images`); run",
+        "  `swift sft --dataset swift_train.jsonl --val_dataset swift_test.jsonl` from this folder.",
+        "- **Parquet**: `data.parquet` (all records, provenance columns, `image_path`"
+        + (", `image_bytes`)" if options.embed_images_in_parquet else ")")
+        + ": `polars.read_parquet(\"data.parquet\")` or `SELECT * FROM 'data.parquet'` in DuckDB.",
+        "- **WebDataset**: `webdataset/mella-<split>-NNNNNN.tar` (`<id>.jpg` + `<id>.json` per sample), listed in",
+        "  `webdataset/manifest.json`: `webdataset.WebDataset(urls, shardshuffle=False).decode('pil')`.",
+        "- `MANIFEST.json` and `SHA256SUMS` list every file with its size and sha256 (`sha256sum -c SHA256SUMS`).",
+        "",
+        "## Provenance, licence and opt-out",
+        "",
+        "Every record keeps the page URL, domain, image URL and image sha256 it came from (`data.parquet`,",
+        "WebDataset JSON), and its source table (`d_know` / `d_ling`). Alt texts and images come from public web",
+        "pages; pages that opt out of AI use (`noai` / `noimageai` in their robots meta tag) and URLs that",
+        "robots.txt disallows are not used (they are recorded as rejects). Rights remain with the original",
+        "authors and sites: this dataset grants no licence to the images or texts; check the terms of each",
+        "source before redistribution or commercial use. To have content removed, filter it by `page_url` or",
+        "`domain` and re-export. `ling` answers are machine translations of machine-written captions.",
     ]
     return "\n".join(lines) + "\n"
 
 
-def sharegpt_bytes(records: pl.DataFrame) -> bytes:
-    return json.dumps(to_sharegpt(records), ensure_ascii=False, indent=1).encode("utf-8")
+# -- the whole export -----------------------------------------------------------------------------------------
+
+
+def write_export(
+    store: LakeStore,
+    prefix: str,
+    records: pl.DataFrame,
+    version: str,
+    options: ExportOptions | None = None,
+    funnel: pl.DataFrame | None = None,
+    rejects: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """Write every export file under ``prefix`` in ``store``; returns the manifest (path, key, kind, bytes,
+    sha256), also written as ``MANIFEST.json`` and ``SHA256SUMS``."""
+    options = options or ExportOptions()
+    records = records.sort("language", "source", "id")
+    written: list[tuple[str, str, int, str]] = []
+
+    def put(path: str, data: bytes, kind: str) -> None:
+        store.put_bytes(f"{prefix}/{path}", data)
+        written.append((path, kind, len(data), hashlib.sha256(data).hexdigest()))
+
+    cache: dict[str, bytes] = {}
+
+    def read_image(key: str) -> bytes:
+        if key not in cache:
+            cache.clear()  # consecutive records often share an image; keep one, not the whole set, in memory
+            cache[key] = store.get_bytes(key)
+        return cache[key]
+
+    if options.copy_images:
+        for key in sorted(records["image_key"].unique().to_list()):
+            put(key, store.get_bytes(key), "image")
+    by_split = {split: records.filter(pl.col("split") == split) for split in SPLITS}
+    for split, frame in by_split.items():
+        put(f"sharegpt_{split}.json", _json_bytes(to_sharegpt(frame)), "sharegpt")
+        put(f"swift_{split}.jsonl", _jsonl_bytes(to_swift_messages(frame)), "swift")
+    info = llama_factory_dataset_info({split: f"sharegpt_{split}.json" for split in SPLITS})
+    put("dataset_info.json", _json_bytes(info, indent=2), "llamafactory")
+    put("data.parquet", parquet_bytes(records, read_image if options.embed_images_in_parquet else None), "parquet")
+    shards = []
+    for split, frame in by_split.items():
+        for name, data, samples in webdataset_shards(frame, read_image, split, options.shard_max_bytes):
+            put(f"webdataset/{name}", data, "webdataset")
+            shards.append(
+                {"path": name, "split": split, "samples": samples, "bytes": len(data), "sha256": written[-1][3]}
+            )
+    put("webdataset/manifest.json", _json_bytes({"version": version, "shards": shards}, indent=2), "webdataset")
+    put("README.md", dataset_card(records, version, funnel, rejects, options).encode("utf-8"), "card")
+    listing = [{"path": p, "kind": k, "bytes": b, "sha256": s} for p, k, b, s in written]
+    manifest = {"version": version, "records": records.height, "files": listing}
+    sums = "".join(f"{s}  {p}\n" for p, _k, _b, s in written).encode()
+    put("MANIFEST.json", _json_bytes(manifest, indent=2), "manifest")
+    put("SHA256SUMS", sums, "manifest")
+    return pl.DataFrame([(p, f"{prefix}/{p}", k, b, s) for p, k, b, s in written], schema=MANIFEST_SCHEMA, orient="row")

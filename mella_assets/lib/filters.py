@@ -7,14 +7,15 @@ rows that survive them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
+from typing import Literal
 
 import polars as pl
 import regex
 
 from mella_assets.languages import Language
-from mella_assets.lib.langid import LanguageIdentifier
+from mella_assets.lib.langid import LanguageCheck, LanguageIdentifier
 from mella_assets.lib.text import normalize_text, stop_words
 
 REASONS: tuple[str, ...] = (
@@ -23,7 +24,10 @@ REASONS: tuple[str, ...] = (
     "unsupported_image_url",
     "alt_is_url",
     "alt_is_filename",
+    "alt_has_email",
+    "alt_has_phone",
     "alt_number_only",
+    "alt_repeated_chars",
     "alt_boilerplate",
     "alt_too_short",
     "alt_too_long",
@@ -46,6 +50,57 @@ _IMAGE_EXTENSIONS = r"jpe?g|jpe|png|gif|webp|bmp|svg|tiff?|avif|heic|ico"
 # A file name ("IMG_2041.jpg", "photo-1.png", "image.webp") or a bare camera name ("DSC00123", "IMG_2041").
 _FILENAME = rf"(?i)^(?:[\w\-.() ]*\.(?:{_IMAGE_EXTENSIONS})|(?:img|dsc|dscn|dscf|pxl|pict?|sam|gopr|p)[_\- ]?\d+)$"
 _WORD = r"[\p{L}\p{N}][\p{L}\p{M}\p{N}]*"
+_EMAIL = r"(?i)[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[a-z]{2,}"
+# A phone number: optional +/00 prefix, then digits with spaces, dots, dashes or brackets between them; the
+# digit count is checked separately (9-15, ITU E.164), so years, dates and prices do not match.
+_PHONE_CANDIDATE = r"(?:\+|\b00)?\(?\d[\d ().\-/]{6,22}\d"
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """Every threshold of the alt-text filters; the defaults are what the pipeline runs with.
+
+    - ``min_chars`` / ``max_chars``: per-language overrides of ``Language.min_alt_chars`` / ``max_alt_chars``
+      (defaults there: 8 / 250 characters; Korean 4 / 150, Thai 5 / 200, ... since those scripts pack more
+      meaning per character).
+    - ``min_words``: words a space-separated language needs (Thai, Korean, ... are not counted in words).
+    - ``max_char_run``: a letter or sign repeated more than this in a row is spam ("!!!!!!", "soooooo").
+    - ``max_unit_repeats``: a 2-3 character unit repeated more than this in a row is spam ("hahahahaha").
+    - ``pii``: ``reject`` (default) rejects alts with an e-mail or a phone number, ``redact`` removes them and
+      keeps the rest, ``keep`` does nothing.
+    - ``close_ratio``: the language-ID close-call ratio (see ``lib/langid.py``), 0.5.
+    - ``min_confidence``: per-language lowest detector confidence to keep (default none: the relative rule
+      decides); below it a kept alt becomes ``language_uncertain``.
+    """
+
+    min_chars: dict[str, int] = field(default_factory=dict)
+    max_chars: dict[str, int] = field(default_factory=dict)
+    min_words: int = 2
+    max_char_run: int = 4
+    max_unit_repeats: int = 3
+    pii: Literal["reject", "redact", "keep"] = "reject"
+    close_ratio: float = 0.5
+    min_confidence: dict[str, float] = field(default_factory=dict)
+
+
+DEFAULT_FILTER_CONFIG = FilterConfig()
+
+
+def _phone_expr(alt: pl.Expr) -> pl.Expr:
+    """True when a candidate phone number with 9 to 15 digits occurs in the text."""
+    digits = alt.str.extract_all(_PHONE_CANDIDATE).list.eval(pl.element().str.count_matches(r"\d").is_between(9, 15))
+    return digits.list.any().fill_null(False)
+
+
+def _redact_pii(alt: pl.Expr) -> pl.Expr:
+    """The text without e-mail addresses and phone numbers, whitespace collapsed."""
+    without_email = alt.str.replace_all(_EMAIL, " ")
+    return (
+        without_email.str.replace_all(r"(?:\+|\b00)?\(?\d[\d ().\-/]{9,22}\d", " ")
+        .str.replace_all(r"\s+", " ")
+        .str.strip_chars()
+    )
+
 
 KEPT_EXTRA_SCHEMA: dict[str, pl.DataType] = {
     "alt_text": pl.String(),
@@ -90,12 +145,17 @@ def is_boilerplate(alt_text: str, language: Language) -> bool:
     return starts_with_boilerplate and len(remaining) <= 1
 
 
-def _cheap_reason(language: Language) -> pl.Expr:
+def _cheap_reason(language: Language, config: FilterConfig = DEFAULT_FILTER_CONFIG) -> pl.Expr:
     """The first failing cheap check per row, or null."""
     alt = pl.col("alt_text")
-    too_short = alt.str.len_chars() < language.min_alt_chars
+    min_chars = config.min_chars.get(language.code, language.min_alt_chars)
+    max_chars = config.max_chars.get(language.code, language.max_alt_chars)
+    too_short = alt.str.len_chars() < min_chars
     if language.word_tokenizer == "regex":  # space-separated: a description needs two words at least
-        too_short = too_short | (alt.str.count_matches(_WORD) < 2)
+        too_short = too_short | (alt.str.count_matches(_WORD) < config.min_words)
+    check_pii = config.pii == "reject"
+    char_run = rf"([^\d\s])\1{{{config.max_char_run},}}"
+    unit_run = rf"(\D{{2,3}})\1{{{config.max_unit_repeats},}}"
     return (
         pl.when(pl.col("alt_raw").is_null())
         .then(pl.lit("missing_alt"))
@@ -107,19 +167,35 @@ def _cheap_reason(language: Language) -> pl.Expr:
         .then(pl.lit("alt_is_url"))
         .when(alt.str.contains(_FILENAME))
         .then(pl.lit("alt_is_filename"))
+        .when(pl.lit(check_pii) & alt.str.contains(_EMAIL))
+        .then(pl.lit("alt_has_email"))
+        .when(pl.lit(check_pii) & _phone_expr(alt))
+        .then(pl.lit("alt_has_phone"))
         .when(~alt.str.contains(r"\p{L}"))
         .then(pl.lit("alt_number_only"))
+        .when(alt.map_elements(lambda t: _has_run(t, char_run, unit_run), return_dtype=pl.Boolean))
+        .then(pl.lit("alt_repeated_chars"))
         .when(alt.map_elements(lambda text: is_boilerplate(text, language), return_dtype=pl.Boolean))
         .then(pl.lit("alt_boilerplate"))
         .when(too_short)
         .then(pl.lit("alt_too_short"))
-        .when(alt.str.len_chars() > language.max_alt_chars)
+        .when(alt.str.len_chars() > max_chars)
         .then(pl.lit("alt_too_long"))
         .otherwise(pl.lit(None, dtype=pl.String))
     )
 
 
-def filter_alt_texts(candidates: pl.DataFrame, language: Language, identifier: LanguageIdentifier) -> FilterResult:
+def _has_run(text: str, char_run: str, unit_run: str) -> bool:
+    # Backreferences: the regex module, not polars' Rust regex, supports them.
+    return regex.search(char_run, text) is not None or regex.search(unit_run, text) is not None
+
+
+def filter_alt_texts(
+    candidates: pl.DataFrame,
+    language: Language,
+    identifier: LanguageIdentifier,
+    config: FilterConfig = DEFAULT_FILTER_CONFIG,
+) -> FilterResult:
     """Split candidates (page_url, domain, image_url, alt_raw, html_lang, ...) into kept pairs and rejects.
 
     Kept: input columns + ``alt_text`` (normalised), ``detected_language``, ``language_confidence``,
@@ -136,11 +212,19 @@ def filter_alt_texts(candidates: pl.DataFrame, language: Language, identifier: L
     frame = frame.with_row_index("_row").with_columns(
         pl.col("alt_raw").map_elements(normalize_text, return_dtype=pl.String).alias("alt_text")
     )
-    frame = frame.with_columns(_cheap_reason(language).alias("reason"))
+    if config.pii == "redact":
+        frame = frame.with_columns(_redact_pii(pl.col("alt_text")).alias("alt_text"))
+    frame = frame.with_columns(_cheap_reason(language, config).alias("reason"))
 
     # Language ID only for the survivors of the cheap checks, in one batch.
     survivors = frame.filter(pl.col("reason").is_null())
+    identifier.close_ratio = config.close_ratio
     checks = identifier.check_many(survivors["alt_text"].to_list(), language, survivors["html_lang"].to_list())
+    floor = config.min_confidence.get(language.code, 0.0)
+    checks = [
+        LanguageCheck(False, c.label, c.confidence, "language_uncertain") if c.ok and c.confidence < floor else c
+        for c in checks
+    ]
     language_columns = pl.DataFrame(
         {
             "_row": survivors["_row"],

@@ -17,7 +17,11 @@ import charset_normalizer
 import polars as pl
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
+from mella_assets.lib.warc import WarcStats, iter_html_responses
+
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from mella_assets.lib.warc import HtmlResponse
 
 CONTEXT_TEXT_MAX_CHARS = 300
@@ -48,6 +52,7 @@ class ImageCandidate:
     height_attr: int | None
     source_attr: str
     context_text: str | None
+    src_url: str | None = None  # the plain ``src`` resolved, whatever ``image_url`` was chosen from
 
 
 @dataclass
@@ -62,19 +67,40 @@ class Page:
     og_locale: str | None
     title: str | None
     opt_out: bool = False
+    opt_out_source: str | None = None
     images: list[ImageCandidate] = field(default_factory=list)
     skipped_urls: int = 0
 
 
 # -- charset -------------------------------------------------------------------------------------------------
+# WHATWG Encoding: labels that mean a superset codec (browsers decode them so) or that Python does not know.
+_LABEL_ALIASES = {
+    "windows-874": "cp874",
+    "x-windows-874": "cp874",
+    "dos-874": "cp874",
+    "iso-8859-11": "cp874",
+    "iso8859-11": "cp874",
+    "tis-620": "cp874",
+    "euc-kr": "cp949",
+    "ks_c_5601-1987": "cp949",
+    "windows-949": "cp949",
+    "x-cp1250": "cp1250",
+    "x-cp1251": "cp1251",
+    "gb2312": "gbk",
+    "shift_jis": "cp932",
+}
+
+
 def _codec_name(label: str | bytes | None) -> str | None:
     """Python's codec name for a charset label, or None if unknown; Latin-1/ASCII read as windows-1252."""
     if label is None:
         return None
     if isinstance(label, bytes):
         label = label.decode("ascii", "ignore")
+    label = label.strip().strip("\"'").lower()
+    label = _LABEL_ALIASES.get(label, label)
     try:
-        name = codecs.lookup(label.strip().strip("\"'")).name
+        name = codecs.lookup(label).name
     except (LookupError, ValueError):
         return None
     # HTML spec: these labels mean windows-1252, which also defines bytes 0x80-0x9F.
@@ -175,17 +201,16 @@ def parse_srcset(srcset: str) -> list[tuple[str, float, str]]:
 
 def _largest(base: str, srcsets: Iterable[str | None]) -> str | None:
     """The largest usable candidate over one or more srcset values (``w`` descriptors beat ``x``)."""
-    best: tuple[int, float] | None = None
-    best_url: str | None = None
-    for srcset in srcsets:
-        for raw, value, kind in parse_srcset(srcset or ""):
-            url = _resolve(base, raw)
-            if url is None:
-                continue
-            rank = (1 if kind == "w" else 0, value)
-            if best is None or rank > best:
-                best, best_url = rank, url
-    return best_url
+    ranked = [
+        ((1 if kind == "w" else 0, value), raw) for srcset in srcsets for raw, value, kind in parse_srcset(srcset or "")
+    ]
+    # Resolving is the costly part: rank first, resolve from the best down until one is usable.
+    ranked.sort(key=lambda item: item[0], reverse=True)
+    for _rank, raw in ranked:
+        url = _resolve(base, raw)
+        if url is not None:
+            return url
+    return None
 
 
 def _int_attr(value: str | None) -> int | None:
@@ -215,7 +240,7 @@ def _attr(node: LexborNode, name: str) -> str | None:
     return attributes[name] or ""
 
 
-def _choose_url(img: LexborNode, base: str) -> tuple[str | None, str]:
+def _choose_url(img: LexborNode, base: str, src_url: str | None) -> tuple[str | None, str]:
     """(url, source_attr) the browser would end up showing, after a lazy loader swapped data-* in."""
     picture = img.parent if img.parent is not None and img.parent.tag == "picture" else None
     if picture is not None:
@@ -231,7 +256,7 @@ def _choose_url(img: LexborNode, base: str) -> tuple[str | None, str]:
     data_src = _attr(img, "data-src")
     if data_src and not _is_placeholder(data_src) and (url := _resolve(base, data_src)):
         return url, "data-src"
-    return _resolve(base, _attr(img, "src")), "src"
+    return src_url, "src"
 
 
 # -- page ----------------------------------------------------------------------------------------------------
@@ -242,18 +267,38 @@ def _host(url: str) -> str:
         return ""
 
 
+def _robots_tokens(value: str) -> set[str]:
+    """Directives of a robots meta / ``X-Robots-Tag`` value; a ``bot-name:`` prefix is dropped, so an opt-out
+    addressed to any one bot counts for us too (the conservative reading)."""
+    tokens = set()
+    for part in value.split(","):
+        token = part.strip().lower()
+        if ":" in token:
+            token = token.rsplit(":", 1)[1].strip()
+        for word in token.split():
+            tokens.add(word)
+    return tokens
+
+
+def header_opts_out(x_robots_tag: str | None) -> bool:
+    """True when an ``X-Robots-Tag`` header value carries ``noai`` or ``noimageai``."""
+    return bool(_robots_tokens(x_robots_tag or "") & OPT_OUT_ROBOTS_TOKENS)
+
+
 def _opt_out(tree: LexborHTMLParser) -> bool:
     for meta in tree.css("meta"):
-        if (_attr(meta, "name") or "").strip().lower() != "robots":
+        if (_attr(meta, "name") or "").strip().lower() not in {"robots", "mella"}:
             continue
-        tokens = {token.strip().lower() for token in (_attr(meta, "content") or "").split(",")}
-        if tokens & OPT_OUT_ROBOTS_TOKENS:
+        if _robots_tokens(_attr(meta, "content") or "") & OPT_OUT_ROBOTS_TOKENS:
             return True
     return False
 
 
-def extract_page(body: bytes, page_url: str, content_type: str | None = None) -> Page:
-    """Decode ``body`` and list one :class:`ImageCandidate` per ``<img>`` with a usable http(s) URL."""
+def extract_page(body: bytes, page_url: str, content_type: str | None = None, x_robots_tag: str | None = None) -> Page:
+    """Decode ``body`` and list one :class:`ImageCandidate` per ``<img>`` with a usable http(s) URL.
+
+    ``x_robots_tag``: the response's ``X-Robots-Tag`` header; ``noai`` / ``noimageai`` there or in a robots
+    ``<meta>`` set ``opt_out`` (``opt_out_source``: ``header`` or ``meta``)."""
     text, charset, charset_source = decode_html(body, content_type)
     tree = LexborHTMLParser(text)
     html_node = tree.css_first("html")
@@ -272,10 +317,14 @@ def extract_page(body: bytes, page_url: str, content_type: str | None = None) ->
         html_lang=lang or None,
         og_locale=og_locale or None,
         title=_text(tree.css_first("title"), TITLE_MAX_CHARS),
-        opt_out=_opt_out(tree),
     )
+    if header_opts_out(x_robots_tag):
+        page.opt_out, page.opt_out_source = True, "header"
+    elif _opt_out(tree):
+        page.opt_out, page.opt_out_source = True, "meta"
     for img in tree.css("img"):
-        url, source_attr = _choose_url(img, base)
+        src_url = _resolve(base, _attr(img, "src"))
+        url, source_attr = _choose_url(img, base, src_url)
         if url is None:
             page.skipped_urls += 1
             continue
@@ -289,6 +338,7 @@ def extract_page(body: bytes, page_url: str, content_type: str | None = None) ->
                 height_attr=_int_attr(_attr(img, "height")),
                 source_attr=source_attr,
                 context_text=_text(figure.css_first("figcaption"), CONTEXT_TEXT_MAX_CHARS) if figure else None,
+                src_url=src_url,
             )
         )
     return page
@@ -304,6 +354,7 @@ IMAGE_CANDIDATE_STRUCT = pl.Struct(
         "height_attr": pl.Int64,
         "source_attr": pl.String,
         "context_text": pl.String,
+        "src_url": pl.String,
     }
 )
 RAW_CRAWL_SCHEMA = pl.Schema(
@@ -319,6 +370,8 @@ RAW_CRAWL_SCHEMA = pl.Schema(
         "title": pl.String,
         "fetch_date": pl.String,
         "opt_out": pl.Boolean,
+        "opt_out_source": pl.String,
+        "charset_source": pl.String,
         "images": pl.List(IMAGE_CANDIDATE_STRUCT),
     }
 )
@@ -339,6 +392,8 @@ def pages_to_frame(pages: Iterable[tuple[HtmlResponse, Page]]) -> pl.DataFrame:
             "title": page.title,
             "fetch_date": response.fetch_date,
             "opt_out": page.opt_out,
+            "opt_out_source": page.opt_out_source,
+            "charset_source": page.charset_source,
             "images": [
                 {
                     "image_url": image.image_url,
@@ -348,6 +403,7 @@ def pages_to_frame(pages: Iterable[tuple[HtmlResponse, Page]]) -> pl.DataFrame:
                     "height_attr": image.height_attr,
                     "source_attr": image.source_attr,
                     "context_text": image.context_text,
+                    "src_url": image.src_url,
                 }
                 for image in page.images
             ],
@@ -355,3 +411,19 @@ def pages_to_frame(pages: Iterable[tuple[HtmlResponse, Page]]) -> pl.DataFrame:
         for response, page in pages
     ]
     return pl.DataFrame(rows, schema=RAW_CRAWL_SCHEMA) if rows else RAW_CRAWL_SCHEMA.to_frame()
+
+
+def extract_warc(path: str | Path, stats: WarcStats | None = None) -> pl.DataFrame:
+    """Every HTML page of one WARC file as :data:`RAW_CRAWL_SCHEMA` rows; skipped records counted in ``stats``.
+
+    A page whose HTML cannot be parsed at all is counted as ``stats.malformed`` and skipped, never raised."""
+    stats = stats if stats is not None else WarcStats()
+    pages = []
+    for response in iter_html_responses(path, stats):
+        try:
+            page = extract_page(response.body, response.page_url, response.content_type, response.x_robots_tag)
+        except (ValueError, TypeError, RuntimeError, UnicodeError):
+            stats.malformed += 1
+            continue
+        pages.append((response, page))
+    return pages_to_frame(pages)

@@ -1,35 +1,56 @@
-"""Fetch URLs safely: SSRF guard on every hop, manual redirects, size and time caps, a reason per failure.
+"""Fetch URLs safely and politely: SSRF guard on every hop, robots.txt, per-host concurrency and delay, retries
+with backoff on 429/5xx (honouring ``Retry-After``), manual redirects, size and time caps, a reason per failure.
 
 Reason codes (stable): ``http_error_<status>``, ``timeout``, ``connection_error``, ``dns_error``,
 ``too_large``, ``blocked_address``, ``unsupported_scheme``, ``url_has_credentials``, ``invalid_url``,
-``too_many_redirects``, ``request_error``.
+``too_many_redirects``, ``request_error``, ``robots_disallowed``, ``robots_unavailable``,
+``unexpected_content_type``.
+
+Concurrency is a thread pool with a per-host gate (a semaphore per host plus a minimum interval between request
+starts), not asyncio: ``requests`` does the I/O, the SSRF and robots checks are synchronous, and with the few
+native-language hosts of a crawl the per-host delay, not socket count, bounds throughput.
 """
 
 from __future__ import annotations
 
+import email.utils
 import ipaddress
 import socket
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 import requests
 from urllib3.exceptions import ReadTimeoutError
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from mella_assets.lib.robots import RobotsCache
+
 DEFAULT_USER_AGENT = "MELLA/0.1 (+https://github.com/mella-project/mella)"
 MAX_REDIRECTS = 5
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# 429 and the 5xx that mean "try later"; other errors are final.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _CHUNK_BYTES = 64 * 1024
 _METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+IMAGE_CONTENT_TYPES: tuple[str, ...] = ("image/", "application/octet-stream", "binary/octet-stream")
 
 
 @dataclass(frozen=True)
 class FetchResult:
-    """Outcome of one fetch: ``body`` is set exactly when ``error_reason`` is None."""
+    """Outcome of one fetch: ``body`` is set exactly when ``error_reason`` is None.
+
+    ``headers``: the final response's headers (empty when no response came); ``attempts``: requests made for the
+    final hop (more than one after retries).
+    """
 
     url: str
     final_url: str
@@ -38,6 +59,8 @@ class FetchResult:
     body: bytes | None
     error_reason: str | None
     seconds: float
+    headers: tuple[tuple[str, str], ...] = ()
+    attempts: int = 0
 
 
 def is_blocked_address(ip: str) -> bool:
@@ -65,6 +88,76 @@ def is_blocked_address(ip: str) -> bool:
     )
 
 
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), None if absent/invalid."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment is None:
+        return None
+    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
+def host_key(url: str) -> str:
+    """``scheme://host:port`` of a URL: the unit of politeness (robots.txt, concurrency, delay)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+class HostLimiter:
+    """At most ``max_per_host`` requests in flight per host and at least ``delay_s`` between request starts.
+
+    ``defer(host, seconds)`` pushes the host's next start (Retry-After, robots Crawl-delay) for every thread.
+    """
+
+    def __init__(self, max_per_host: int = 2, delay_s: float = 0.0) -> None:
+        self.max_per_host = max(1, max_per_host)
+        self.delay_s = max(0.0, delay_s)
+        self._lock = threading.Lock()
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._next_start: dict[str, float] = {}
+        self._host_delay: dict[str, float] = {}
+        self.granted: list[tuple[str, float]] = []  # (host, monotonic time) of every slot granted, for audits
+
+    def set_delay(self, host: str, delay_s: float) -> None:
+        """A longer delay for one host (robots.txt ``Crawl-delay``); never shorter than the default."""
+        with self._lock:
+            self._host_delay[host] = max(self.delay_s, delay_s)
+
+    def defer(self, host: str, seconds: float) -> None:
+        with self._lock:
+            self._next_start[host] = max(self._next_start.get(host, 0.0), time.monotonic() + seconds)
+
+    @contextmanager
+    def slot(self, host: str) -> Iterator[None]:
+        """Hold one of the host's slots for a whole request, starting no sooner than its delay allows."""
+        with self._lock:
+            semaphore = self._slots.setdefault(host, threading.BoundedSemaphore(self.max_per_host))
+        semaphore.acquire()
+        try:
+            while True:
+                with self._lock:
+                    now = time.monotonic()
+                    start = self._next_start.get(host, 0.0)
+                    if now >= start:
+                        self._next_start[host] = now + self._host_delay.get(host, self.delay_s)
+                        self.granted.append((host, now))
+                        break
+                    wait = start - now
+                time.sleep(wait)
+            yield
+        finally:
+            semaphore.release()
+
+
 class _Refused(Exception):
     def __init__(self, reason: str, status: int | None = None) -> None:
         super().__init__(reason)
@@ -73,7 +166,13 @@ class _Refused(Exception):
 
 
 class HttpFetcher:
-    """A polite, capped HTTP client; one ``requests.Session`` per thread."""
+    """A polite, capped HTTP client; one ``requests.Session`` per thread.
+
+    ``allowed_networks`` lists networks reachable although private (e.g. ``["127.0.0.1/32"]`` for a loopback
+    test site); ``allow_private_addresses`` lifts the guard entirely (demo only). ``robots`` (a
+    :class:`~mella_assets.lib.robots.RobotsCache`) is consulted on every hop when given. ``accept_content_types``
+    (prefixes) refuses other media types before the body is read.
+    """
 
     def __init__(
         self,
@@ -82,13 +181,29 @@ class HttpFetcher:
         allow_private_addresses: bool = False,
         user_agent: str = DEFAULT_USER_AGENT,
         total_timeout_s: float | None = None,
+        *,
+        allowed_networks: Sequence[str] = (),
+        max_per_host: int = 2,
+        delay_s: float = 0.0,
+        max_retries: int = 2,
+        backoff_s: float = 1.0,
+        max_retry_after_s: float = 60.0,
+        robots: RobotsCache | None = None,
+        accept_content_types: Sequence[str] | None = None,
     ) -> None:
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
         self.allow_private_addresses = allow_private_addresses
+        self.allowed_networks = tuple(ipaddress.ip_network(n, strict=False) for n in allowed_networks)
         self.user_agent = user_agent
         # A per-read timeout alone lets a server drip one byte at a time forever.
         self.total_timeout_s = total_timeout_s if total_timeout_s is not None else 3 * timeout_s
+        self.limiter = HostLimiter(max_per_host, delay_s)
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_retry_after_s = max_retry_after_s
+        self.robots = robots
+        self.accept_content_types = tuple(accept_content_types) if accept_content_types else None
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
@@ -100,7 +215,17 @@ class HttpFetcher:
             self._local.session = session
         return session
 
-    def _check_url(self, url: str) -> None:
+    def _address_allowed(self, ip: str) -> bool:
+        if not is_blocked_address(ip):
+            return True
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in network for network in self.allowed_networks)
+
+    def check_url(self, url: str) -> None:
+        """Raise ``_Refused`` for a URL that must not be requested (scheme, credentials, blocked address)."""
         try:
             parts = urlsplit(url)
             port = parts.port
@@ -120,8 +245,11 @@ class HttpFetcher:
         except (socket.gaierror, UnicodeError, OSError) as error:
             raise _Refused("dns_error") from error
         # Any blocked answer refuses the host: the connection could pick any of them.
-        if not infos or any(is_blocked_address(str(info[4][0])) for info in infos):
+        if not infos or not all(self._address_allowed(str(info[4][0])) for info in infos):
             raise _Refused("blocked_address")
+
+    # Kept for callers of the old private name.
+    _check_url = check_url
 
     def _read_body(self, response: requests.Response, started: float) -> bytes:
         length = response.headers.get("Content-Length", "")
@@ -139,34 +267,84 @@ class HttpFetcher:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def fetch(self, url: str) -> FetchResult:
-        """GET ``url`` following up to 5 redirects, each hop checked; never raises."""
+    def _content_type_ok(self, content_type: str | None) -> bool:
+        if self.accept_content_types is None:
+            return True
+        media = (content_type or "").split(";", 1)[0].strip().lower()
+        # No Content-Type at all: let the decoder judge the bytes.
+        return not media or media.startswith(self.accept_content_types)
+
+    def _retry_wait(self, response: requests.Response, attempt: int) -> float | None:
+        """Seconds to wait before retrying, or None when the answer is final."""
+        if response.status_code not in RETRY_STATUSES or attempt >= self.max_retries:
+            return None
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if retry_after is not None:
+            return retry_after if retry_after <= self.max_retry_after_s else None
+        return self.backoff_s * (2**attempt)
+
+    def _request(
+        self, url: str, started: float, any_type: bool = False
+    ) -> tuple[int, str | None, str | None, bytes | None, tuple[tuple[str, str], ...], int]:
+        """One hop with retries: (status, content_type, location, body, headers, attempts). Body None = redirect."""
+        host = host_key(url)
+        # Built before taking the host's slot: a thread's first session costs time that must not eat the delay.
+        session = self._session()
+        attempt = 0
+        while True:
+            with (
+                self.limiter.slot(host),
+                session.get(
+                    url, stream=True, allow_redirects=False, timeout=(self.timeout_s, self.timeout_s)
+                ) as response,
+            ):
+                status = response.status_code
+                content_type = response.headers.get("Content-Type")
+                headers = tuple(response.headers.items())
+                location = response.headers.get("Location")
+                if status in _REDIRECT_STATUSES and location:
+                    return status, content_type, location, None, headers, attempt + 1
+                wait = self._retry_wait(response, attempt)
+                if wait is None:
+                    if not 200 <= status < 300:
+                        raise _Refused(f"http_error_{status}", status)
+                    if not any_type and not self._content_type_ok(content_type):
+                        raise _Refused("unexpected_content_type", status)
+                    return status, content_type, None, self._read_body(response, started), headers, attempt + 1
+            # The wait applies to the whole host, not only to this thread.
+            self.limiter.defer(host, wait)
+            attempt += 1
+
+    def fetch(self, url: str, *, check_robots: bool = True, any_content_type: bool = False) -> FetchResult:
+        """GET ``url`` following up to 5 redirects, each hop checked (address, robots); never raises.
+
+        ``check_robots=False`` / ``any_content_type=True`` serve the robots.txt fetch itself."""
         started = time.monotonic()
         current = url
         status: int | None = None
         content_type: str | None = None
+        headers: tuple[tuple[str, str], ...] = ()
+        attempts = 0
         try:
             for _hop in range(MAX_REDIRECTS + 1):
-                self._check_url(current)
-                with self._session().get(
-                    current,
-                    stream=True,
-                    allow_redirects=False,
-                    timeout=(self.timeout_s, self.timeout_s),
-                ) as response:
-                    status = response.status_code
-                    content_type = response.headers.get("Content-Type")
-                    location = response.headers.get("Location")
-                    if status in _REDIRECT_STATUSES and location:
-                        current = urljoin(current, location)
-                        continue
-                    if not 200 <= status < 300:
-                        raise _Refused(f"http_error_{status}", status)
-                    body = self._read_body(response, started)
-                return FetchResult(url, current, status, content_type, body, None, time.monotonic() - started)
+                self.check_url(current)
+                if check_robots and self.robots is not None:
+                    verdict = self.robots.verdict(current, self)
+                    if verdict is not None:
+                        raise _Refused(verdict)
+                status, content_type, location, body, headers, attempts = self._request(
+                    current, started, any_content_type
+                )
+                if body is None:
+                    current = urljoin(current, location or "")
+                    continue
+                return FetchResult(
+                    url, current, status, content_type, body, None, time.monotonic() - started, headers, attempts
+                )
             raise _Refused("too_many_redirects", status)
         except _Refused as refused:
-            reason, status = refused.reason, refused.status
+            # A refused redirect target keeps the status of the hop that pointed there.
+            reason, status = refused.reason, refused.status if refused.status is not None else status
         except requests.Timeout:
             reason = "timeout"
         except requests.ConnectionError as error:
@@ -178,10 +356,12 @@ class HttpFetcher:
         except (ValueError, UnicodeError):
             # urllib3 raises some URL parse errors (LocationParseError) unwrapped.
             reason = "invalid_url"
-        return FetchResult(url, current, status, content_type, None, reason, time.monotonic() - started)
+        return FetchResult(
+            url, current, status, content_type, None, reason, time.monotonic() - started, headers, attempts
+        )
 
     def fetch_many(self, urls: Sequence[str], max_workers: int = 8) -> list[FetchResult]:
-        """Fetch in a thread pool; results in the order of ``urls``."""
+        """Fetch in a thread pool (per-host limits still apply); results in the order of ``urls``."""
         if not urls:
             return []
         with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(urls)))) as pool:

@@ -3,7 +3,9 @@
 Never trusts a file name, extension or content type: Pillow reads the bytes. The pixel count comes from the
 header and is checked before any decoding (decompression bombs).
 
-Reject reasons (stable): ``pixel_bomb``, ``not_decodable``, ``too_small``.
+Reject reasons (stable): ``pixel_bomb``, ``not_decodable``, ``unsupported_format`` (SVG: vector markup, not
+pixels; rendering it would run an XML parser on hostile input), ``too_small``, ``bad_aspect_ratio``; and from
+:func:`mark_duplicates`: ``duplicate_image``, ``near_duplicate_image``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 JPEG_QUALITY = 90
+DEFAULT_MAX_ASPECT_RATIO = 6.0  # wider than 6:1 is a banner or a divider, not a photo to describe
+DEFAULT_NEAR_DUPLICATE_BITS = 4  # dHash distance: measured 0-2 for re-encodes/resizes, >20 for other pictures
+_SVG_SNIFF = re.compile(rb"^\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*(?:<!doctype svg[^>]*>\s*)?<svg[\s>]", re.I | re.S)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _EXT = re.compile(r"^[a-z0-9]{1,5}$")
 # What Pillow raises on garbage or truncated input, across formats.
@@ -102,9 +107,15 @@ def image_key(sha256: str, ext: str) -> str:
 
 
 def validate_image(
-    data: bytes, min_side: int = 64, max_pixels: int = 40_000_000, max_side_out: int = 1024
+    data: bytes,
+    min_side: int = 64,
+    max_pixels: int = 40_000_000,
+    max_side_out: int = 1024,
+    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
 ) -> ValidatedImage | ImageReject:
     """Decode ``data``, orient, check size, convert to RGB, downscale and re-encode as JPEG (no EXIF)."""
+    if _SVG_SNIFF.match(data[:4096]):
+        return ImageReject("unsupported_format", "svg")
     try:
         with warnings.catch_warnings():
             # Our own max_pixels check below decides; Pillow's warning would only be noise.
@@ -127,6 +138,8 @@ def validate_image(
     width, height = image.size
     if min(width, height) < min_side:
         return ImageReject("too_small", f"{width}x{height} < {min_side}")
+    if max(width, height) > max_aspect_ratio * min(width, height):
+        return ImageReject("bad_aspect_ratio", f"{width}x{height} > {max_aspect_ratio:g}:1")
     try:
         image = _to_rgb(image)
         if max(image.size) > max_side_out:
@@ -149,3 +162,28 @@ def validate_image(
         width_in=width,
         height_in=height,
     )
+
+
+def mark_duplicates(
+    shas: list[str], phashes: list[str], max_bits: int = DEFAULT_NEAR_DUPLICATE_BITS
+) -> list[tuple[str | None, str | None]]:
+    """Per image, in order: ``(reason, canonical_sha)`` — ``(None, None)`` for the first of its kind,
+    ``("duplicate_image", sha)`` for the same bytes seen before (another URL), ``("near_duplicate_image", sha)``
+    for a dHash within ``max_bits`` of an earlier kept image. Quadratic in kept images per language, which are
+    thousands, not millions; a BK-tree would be the next step."""
+    seen_sha: set[str] = set()
+    kept: list[tuple[int, str]] = []
+    out: list[tuple[str | None, str | None]] = []
+    for sha, phash in zip(shas, phashes, strict=True):
+        if sha in seen_sha:
+            out.append(("duplicate_image", sha))
+            continue
+        value = int(phash, 16)
+        match = next((other for bits, other in kept if (bits ^ value).bit_count() <= max_bits), None)
+        if match is not None:
+            out.append(("near_duplicate_image", match))
+            continue
+        seen_sha.add(sha)
+        kept.append((value, sha))
+        out.append((None, None))
+    return out

@@ -85,6 +85,11 @@ class LakeStore:
             self.root_uri = str(self.root)
             self._fs = None
 
+    @property
+    def local_root(self) -> Path:
+        """A local folder for scratch work and cached copies: the lake itself, or the S3 lake's download cache."""
+        return self.cache_dir if self.is_s3 else self.root
+
     def __repr__(self) -> str:
         return f"LakeStore({self.root_uri!r})"
 
@@ -150,12 +155,17 @@ class LakeStore:
 
     def local_path(self, key: str) -> Path:
         """A local file with the blob's bytes: the file itself in a local lake, a cached download from S3
-        (fetched again when its size changed; blobs that change in place should be read with get_bytes)."""
+        (downloaded again whenever the object's ETag changed)."""
         if not self.is_s3:
             return self.path(key)
-        target = self.cache_dir / _check_key(key)
-        if not target.exists() or target.stat().st_size != self.size(key):
+        key = _check_key(key)
+        target = self.cache_dir / key
+        # The object's ETag, kept beside the cache (not inside it: a model folder must hold only the model).
+        etag_file = self.cache_dir.parent / f"{self.cache_dir.name}.etags" / key
+        etag = str(self._fs.info(self._object(key)).get("ETag", ""))
+        if not target.exists() or not etag_file.exists() or etag_file.read_text() != etag:
             atomic_write_bytes(target, self.get_bytes(key))
+            atomic_write_bytes(etag_file, etag.encode())
         return target
 
     def put_dir(self, key: str, source: str | os.PathLike[str]) -> str:

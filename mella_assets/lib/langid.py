@@ -296,3 +296,26 @@ def _lang_prefix(value: str | None) -> str | None:
         return None
     prefix = value.strip().replace("_", "-").split("-")[0].lower()
     return prefix or None
+
+
+def identify_many(
+    identifier: LanguageIdentifier, texts: Sequence[str], page_langs: Sequence[str | None] | None = None
+) -> list[Detection]:
+    """The configured target language each text is accepted as (the pipeline's exact rules, best confidence
+    first), or ``Detection("und", top confidence)`` when no target accepts it. One detector pass for all."""
+    page_langs = list(page_langs) if page_langs is not None else [None] * len(texts)
+    normalised, all_scores = identifier._analyse_many(texts)
+    out: list[Detection] = []
+    for text, scores, page_lang in zip(normalised, all_scores, page_langs, strict=True):
+        accepted = [
+            (check.confidence, language.code)
+            for language in identifier.targets
+            for check in [identifier._decide(text, scores, language, _lang_prefix(page_lang))]
+            if check.ok
+        ]
+        if accepted:
+            confidence, code = max(accepted)
+            out.append(Detection(code, min(1.0, confidence)))
+        else:
+            out.append(Detection("und", identifier._top(scores).confidence))
+    return out

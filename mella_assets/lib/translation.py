@@ -1,20 +1,32 @@
 """Batched, deterministic machine translation with NLLB-style seq2seq checkpoints (and the tiny test model).
 
 transformers 5.x has no translation pipeline: the target language is forced as the first decoder token
-(``forced_bos_token_id``), the NLLB convention.
+(``forced_bos_token_id``), the NLLB convention. NLLB degrades on long inputs, so a caption is translated sentence
+by sentence (a sentence longer than ``max_sentence_chars`` is cut at clause breaks, then at spaces) and the
+pieces are joined again with a space; sentences of all captions are batched together, sorted by length.
+:func:`translate_cached` wraps any translator backend (this one or the OpenAI-compatible one) with the
+content-keyed cache.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from mella_assets.lib.cache import model_fingerprint
+from mella_assets.lib.cache import CachedRun, JsonCache, batches, content_key, model_fingerprint
 from mella_assets.lib.vlm import resolve_device, resolve_dtype
 
 # A sentence ends at . ! ? (or the Arabic question mark) followed by whitespace. Thai has no sentence
 # punctuation, so a Thai text stays one "sentence".
 _SENTENCE_END = re.compile(r"(?<=[.!?؟])\s+")
+# Where an overlong sentence may be cut: after a clause mark followed by whitespace.
+_CLAUSE_END = re.compile(r"(?<=[,;:،])\s+")
+# About 100 English words: well inside what NLLB-200 translates reliably (it was trained on sentences).
+DEFAULT_MAX_SENTENCE_CHARS = 600
+# Captions handed to the backend per call by translate_cached, in batches: each call's results are cached.
+CHUNK_BATCHES = 8
 
 _SERBIAN_CYRILLIC_TO_LATIN = {
     "А": "A", "Б": "B", "В": "V", "Г": "G", "Д": "D", "Ђ": "Đ", "Е": "E", "Ж": "Ž", "З": "Z", "И": "I",
@@ -30,6 +42,42 @@ _DIGRAPH_UPPER = {"Љ": "LJ", "Њ": "NJ", "Џ": "DŽ"}
 def split_sentences(text: str) -> list[str]:
     """Split on sentence-final punctuation followed by whitespace; empty pieces are dropped."""
     return [piece for piece in _SENTENCE_END.split(text.strip()) if piece]
+
+
+def _cut(piece: str, max_chars: int, pattern: re.Pattern[str] | None) -> list[str]:
+    """Greedily pack the parts of ``piece`` split by ``pattern`` (None: by whitespace) into chunks."""
+    parts = pattern.split(piece) if pattern is not None else piece.split()
+    chunks: list[str] = []
+    for part in parts:
+        if chunks and len(chunks[-1]) + 1 + len(part) <= max_chars:
+            chunks[-1] = f"{chunks[-1]} {part}"
+        else:
+            chunks.append(part)
+    return chunks
+
+
+def split_for_translation(text: str, max_chars: int = DEFAULT_MAX_SENTENCE_CHARS) -> list[str]:
+    """Sentences of ``text``; a sentence over ``max_chars`` is cut after commas / semicolons / colons, and a
+    clause still over it at spaces (a single word longer than ``max_chars`` stays whole). Joining the pieces
+    with one space gives back the text with its whitespace runs collapsed."""
+    pieces: list[str] = []
+    for sentence in split_sentences(text):
+        if len(sentence) <= max_chars:
+            pieces.append(sentence)
+            continue
+        for clause in _cut(sentence, max_chars, _CLAUSE_END):
+            pieces.extend([clause] if len(clause) <= max_chars else _cut(clause, max_chars, None))
+    return pieces
+
+
+def nllb_language_name(code: str) -> str:
+    """English name of an NLLB code of the language registry (``ces_Latn`` -> Czech); the code if unknown."""
+    from mella_assets.languages import REGISTRY
+
+    if code == "eng_Latn":
+        return "English"
+    names = {language.nllb_code: language.name for language in REGISTRY.values()}
+    return names.get(code, code)
 
 
 def transliterate_serbian_to_latin(text: str) -> str:
@@ -79,6 +127,13 @@ class Translator:
             self._version = model_fingerprint(self._model_id)
         return self._version
 
+    def target_token_id(self, target_code: str) -> int:
+        """The vocabulary id of a language code token (the forced first decoder token); ValueError if absent."""
+        target_id = self.tokenizer.convert_tokens_to_ids(target_code)
+        if target_id is None or target_id == self.tokenizer.unk_token_id:
+            raise ValueError(f"{target_code!r} is not a language token of {self.model_id}")
+        return int(target_id)
+
     def translate(
         self,
         texts: Sequence[str],
@@ -86,15 +141,17 @@ class Translator:
         source_code: str = "eng_Latn",
         max_new_tokens: int = 64,
         batch_size: int = 16,
+        max_sentence_chars: int = DEFAULT_MAX_SENTENCE_CHARS,
     ) -> list[str]:
-        """Translate each text sentence by sentence (greedy) and rejoin the sentences with a space."""
-        sentences: list[tuple[int, str]] = [
-            (index, sentence) for index, text in enumerate(texts) for sentence in split_sentences(text)
+        """Translate each text piece by piece (see :func:`split_for_translation`; greedy) and rejoin the
+        translated pieces with a space, in input order."""
+        pieces: list[tuple[int, str]] = [
+            (index, piece)
+            for index, text in enumerate(texts)
+            for piece in split_for_translation(text, max_sentence_chars)
         ]
-        target_id = self.tokenizer.convert_tokens_to_ids(target_code)
-        if target_id is None or target_id == self.tokenizer.unk_token_id:
-            raise ValueError(f"{target_code!r} is not a language token of {self.model_id}")
-        encoded = self._encode([sentence for _, sentence in sentences], source_code)
+        target_id = self.target_token_id(target_code)
+        encoded = self._encode([piece for _, piece in pieces], source_code)
         # Longest first, so each batch holds sentences of similar length and little padding.
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
         translated: list[str] = [""] * len(encoded)
@@ -104,10 +161,10 @@ class Translator:
                 chunk, self._generate([encoded[i] for i in chunk], target_id, max_new_tokens), strict=True
             ):
                 translated[position] = text
-        pieces: list[list[str]] = [[] for _ in texts]
-        for (index, _), text in zip(sentences, translated, strict=True):
-            pieces[index].append(text)
-        return [" ".join(piece for piece in parts if piece) for parts in pieces]
+        joined: list[list[str]] = [[] for _ in texts]
+        for (index, _), text in zip(pieces, translated, strict=True):
+            joined[index].append(text)
+        return [" ".join(part for part in parts if part) for parts in joined]
 
     def _encode(self, sentences: list[str], source_code: str) -> list[list[int]]:
         limit = min(getattr(self.model.config, "max_position_embeddings", 1024), self.tokenizer.model_max_length)
@@ -122,13 +179,63 @@ class Translator:
             for sentence in sentences
         ]
 
-    def _generate(self, batch: list[list[int]], target_id: int, max_new_tokens: int) -> list[str]:
+    def generate_ids(self, batch: list[list[int]], target_id: int, max_new_tokens: int):
+        """Greedy decoder output ids (decoder start, forced language code, tokens...) for encoded inputs."""
         import torch
 
         self.tokenizer.padding_side = "right"
         inputs = self.tokenizer.pad({"input_ids": batch}, return_tensors="pt").to(self.device)
         with torch.inference_mode():
-            output = self.model.generate(
+            return self.model.generate(
                 **inputs, forced_bos_token_id=target_id, max_new_tokens=max_new_tokens, do_sample=False
-            )
+            ).cpu()
+
+    def _generate(self, batch: list[list[int]], target_id: int, max_new_tokens: int) -> list[str]:
+        output = self.generate_ids(batch, target_id, max_new_tokens)
         return [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
+
+
+def translation_key(text: str, model_version: str, target_code: str, params: dict[str, Any]) -> str:
+    """Cache key of one translation: source text, model, target language code and generation params."""
+    return content_key("translation", text, model_version, target_code, params)
+
+
+def translate_cached(
+    sources: Sequence[str],
+    target_code: str,
+    cache: JsonCache,
+    model_version: str,
+    load_backend: Callable[[], Any],
+    params: dict[str, Any],
+    batch_size: int = 16,
+) -> tuple[list[str | None], list[str | None], CachedRun]:
+    """Translations of ``sources`` (None where the backend refused the item) with the refusal reasons, and run
+    counters. Cached values are reused; the backend is loaded only when something is missing and is called
+    for chunks of ``CHUNK_BATCHES`` batches of what is missing (it sorts each chunk by length itself).
+    ``params`` are passed to ``translate`` and go into every key; ``batch_size`` does not (batched output
+    equals unbatched output)."""
+    keys = [translation_key(text, model_version, target_code, params) for text in sources]
+    run = CachedRun(items=len(sources))
+    reasons: list[str | None] = [None] * len(sources)
+    hits_before, misses_before = cache.hits, cache.misses
+
+    def compute(missing: list[int]):
+        backend = load_backend()
+        # Chunks of several batches: the backend sorts each chunk by length, and a killed run keeps every
+        # finished chunk in the cache.
+        for chunk in batches(missing, max(batch_size * CHUNK_BATCHES, 1)):
+            started = time.perf_counter()
+            outputs = backend.translate(
+                [sources[i] for i in chunk], target_code=target_code, batch_size=batch_size, **params
+            )
+            run.model_seconds += time.perf_counter() - started
+            for i, output in zip(chunk, outputs, strict=True):
+                if isinstance(output, str):
+                    yield i, {"text": output}
+                else:  # an ItemError of a remote backend: recorded, not cached, retried next run
+                    reasons[i] = output.reason
+                    run.failed[output.reason] = run.failed.get(output.reason, 0) + 1
+
+    values, _ = cache.get_or_compute(keys, compute)
+    run.cache_hits, run.cache_misses = cache.hits - hits_before, cache.misses - misses_before
+    return [value["text"] if value else None for value in values], reasons, run

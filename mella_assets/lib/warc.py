@@ -63,6 +63,7 @@ class HtmlResponse:
     content_type: str
     fetch_date: str
     body: bytes
+    x_robots_tag: str = ""
 
 
 def _media_type(content_type: str | None) -> str:
@@ -135,6 +136,8 @@ def _html_page(
         content_type=content_type,
         fetch_date=record.rec_headers.get_header("WARC-Date") or "",
         body=body,
+        # Repeated headers are joined: each may carry its own directives.
+        x_robots_tag=", ".join(v for k, v in headers.headers if k.lower() == "x-robots-tag"),
     )
 
 

@@ -681,3 +681,16 @@ def build_demo_corpus(lake_root: Path, base_url: str, languages: Sequence[str]) 
     site = build_demo_site(lake_root / "demo" / "site", base_url, languages)
     write_demo_warcs(lake_root / "landing", site)
     return site
+
+
+def warc_bytes(pages: Sequence[tuple[str, str | bytes, list[tuple[str, str]]]]) -> bytes:
+    """A gzip WARC with one HTTP 200 HTML response per ``(url, html, extra headers)`` (tests, benchmarks)."""
+    out = io.BytesIO()
+    writer = WARCWriter(out, gzip=True)
+    for url, page, extra in pages:
+        body = page.encode("utf-8") if isinstance(page, str) else page
+        headers = StatusAndHeaders(
+            "200 OK", [("Content-Type", "text/html; charset=utf-8"), *extra], protocol="HTTP/1.1"
+        )
+        writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=headers))
+    return out.getvalue()

@@ -1,0 +1,52 @@
+"""`mella crawl`: politely crawl seed URLs of one language into a WARC file in ``landing/<code>/``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from mella_assets.lib.crawler import crawl, html_fetcher
+from mella_assets.lib.http import DEFAULT_USER_AGENT
+from mella_assets.lib.lake import LakeStore
+
+
+def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--language", required=True, help="language code; the WARC lands in landing/<code>/")
+    parser.add_argument("--seed", action="append", required=True, help="seed URL (repeat for several)")
+    parser.add_argument("--lake", default=os.environ.get("MELLA_LAKE", ".mella/lake"), help="lake folder")
+    parser.add_argument("--max-pages", type=int, default=100, help="pages stored at most (default 100)")
+    parser.add_argument("--max-depth", type=int, default=2, help="link depth from the seeds (default 2)")
+    parser.add_argument("--delay", type=float, default=1.0, help="seconds between requests to one host")
+    parser.add_argument("--per-host", type=int, default=2, help="requests in flight per host")
+    parser.add_argument("--user-agent", default=DEFAULT_USER_AGENT, help="User-Agent header")
+    parser.add_argument(
+        "--allow-network", action="append", default=[], help="private network to allow (CIDR), e.g. 127.0.0.1/32"
+    )
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    store = LakeStore(args.lake)
+    fetcher = html_fetcher(
+        delay_s=args.delay,
+        max_per_host=args.per_host,
+        allowed_networks=args.allow_network,
+        user_agent=args.user_agent,
+    )
+    result = crawl(
+        args.seed, store.path(f"landing/{args.language}"), fetcher, max_pages=args.max_pages, max_depth=args.max_depth
+    )
+    for url, reason, status in result.rejects:
+        print(f"skipped\t{reason}\t{status or ''}\t{url}", file=sys.stderr)
+    print(f"{len(result.pages)} pages -> {result.warc_path or '(no file: nothing stored)'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser(argparse.ArgumentParser(prog="mella crawl")).parse_args(argv))
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = build_parser(subparsers.add_parser("crawl", help="politely crawl seed URLs into landing/<code>/"))
+    parser.set_defaults(func=run)

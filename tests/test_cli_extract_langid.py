@@ -1,0 +1,59 @@
+"""`mella extract` and `mella langid`: the pipeline's own extraction and language-ID code behind a CLI."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from mella_assets.cli import main
+from mella_assets.testing.corpus import warc_bytes
+
+PAGE = """<html lang="sr-Latn"><head><base href="https://cdn.example.rs/m/"></head><body>
+<img src="kalemegdan.jpg" alt="Kalemegdan u sumrak">
+<img src="blank.gif" data-src="/lazy/sava.jpg">
+<picture><source srcset="a.webp 1x, b.webp 2x"><img src="c.jpg" alt=""></picture>
+<img srcset="d.jpg 100w, e.jpg 900w" alt="Храм Светог Саве">
+</body></html>"""
+
+
+def test_extract_writes_one_row_per_candidate_with_src_and_chosen_url(tmp_path: Path):
+    warc = tmp_path / "in.warc.gz"
+    warc.write_bytes(warc_bytes([("https://www.example.rs/beograd", PAGE, [])]))
+    out = tmp_path / "out.parquet"
+
+    assert main(["extract", str(warc), "--output", str(out)]) == 0
+
+    frame = pl.read_parquet(out)
+    assert frame.select("page_url", "src_url", "image_url", "alt", "page_lang").rows() == [
+        ("https://www.example.rs/beograd", "https://cdn.example.rs/m/kalemegdan.jpg",
+         "https://cdn.example.rs/m/kalemegdan.jpg", "Kalemegdan u sumrak", "sr-latn"),
+        ("https://www.example.rs/beograd", "https://cdn.example.rs/m/blank.gif",
+         "https://cdn.example.rs/lazy/sava.jpg", None, "sr-latn"),
+        ("https://www.example.rs/beograd", "https://cdn.example.rs/m/c.jpg",
+         "https://cdn.example.rs/m/b.webp", "", "sr-latn"),
+        ("https://www.example.rs/beograd", None, "https://cdn.example.rs/m/e.jpg", "Храм Светог Саве", "sr-latn"),
+    ]  # fmt: skip
+
+
+def test_langid_prints_code_or_und_and_a_confidence_per_input_line(monkeypatch: pytest.MonkeyPatch, capsys):
+    lines = [
+        "Pražský hrad v zimě pokrytý sněhem",
+        "Храм Светог Саве у Београду",
+        "Kalemegdanska tvrđava na ušću Save u Dunav",
+        "경복궁의 가을 풍경",
+        "The castle in winter covered with snow",
+        "",
+    ]
+    stdin = io.TextIOWrapper(io.BytesIO("\n".join(lines).encode() + b"\n"), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdin", stdin)
+
+    assert main(["langid", "--languages", "cs,sr,ko,ru"]) == 0
+
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [label for label, _ in rows] == ["cs", "sr", "sr", "ko", "und", "und"]
+    assert all(0.0 <= float(confidence) <= 1.0 for _, confidence in rows)
+    assert rows[3][1] == "1.0000"

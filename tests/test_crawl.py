@@ -1,0 +1,114 @@
+"""The crawl assets: incremental extraction per WARC file, opt-out headers, registered external sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from mella_assets.crawl import crawl_sources, raw_crawl
+from mella_assets.testing.corpus import warc_bytes
+from mella_assets.testing.site import Route, ScriptedSite
+from resources.lake import Lake
+
+
+def page(alt: str) -> str:
+    return f'<html lang="cs"><body><img src="/img/{len(alt)}.jpg" alt="{alt}"></body></html>'
+
+
+def materialize(lake: Lake, config: dict | None = None) -> dict[str, dict]:
+    run_config = {"ops": {"crawl_sources": {"config": config}}} if config else None
+    result = dg.materialize(
+        [crawl_sources, raw_crawl], partition_key="cs", resources={"lake": lake}, run_config=run_config
+    )
+    return {
+        event.asset_key.path[-1]: {k: v.value for k, v in event.metadata.items()}
+        for event in result.get_asset_materialization_events()
+        for event in [event.materialization]
+    }
+
+
+def test_adding_one_warc_extracts_only_that_file_and_rerun_extracts_none(tmp_path: Path):
+    lake = Lake(root=str(tmp_path / "lake"))
+    store = lake.store
+    store.put_bytes("landing/cs/a.warc.gz", warc_bytes([("http://a.cz/1", page("Pražský hrad v zimě"), [])]))
+    first = materialize(lake)["raw_crawl"]
+    store.put_bytes("landing/cs/b.warc.gz", warc_bytes([("http://b.cz/1", page("Karlův most ráno"), [])]))
+    second = materialize(lake)["raw_crawl"]
+    third = materialize(lake)["raw_crawl"]
+
+    counts = [(m["warc_files_extracted"], m["warc_files_cached"], m["html_pages"]) for m in (first, second, third)]
+    assert counts == [(1, 0, 1), (1, 1, 2), (0, 2, 2)]
+    frame = lake.read_table("raw_crawl", "cs")
+    assert frame["page_url"].to_list() == ["http://a.cz/1", "http://b.cz/1"]
+    assert frame["warc_uri"].to_list() == [store.uri("landing/cs/a.warc.gz"), store.uri("landing/cs/b.warc.gz")]
+
+
+def test_x_robots_tag_noai_page_is_recorded_as_opted_out_and_a_cut_warc_is_counted_not_fatal(tmp_path: Path):
+    lake = Lake(root=str(tmp_path / "lake"))
+    pages = [
+        ("http://a.cz/open", page("Staroměstské náměstí"), []),
+        ("http://a.cz/closed", page("Vánoční trh"), [("X-Robots-Tag", "noindex"), ("X-Robots-Tag", "noimageai")]),
+    ]
+    lake.store.put_bytes("landing/cs/a.warc.gz", warc_bytes(pages))
+    whole = warc_bytes([("http://c.cz/1", page("Brno"), [])] * 3)
+    lake.store.put_bytes("landing/cs/cut.warc.gz", whole[: len(whole) - 40])
+
+    metadata = materialize(lake)["raw_crawl"]
+
+    frame = lake.read_table("raw_crawl", "cs")
+    assert frame.select("page_url", "opt_out", "opt_out_source").rows() == [
+        ("http://a.cz/open", False, None),
+        ("http://a.cz/closed", True, "header"),
+        ("http://c.cz/1", False, None),
+        ("http://c.cz/1", False, None),
+    ]
+    assert metadata["opt_out_by_source"] == {"header": 1}
+    assert metadata["skipped"]["malformed"] == 1
+
+
+def test_registered_paths_and_urls_become_external_sources_and_bad_entries_are_rejected(tmp_path: Path):
+    lake = Lake(root=str(tmp_path / "lake"))
+    local = tmp_path / "elsewhere" / "cc-part.warc.gz"
+    local.parent.mkdir()
+    local.write_bytes(warc_bytes([("http://local.cz/1", page("Hrad Karlštejn"), [])]))
+    remote = warc_bytes([("http://remote.cz/1", page("Kutná Hora"), [])])
+    with ScriptedSite({"/crawl/part-1.warc.gz": Route(remote, content_type="application/warc")}) as site:
+        registry = "\n".join(
+            [
+                "# Common Crawl parts for Czech",
+                str(local),
+                f"{site.base_url}/crawl/part-1.warc.gz",
+                f"{site.base_url}/crawl/missing.warc.gz",
+                str(tmp_path / "nope.warc.gz"),
+                "",
+            ]
+        )
+        lake.store.put_bytes("sources/cs.txt", registry.encode())
+        config = {"allowed_networks": ["127.0.0.1/32"]}
+        first = materialize(lake, config)
+        materialize(lake, config)
+        downloads = site.paths().count("/crawl/part-1.warc.gz")
+        remote_url = f"{site.base_url}/crawl/part-1.warc.gz"
+
+    sources = lake.read_table("crawl_sources", "cs")
+    assert sources.select("uri", "origin").rows() == [
+        (local.resolve().as_uri(), "external"),
+        (remote_url, "external"),
+    ]
+    assert downloads == 1  # the second run found the downloaded copy in the lake
+    rejects = lake.read_table("crawl_source_rejects", "cs")
+    assert rejects.select("reason", "http_status").rows() == [("http_error_404", 404), ("file_not_found", None)]
+    assert lake.read_table("raw_crawl", "cs")["page_url"].to_list() == ["http://local.cz/1", "http://remote.cz/1"]
+    assert first["crawl_sources"]["files_by_origin"] == {"external": 2}
+
+
+def test_private_source_url_is_refused_unless_its_network_is_allowed(tmp_path: Path):
+    lake = Lake(root=str(tmp_path / "lake"))
+    with ScriptedSite({"/x.warc.gz": Route(b"", content_type="application/warc")}) as site:
+        lake.store.put_bytes("sources/cs.txt", f"{site.base_url}/x.warc.gz\n".encode())
+        materialize(lake)
+        assert site.paths() == []
+    assert lake.read_table("crawl_source_rejects", "cs")["reason"].to_list() == ["blocked_address"]
+    assert pl.DataFrame(lake.read_table("crawl_sources", "cs")).height == 0
