@@ -1,5 +1,5 @@
 """D_ling generation throughput: captions/s and translations/s with the tiny models on CPU at batch sizes 1, 8
-and 32, each batched row against batch size 1 measured in the same run (medians of repeated runs).
+and 32, each batched row against batch size 1 measured in the same run (medians of 5 runs).
 
 The models are the tiny random ones the tests and demo use, loaded through the same ``from_pretrained`` code as
 real checkpoints; greedy decoding with a fixed number of new tokens (EOS disabled) so every batch size does the
@@ -44,8 +44,8 @@ def run(quick: bool = False) -> list[Row]:
 
 
 def _run(quick: bool) -> list[Row]:
-    items = 32
-    runs = 2 if quick else 3
+    items = 16 if quick else 32
+    runs = 5
     texts = demo_texts(["cs", "vi"])
     with tempfile.TemporaryDirectory() as tmp:
         tiny = build_tiny_models(Path(tmp), texts)

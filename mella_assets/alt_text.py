@@ -5,10 +5,12 @@ import polars as pl
 from pydantic import Field
 
 from mella_assets.crawl import raw_crawl
-from mella_assets.languages import LANGUAGE_PARTITIONS, LANGUAGES
+from mella_assets.languages import LANGUAGES
 from mella_assets.lib.filters import DEFAULT_FILTER_CONFIG as DEFAULT
 from mella_assets.lib.filters import FilterConfig, filter_alt_texts
+from mella_assets.lib.watchdog import watched_stage
 from mella_assets.metadata import StageTimer, table_metadata
+from mella_assets.partitions import LANGUAGE_PARTITIONS
 from resources.lake import Lake
 from resources.langid import LanguageIdentification
 
@@ -69,6 +71,7 @@ class AltTextFilterConfig(dg.Config):
 
 
 @dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="know", deps=[raw_crawl], kinds={"parquet"})
+@watched_stage
 def alt_text_pairs(
     context: dg.AssetExecutionContext, config: AltTextFilterConfig, lake: Lake, langid: LanguageIdentification
 ) -> dg.MaterializeResult:

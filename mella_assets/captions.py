@@ -6,12 +6,13 @@ import dagster as dg
 from PIL import Image
 
 from mella_assets.images import images
-from mella_assets.languages import LANGUAGE_PARTITIONS
 from mella_assets.lib.cache import JsonCache
 from mella_assets.lib.captioning import CAPTIONS_SCHEMA, CaptionParams, caption_images
 from mella_assets.lib.selection import select_images_for_captioning
 from mella_assets.lib.vlm import load_caption_prompt
+from mella_assets.lib.watchdog import watched_stage
 from mella_assets.metadata import StageTimer, table_metadata
+from mella_assets.partitions import LANGUAGE_PARTITIONS
 from resources.lake import Lake
 from resources.models import Captioner
 
@@ -25,6 +26,7 @@ def load_image(lake: Lake, key: str) -> Image.Image:
 
 # alt_text_pairs (read for the image domains) is upstream of images, so `images` alone orders the lineage.
 @dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="ling", deps=[images], kinds={"parquet", "pytorch"})
+@watched_stage
 def mllm_captions(context: dg.AssetExecutionContext, lake: Lake, captioner: Captioner) -> dg.MaterializeResult:
     """An English caption per selected image (all validated images, or a deterministic sample with a per-domain
     cap). Each caption is cached by (image, model, prompt, params) — not by language — so a rerun, a resumed

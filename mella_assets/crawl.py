@@ -10,12 +10,13 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from mella_assets.languages import LANGUAGE_PARTITIONS
 from mella_assets.lib.html import RAW_CRAWL_SCHEMA, extract_warc
 from mella_assets.lib.http import HttpFetcher
 from mella_assets.lib.sources import WARC_SUFFIXES, download_key, download_source, parse_registry, registry_key
 from mella_assets.lib.warc import WarcStats
+from mella_assets.lib.watchdog import check_deadline, watched_stage
 from mella_assets.metadata import StageTimer, counts_by, table_metadata
+from mella_assets.partitions import LANGUAGE_PARTITIONS
 from resources.lake import Lake
 
 CRAWL_SOURCES_SCHEMA = {
@@ -44,7 +45,7 @@ def _sha256_file(path) -> str:
 
 CRAWL_SOURCE_REJECTS_SCHEMA = {"language": pl.String, "uri": pl.String, "reason": pl.String, "http_status": pl.Int64}
 # Bump when extraction changes, so cached per-WARC results are recomputed.
-EXTRACTION_VERSION = "v2"
+EXTRACTION_VERSION = "v3"
 
 
 def extraction_cache_key(sha256: str) -> str:
@@ -95,6 +96,7 @@ def _external_sources(language: str, lake: Lake, config: CrawlSourcesConfig) -> 
 
 
 @dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="crawl", kinds={"parquet"})
+@watched_stage
 def crawl_sources(context: dg.AssetExecutionContext, config: CrawlSourcesConfig, lake: Lake) -> dg.MaterializeResult:
     """WARC files registered for the language: every file in ``landing/<code>/`` (origin ``landing``, or
     ``crawler`` for files the polite crawler wrote) plus the paths and URLs listed in ``sources/<code>.txt``
@@ -152,6 +154,7 @@ def crawl_sources(context: dg.AssetExecutionContext, config: CrawlSourcesConfig,
 
 
 @dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="crawl", deps=[crawl_sources], kinds={"parquet"})
+@watched_stage
 def raw_crawl(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
     """One row per HTML response of the registered WARCs, with every unfiltered image candidate of the page.
 
@@ -165,6 +168,7 @@ def raw_crawl(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeRe
     store = lake.store
     stats, frames, extracted, cached = WarcStats(), [], 0, 0
     for row in sources.iter_rows(named=True):
+        check_deadline()
         cache_key = extraction_cache_key(row["sha256"])
         stats_key = cache_key.removesuffix(".parquet") + ".json"
         if store.exists(cache_key) and store.exists(stats_key):

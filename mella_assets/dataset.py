@@ -7,11 +7,13 @@ import polars as pl
 from pydantic import Field
 
 from mella_assets.images import d_know
-from mella_assets.languages import LANGUAGE_PARTITIONS, LANGUAGES
+from mella_assets.languages import LANGUAGES
 from mella_assets.lib import dataset as ds
 from mella_assets.lib.catalog import run_sql
 from mella_assets.lib.export import ExportOptions, write_export
+from mella_assets.lib.watchdog import watched_stage
 from mella_assets.metadata import StageTimer, counts_by, table_metadata
+from mella_assets.partitions import LANGUAGE_PARTITIONS
 from mella_assets.translations import d_ling
 from resources.lake import Lake
 from resources.langid import LanguageIdentification
@@ -36,6 +38,7 @@ class DatasetConfig(dg.Config):
 
 
 @dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="dataset", deps=[d_know, d_ling], kinds={"parquet"})
+@watched_stage
 def mella_dataset(context: dg.AssetExecutionContext, lake: Lake, config: DatasetConfig) -> dg.MaterializeResult:
     """SFT records: a native prompt from the prompt bank and the answer (alt text for `know`, translated
     caption for `ling`) with page, domain and image provenance; mix caps; a train / test split by near-duplicate

@@ -6,12 +6,14 @@ import polars as pl
 
 from mella_assets.captions import load_image
 from mella_assets.dataset import mella_dataset
-from mella_assets.languages import LANGUAGE_PARTITIONS, LANGUAGES
+from mella_assets.languages import LANGUAGES
 from mella_assets.lib.cache import JsonCache, batches, content_key, model_fingerprint
 from mella_assets.lib.checkpoints import read_latest_checkpoint
 from mella_assets.lib.evaluation import SCORES_SCHEMA, regressions, score_samples
 from mella_assets.lib.report import render_score_chart, scores_markdown
+from mella_assets.lib.watchdog import watched_stage
 from mella_assets.metadata import StageTimer, preview_markdown, table_metadata
+from mella_assets.partitions import LANGUAGE_PARTITIONS
 from mella_assets.training import finetuned_checkpoint
 from resources.lake import Lake
 from resources.models import load_vlm
@@ -65,6 +67,7 @@ def _checkpoint_model(lake: Lake, record: dict) -> tuple[str, str | None]:
     deps=[mella_dataset, finetuned_checkpoint],
     kinds={"pytorch", "parquet"},
 )
+@watched_stage
 def evaluation_scores(
     context: dg.AssetExecutionContext, lake: Lake, training: Training, config: EvaluationConfig
 ) -> dg.MaterializeResult:

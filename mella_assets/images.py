@@ -4,15 +4,18 @@ import dagster as dg
 import polars as pl
 
 from mella_assets.alt_text import alt_text_pairs
-from mella_assets.languages import LANGUAGE_PARTITIONS, LANGUAGES
+from mella_assets.languages import LANGUAGES
 from mella_assets.lib.image_fetch import fetch_images
 from mella_assets.lib.text import keywords
+from mella_assets.lib.watchdog import watched_stage
 from mella_assets.metadata import StageTimer, table_metadata
+from mella_assets.partitions import LANGUAGE_PARTITIONS
 from resources.fetch import ImageFetcher
 from resources.lake import Lake
 
 
 @dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="know", deps=[alt_text_pairs], kinds={"parquet"})
+@watched_stage
 def images(context: dg.AssetExecutionContext, lake: Lake, fetcher: ImageFetcher) -> dg.MaterializeResult:
     """Every distinct image of the kept pairs, downloaded politely (robots.txt, per-host limits, retries) and
     safely (SSRF guard on every hop, size and time caps), decoded, validated, re-encoded and stored under its
@@ -51,6 +54,7 @@ def images(context: dg.AssetExecutionContext, lake: Lake, fetcher: ImageFetcher)
 
 
 @dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="know", deps=[alt_text_pairs, images], kinds={"parquet"})
+@watched_stage
 def d_know(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
     """The cultural-knowledge pairs: a stored image and its native alt text with its keywords, one row per
     distinct (image, alt text)."""

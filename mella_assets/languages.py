@@ -1,4 +1,4 @@
-"""The language registry and the language partitions every per-language asset uses.
+"""The language registry (Dagster-free; the partitions built from it are in ``partitions.py``).
 
 The eight languages of the MELLA paper are the default. A deployment picks its own list with
 ``MELLA_LANGUAGES`` (comma-separated codes, e.g. ``ar,cs,uk``) and may describe languages the registry does not
@@ -12,8 +12,6 @@ import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-
-import dagster as dg
 
 DEFAULT_LANGUAGE_CODES: tuple[str, ...] = ("ar", "cs", "hu", "ko", "ru", "sr", "th", "vi")
 
@@ -31,6 +29,12 @@ class Language:
     # Language-ID labels (ISO 639-1) that count as this language. Serbian in Latin script is read as Croatian or
     # Bosnian by every detector we measured (MEASURED.md), so those labels count as Serbian *for sr only*.
     langid_labels: tuple[str, ...] = ()
+    # Languages a short text of this one is most easily mistaken for (or vice versa). The language-ID cascade always
+    # offers them to lingua when the fast detector (CLD2) does not settle a text.
+    langid_relatives: tuple[str, ...] = ()
+    # Scripts in which a reliable CLD2 answer of this language may accept a text without lingua (None: all of
+    # them; CLD2's rejections count in every script). Not Serbian Cyrillic: CLD2 reads short Macedonian as Serbian.
+    langid_fast_accept_scripts: tuple[str, ...] | None = None
     # Alt-text length bounds in characters. Hangul syllables and Thai (no spaces) pack more meaning per
     # character than Latin or Cyrillic, so their bounds are lower.
     min_alt_chars: int = 8
@@ -57,6 +61,7 @@ REGISTRY: dict[str, Language] = {
             scripts=("Arab",),
             nllb_code="arb_Arab",
             stemmer="arabic",
+            langid_relatives=("fa", "ur"),
             min_alt_chars=6,
             boilerplate_words=("شعار", "أيقونة", "لافتة", "إعلان", "صورة رمزية", "زر"),
         ),
@@ -66,6 +71,7 @@ REGISTRY: dict[str, Language] = {
             scripts=("Latn",),
             nllb_code="ces_Latn",
             stemmer="czech",
+            langid_relatives=("sk", "pl", "sl", "hr"),
             boilerplate_words=("logo", "ikona", "ikonka", "banner", "reklama", "avatar", "tlačítko"),
             marker_chars="ěůřťď",
         ),
@@ -94,6 +100,7 @@ REGISTRY: dict[str, Language] = {
             scripts=("Cyrl",),
             nllb_code="rus_Cyrl",
             stemmer="russian",
+            langid_relatives=("uk", "be", "bg", "mk", "sr"),
             boilerplate_words=(
                 "логотип",
                 "лого",
@@ -113,6 +120,8 @@ REGISTRY: dict[str, Language] = {
             nllb_code="srp_Cyrl",  # NLLB has no Latin-script Serbian: translate to Cyrillic, transliterate
             stemmer="serbian",
             langid_labels=("hr", "bs"),
+            langid_relatives=("mk", "bg", "ru", "uk", "sl"),
+            langid_fast_accept_scripts=("Latn",),
             boilerplate_words=(
                 "логотип",
                 "лого",
@@ -150,6 +159,7 @@ REGISTRY: dict[str, Language] = {
             name="Ukrainian",
             scripts=("Cyrl",),
             nllb_code="ukr_Cyrl",
+            langid_relatives=("ru", "be", "bg"),
             boilerplate_words=("логотип", "іконка", "банер", "реклама", "аватар", "кнопка"),
             marker_chars="їєґі",
         ),
@@ -178,8 +188,14 @@ def load_languages(codes: str | None = None, languages_file: str | None = None) 
             unknown = set(record) - known
             if unknown:
                 raise ValueError(f"{languages_file}: unknown Language fields {sorted(unknown)}")
-            for key in ("scripts", "langid_labels", "boilerplate_words"):
-                if key in record:
+            for key in (
+                "scripts",
+                "langid_labels",
+                "langid_relatives",
+                "langid_fast_accept_scripts",
+                "boilerplate_words",
+            ):
+                if record.get(key) is not None:
                     record[key] = tuple(record[key])
             registry[record["code"]] = Language(**record)
     raw = codes if codes is not None else os.environ.get("MELLA_LANGUAGES", "")
@@ -193,4 +209,3 @@ def load_languages(codes: str | None = None, languages_file: str | None = None) 
 
 
 LANGUAGES: dict[str, Language] = load_languages()
-LANGUAGE_PARTITIONS = dg.StaticPartitionsDefinition(list(LANGUAGES))

@@ -2,7 +2,7 @@
 
 import json
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,7 +19,8 @@ from mella_assets.lib.checkpoints import (
 )
 from mella_assets.lib.dataset import training_gate_problems
 from mella_assets.lib.lake import atomic_write_bytes
-from mella_assets.lib.sft import SFTConfig, resume_info
+from mella_assets.lib.lake_training import LAKE_MODEL_PREFIX, build_job, job_prefix, write_job
+from mella_assets.lib.sft import RESUME_INFO, SFTConfig, resume_info
 from mella_assets.metadata import StageTimer, counts_by, preview_markdown
 from resources.lake import Lake
 from resources.training import Training
@@ -41,6 +42,89 @@ def partition_data_versions(train: pl.DataFrame) -> dict[str, str]:
     }
 
 
+@dataclass
+class TrainingRun:
+    """What a launched training process gave back."""
+
+    reported: dg.MaterializeResult
+    progress: list[dict]
+    command: list[str]
+    sft_record: dict  # the settings it trained with, as recorded beside the checkpoint
+
+
+def _progress(invocation: dg.PipesClientCompletedInvocation) -> list[dict]:
+    return [m for m in invocation.get_custom_messages() if isinstance(m, dict) and m.get("event") == "progress"]
+
+
+def train_in_subprocess(
+    context: dg.AssetExecutionContext,
+    lake: Lake,
+    training: Training,
+    train: pl.DataFrame,
+    checkpoint_id: str,
+    client: dg.PipesSubprocessClient,
+) -> TrainingRun:
+    """Runner 'subprocess': the script runs on this machine on local files (the lake's own, or its cache)."""
+    work_dir = training.work_dir(lake.store.local_root, checkpoint_id)
+    output_dir = work_dir / "output"
+    shutil.rmtree(output_dir, ignore_errors=True)  # a half-saved output of a killed run is never reused
+    write_train_file(train, lake, work_dir / "train.jsonl")
+    sft = SFTConfig(
+        base_model=lake.resolve_model(training.base_model),
+        train_file=str(work_dir / "train.jsonl"),
+        output_dir=str(output_dir),
+        work_dir=str(work_dir),
+        **sft_settings(training),
+    )
+    config_path = work_dir / "config.json"
+    atomic_write_bytes(config_path, json.dumps(asdict(sft), indent=2).encode())
+    if resumable := resume_info(work_dir):
+        context.log.info(f"resuming checkpoint {checkpoint_id} from step {resumable['step']} in {work_dir}")
+    command = training.launch_command(config_path)
+    invocation = client.run(context=context, command=command, extras=asdict(sft))
+    sft_record = {**asdict(sft), "base_model": training.base_model}
+    return TrainingRun(invocation.get_materialize_result(), _progress(invocation), command, sft_record)
+
+
+def train_in_pod(
+    context: dg.AssetExecutionContext,
+    lake: Lake,
+    training: Training,
+    train: pl.DataFrame,
+    checkpoint_id: str,
+    checkpoint_key: str,
+) -> TrainingRun:
+    """Runner 'k8s': a pod that holds only lake credentials trains on a lake job (inputs, resume state and the
+    checkpoint all addressed by lake keys) and reports through Pipes on its log stream."""
+    store = lake.store
+    model_key = training.base_model.removeprefix(LAKE_MODEL_PREFIX)
+    if training.base_model.startswith(LAKE_MODEL_PREFIX) and next(store.list(model_key), None) is None:
+        # Fail here, not after a GPU node was scheduled and the pod pulled its image.
+        raise dg.Failure(f"base model {training.base_model} is not in the lake ({store.uri(model_key)})")
+    job = build_job(store, checkpoint_id, checkpoint_key, {"base_model": training.base_model, **sft_settings(training)})
+    if store.exists(f"{job['resume_key']}/{RESUME_INFO}"):
+        context.log.info(f"resuming checkpoint {checkpoint_id} from the resume state in {store.uri(job['resume_key'])}")
+    location = write_job(store, checkpoint_id, job, train.iter_rows(named=True))
+    command = training.launch_command(location, python=training.pod.python)
+    arguments = training.k8s_run_arguments(command, checkpoint_id)
+    context.log.info(f"training pod: image {arguments['image']}, {training.pod.gpus} GPU(s), job {location}")
+    invocation = training.pipes_k8s_client().run(context=context, extras=job, **arguments)
+    return TrainingRun(invocation.get_materialize_result(), _progress(invocation), command, job)
+
+
+def sft_settings(training: Training) -> dict:
+    """The SFTConfig fields the training resource sets (every other field keeps its SFTConfig default)."""
+    return {
+        "method": training.method,
+        "max_steps": training.max_steps,
+        "learning_rate": training.learning_rate,
+        "batch_size": training.batch_size,
+        "seed": training.seed,
+        "log_every": training.log_every,
+        "save_every": training.save_every,
+    }
+
+
 @dg.asset(group_name="training", deps=[mella_dataset], kinds={"pytorch"})
 def finetuned_checkpoint(
     context: dg.AssetExecutionContext,
@@ -49,9 +133,11 @@ def finetuned_checkpoint(
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
     """LoRA (or full) SFT of the base MLLM on the train split of all languages, run as a separate process via
-    Dagster Pipes (`torchrun` when configured). The checkpoint lands in ``checkpoints/<id>/`` with its config and
-    data version (a hash of the language partitions' versions); the same data and settings reuse it. Resume
-    state is saved every ``save_every`` steps, so a killed run rematerialized with the same data resumes."""
+    Dagster Pipes (`torchrun` when configured): a local subprocess, or with ``training.runner`` 'k8s' a GPU pod
+    that reads a lake job and writes the checkpoint to the lake itself. The checkpoint lands in
+    ``checkpoints/<id>/`` with its config and data version (a hash of the language partitions' versions); the
+    same data and settings reuse it. Resume state is saved every ``save_every`` steps (mirrored to the lake from
+    a pod), so a killed run rematerialized with the same data resumes."""
     timer = StageTimer()
     records = lake.store.read_table_all_languages("mella_dataset")
     if records.is_empty():
@@ -98,31 +184,12 @@ def finetuned_checkpoint(
             data_version=dg.DataVersion(data_version),
         )
 
-    work_dir = training.work_dir(lake.store.local_root, checkpoint_id)
-    output_dir = work_dir / "output"
-    shutil.rmtree(output_dir, ignore_errors=True)  # a half-saved output of a killed run is never reused
-    write_train_file(train, lake, work_dir / "train.jsonl")
-    sft = SFTConfig(
-        base_model=lake.resolve_model(training.base_model),
-        train_file=str(work_dir / "train.jsonl"),
-        output_dir=str(output_dir),
-        method=training.method,
-        max_steps=training.max_steps,
-        learning_rate=training.learning_rate,
-        batch_size=training.batch_size,
-        seed=training.seed,
-        log_every=training.log_every,
-        save_every=training.save_every,
-        work_dir=str(work_dir),
-    )
-    config_path = work_dir / "config.json"
-    atomic_write_bytes(config_path, json.dumps(asdict(sft), indent=2).encode())
-    if resumable := resume_info(work_dir):
-        context.log.info(f"resuming checkpoint {checkpoint_id} from step {resumable['step']} in {work_dir}")
-    command = training.launch_command(config_path)
-    invocation = pipes_subprocess_client.run(context=context, command=command, extras=asdict(sft))
-    reported = invocation.get_materialize_result()
-    progress = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and m.get("event") == "progress"]
+    training.check_runner()
+    if training.runner == "k8s":
+        run = train_in_pod(context, lake, training, train, checkpoint_id, checkpoint_key)
+    else:
+        run = train_in_subprocess(context, lake, training, train, checkpoint_id, pipes_subprocess_client)
+    reported, progress, command, sft_record = run.reported, run.progress, run.command, run.sft_record
 
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     metrics = {key: value.value for key, value in (reported.metadata or {}).items()}
@@ -132,13 +199,17 @@ def finetuned_checkpoint(
         "partition_data_versions": partitions,
         "train_rows": train.height,
         "settings": settings,
-        "sft_config": {**asdict(sft), "base_model": training.base_model},
+        "sft_config": sft_record,
         "launch_command": command,
         "created_at": created_at,
         "result": metrics,
     }
-    atomic_write_bytes(output_dir / CHECKPOINT_CONFIG_FILE, json.dumps(config_record, indent=2).encode())
-    lake.store.put_dir(checkpoint_key, output_dir)
+    if training.runner == "k8s":  # the pod published the checkpoint; its record joins it
+        lake.store.put_bytes(f"{checkpoint_key}/{CHECKPOINT_CONFIG_FILE}", json.dumps(config_record, indent=2).encode())
+    else:
+        output_dir = Path(sft_record["output_dir"])
+        atomic_write_bytes(output_dir / CHECKPOINT_CONFIG_FILE, json.dumps(config_record, indent=2).encode())
+        lake.store.put_dir(checkpoint_key, output_dir)
     previous = None
     if latest and latest["checkpoint_key"] != checkpoint_key:
         previous = {key: latest[key] for key in ("checkpoint_key", "method", "base_model", "data_version")}
@@ -153,7 +224,11 @@ def finetuned_checkpoint(
         "previous_checkpoint": previous,
     }
     write_latest_checkpoint(lake.store, record)
-    shutil.rmtree(work_dir, ignore_errors=True)  # the checkpoint is in the lake: resume state is no longer needed
+    # The checkpoint is in the lake: resume state and the job's inputs are no longer needed.
+    if training.runner == "k8s":
+        lake.store.delete(job_prefix(checkpoint_id))
+    else:
+        shutil.rmtree(sft_record["work_dir"], ignore_errors=True)
     history = lake.read_table_or_empty("finetuned_checkpoint")
     row = pl.DataFrame([{k: v for k, v in record.items() if k not in ("settings", "previous_checkpoint")}])
     history = pl.concat([history, row], how="diagonal_relaxed") if history.height else row
@@ -165,6 +240,7 @@ def finetuned_checkpoint(
             "reused": False,
             "previous_checkpoint_key": previous["checkpoint_key"] if previous else "",
             "launch_command": " ".join(command),
+            "runner": training.runner,
             "progress_reports": len(progress),
             "config_uri": lake.store.uri(f"{checkpoint_key}/{CHECKPOINT_CONFIG_FILE}"),
             "wall_seconds": round(timer.seconds, 3),

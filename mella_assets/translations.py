@@ -5,11 +5,13 @@ import polars as pl
 
 from mella_assets.captions import mllm_captions
 from mella_assets.images import images
-from mella_assets.languages import LANGUAGE_PARTITIONS, LANGUAGES
+from mella_assets.languages import LANGUAGES
 from mella_assets.lib.cache import JsonCache
 from mella_assets.lib.translation import translate_cached, transliterate_serbian_to_latin
 from mella_assets.lib.translation_qa import check_translations, length_bounds
+from mella_assets.lib.watchdog import watched_stage
 from mella_assets.metadata import StageTimer, table_metadata
+from mella_assets.partitions import LANGUAGE_PARTITIONS
 from resources.lake import Lake
 from resources.langid import LanguageIdentification
 from resources.models import Translator
@@ -32,6 +34,7 @@ TRANSLATIONS_SCHEMA = {
 
 
 @dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="ling", deps=[mllm_captions], kinds={"parquet", "pytorch"})
+@watched_stage
 def translations(
     context: dg.AssetExecutionContext, lake: Lake, translator: Translator, langid: LanguageIdentification
 ) -> dg.MaterializeResult:
@@ -112,6 +115,7 @@ def translations(
 
 
 @dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="ling", deps=[translations, images], kinds={"parquet"})
+@watched_stage
 def d_ling(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
     """The linguistic pairs: a stored image, its translated caption (``text``) and the English source."""
     timer = StageTimer()

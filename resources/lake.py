@@ -8,6 +8,7 @@ import polars as pl
 from pydantic import Field
 
 from mella_assets.lib.lake import LakeStore
+from mella_assets.lib.model_paths import check_model_reference
 
 DEFAULT_LAKE = ".mella/lake"
 LAKE_URI_PREFIX = "lake://"
@@ -60,4 +61,5 @@ class Lake(dg.ConfigurableResource):
                 raise FileNotFoundError(
                     f"model {model} is not in the lake ({self.store.uri(key)}); `mella demo` builds the tiny models"
                 ) from error
-        return model
+        # A missing folder would otherwise reach from_pretrained as a "hub id" and fail with a network message.
+        return check_model_reference(model)

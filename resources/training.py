@@ -1,8 +1,12 @@
-"""The SFT settings: which base model is fine-tuned, how, how it is launched, and when it is retrained."""
+"""The SFT settings: which base model is fine-tuned, how, where it runs (a local subprocess or a Kubernetes pod),
+and when it is retrained."""
 
+import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -10,6 +14,70 @@ from pydantic import Field
 from resources.models import TINY_CAPTIONER
 
 TRAIN_SCRIPT_MODULE = "mella_assets.external.train"
+RUNNERS = ("subprocess", "k8s")
+SCRATCH_MOUNT = "/scratch"
+# Variables a training pod may copy from the orchestrator's environment: where the lake and the hub are, never
+# a credential (credentials reach the pod only through the Secret named by `env_secret`).
+DEFAULT_FORWARD_ENV = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "HF_HUB_OFFLINE"]
+_SECRET_WORDS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "CREDENTIAL", "SESSION")
+
+
+def _env_json(name: str, default: Any) -> Any:
+    value = os.environ.get(name)
+    return json.loads(value) if value else default
+
+
+class TrainingPod(dg.Config):
+    """The Kubernetes pod one training run gets when ``runner`` is 'k8s' (``dagster_k8s.PipesK8sClient``).
+
+    The pod holds only lake credentials (from the Secret ``env_secret``) and reads its inputs from the lake; it
+    reports progress and the result through Dagster Pipes on its log stream."""
+
+    image: str = Field(
+        default_factory=lambda: os.environ.get("MELLA_TRAINING_IMAGE", ""),
+        description="Image with this package and a CUDA torch (deploy/k8s/Dockerfile).",
+    )
+    namespace: str = Field(
+        default_factory=lambda: os.environ.get("MELLA_TRAINING_NAMESPACE", ""),
+        description="Namespace of the training pods (empty: the namespace the run itself is in).",
+    )
+    service_account: str = Field(
+        default_factory=lambda: os.environ.get("MELLA_TRAINING_SERVICE_ACCOUNT", "mella-training"),
+        description="Service account of the training pod (it needs no Kubernetes API rights).",
+    )
+    env_secret: str = Field(
+        default_factory=lambda: os.environ.get("MELLA_TRAINING_ENV_SECRET", "mella-lake-credentials"),
+        description="Secret whose keys become the pod's environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).",
+    )
+    gpus: int = Field(
+        default_factory=lambda: int(os.environ.get("MELLA_TRAINING_GPUS", "1")),
+        description="nvidia.com/gpu limit of the pod (0: CPU only).",
+    )
+    cpu: str = Field(default_factory=lambda: os.environ.get("MELLA_TRAINING_CPU", "8"), description="CPU request.")
+    memory: str = Field(
+        default_factory=lambda: os.environ.get("MELLA_TRAINING_MEMORY", "64Gi"),
+        description="Memory request and limit.",
+    )
+    scratch_size: str = Field(
+        "200Gi", description=f"Size limit of the pod's emptyDir at {SCRATCH_MOUNT} (lake cache, model, work)."
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=lambda: _env_json("MELLA_TRAINING_NODE_SELECTOR", {"nvidia.com/gpu.present": "true"}),
+        description="Node selector of the pod (JSON in MELLA_TRAINING_NODE_SELECTOR).",
+    )
+    tolerations: list[dict[str, str]] = Field(
+        default_factory=lambda: _env_json(
+            "MELLA_TRAINING_TOLERATIONS", [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        ),
+        description="Tolerations of the pod (JSON in MELLA_TRAINING_TOLERATIONS).",
+    )
+    forward_env: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_FORWARD_ENV),
+        description="Variables copied from the orchestrator's environment when set there (no credentials).",
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="Further plain variables for the pod.")
+    python: str = Field("python", description="Interpreter in the image.")
+    image_pull_policy: str = Field("IfNotPresent", description="imagePullPolicy of the training container.")
 
 
 class Training(dg.ConfigurableResource):
@@ -44,6 +112,12 @@ class Training(dg.ConfigurableResource):
         default_factory=lambda: os.environ.get("MELLA_TRAINING_LAUNCHER", "python"),
         description="'python' (one process) or 'torchrun'.",
     )
+    runner: str = Field(
+        default_factory=lambda: os.environ.get("MELLA_TRAINING_RUNNER", "subprocess"),
+        description="Where the training process runs: 'subprocess' (this machine, PipesSubprocessClient) or 'k8s' "
+        "(a pod per run through dagster_k8s.PipesK8sClient, inputs and checkpoint in the lake).",
+    )
+    pod: TrainingPod = Field(default_factory=TrainingPod, description="The training pod (runner 'k8s').")
     work_root: str = Field(
         "",
         description="Local folder for resume state, one sub-folder per checkpoint id "
@@ -71,18 +145,116 @@ class Training(dg.ConfigurableResource):
     def uses_torchrun(self) -> bool:
         return self.launcher == "torchrun" or self.nproc_per_node > 1
 
-    def launch_command(self, config_path: str | Path) -> list[str]:
+    def launch_command(self, config_path: str | Path, python: str | None = None) -> list[str]:
         """The command that runs the training script on ``config_path`` (plain Python or torchrun)."""
         if self.launcher not in ("python", "torchrun"):
             raise ValueError(f"launcher must be 'python' or 'torchrun', not {self.launcher!r}")
         if self.nproc_per_node < 1:
             raise ValueError("nproc_per_node must be at least 1")
+        python = python or self.python
         script = ["-m", TRAIN_SCRIPT_MODULE, "--config", str(config_path)]
         if not self.uses_torchrun():
-            return [self.python, *script]
+            return [python, *script]
         # `python -m torch.distributed.run` is torchrun without relying on the console script being on PATH.
-        launcher = [self.python, "-m", "torch.distributed.run", "--standalone"]
+        launcher = [python, "-m", "torch.distributed.run", "--standalone"]
         return [*launcher, f"--nproc_per_node={self.nproc_per_node}", *script]
+
+    def check_runner(self) -> None:
+        if self.runner not in RUNNERS:
+            raise ValueError(f"runner must be one of {RUNNERS}, not {self.runner!r}")
+        if self.runner == "k8s":
+            if not self.pod.image:
+                raise ValueError("runner 'k8s' needs an image (MELLA_TRAINING_IMAGE or training.pod.image)")
+            if self.pod.gpus and self.nproc_per_node > self.pod.gpus:
+                raise ValueError(f"nproc_per_node {self.nproc_per_node} exceeds the pod's {self.pod.gpus} GPUs")
+
+    def pod_env(self, environ: dict[str, str] | None = None) -> dict[str, str]:
+        """Plain variables of the training pod: forwarded lake / hub settings, the scratch folders, ``pod.env``."""
+        environ = os.environ if environ is None else environ
+        refused = [name for name in [*self.pod.forward_env, *self.pod.env] if any(w in name for w in _SECRET_WORDS)]
+        if refused:
+            raise ValueError(f"credentials reach the pod only through the Secret {self.pod.env_secret!r}: {refused}")
+        forwarded = {name: environ[name] for name in self.pod.forward_env if environ.get(name)}
+        scratch = {
+            "MELLA_TRAINING_SCRATCH": f"{SCRATCH_MOUNT}/work",
+            "MELLA_LAKE_CACHE": f"{SCRATCH_MOUNT}/lake-cache",
+            "HF_HOME": f"{SCRATCH_MOUNT}/hf",
+        }
+        return {**forwarded, **scratch, **self.pod.env}
+
+    def k8s_run_arguments(
+        self, command: Sequence[str], checkpoint_id: str, environ: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Keyword arguments of ``PipesK8sClient.run`` (besides context and extras) for one training run: image,
+        command, namespace, env, pod metadata and the pod spec (GPU, service account, secret, scratch)."""
+        self.check_runner()
+        pod = self.pod
+        limits = {"memory": pod.memory, **({"nvidia.com/gpu": str(pod.gpus)} if pod.gpus else {})}
+        container = {
+            "name": "train",
+            "image_pull_policy": pod.image_pull_policy,
+            "env_from": [{"secret_ref": {"name": pod.env_secret}}],
+            "resources": {"requests": {"cpu": pod.cpu, "memory": pod.memory}, "limits": limits},
+            "volume_mounts": [
+                {"name": "scratch", "mount_path": SCRATCH_MOUNT},
+                {"name": "dshm", "mount_path": "/dev/shm"},
+            ],
+        }
+        spec = {
+            "service_account_name": pod.service_account,
+            "restart_policy": "Never",
+            "node_selector": dict(pod.node_selector),
+            "tolerations": [dict(t) for t in pod.tolerations],
+            "containers": [container],
+            "volumes": [
+                {"name": "scratch", "empty_dir": {"size_limit": pod.scratch_size}},
+                # NCCL and torchrun workers share memory through /dev/shm, which is 64 MiB in a container.
+                {"name": "dshm", "empty_dir": {"medium": "Memory"}},
+            ],
+        }
+        labels = {"app.kubernetes.io/part-of": "mella", "app.kubernetes.io/component": "training"}
+        return {
+            "image": pod.image,
+            "command": list(command),
+            "namespace": pod.namespace or None,
+            "env": self.pod_env(environ),
+            "base_pod_meta": {"labels": {**labels, "mella/checkpoint-id": checkpoint_id}},
+            "base_pod_spec": spec,
+        }
+
+    def pod_manifest(
+        self,
+        command: Sequence[str],
+        checkpoint_id: str,
+        pipes_env: dict[str, str],
+        environ: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """The pod ``PipesK8sClient.run`` submits for these arguments (dagster_k8s's ``build_pod_body``, which
+        checks every field against the Kubernetes models), as the camelCase manifest ``kubectl`` shows;
+        ``pipes_env`` stands for the Pipes bootstrap variables of the session. The pod name is an example:
+        ``PipesK8sClient`` names it ``dagster-<run id>-finetuned-checkpoint-<digits>``."""
+        from dagster_k8s.pipes import build_pod_body
+        from kubernetes.client import ApiClient
+
+        arguments = self.k8s_run_arguments(command, checkpoint_id, environ)
+        pod = build_pod_body(
+            pod_name=f"dagster-training-{checkpoint_id}",
+            image=arguments["image"],
+            command=arguments["command"],
+            env_vars={**pipes_env, **arguments["env"]},
+            base_pod_meta=arguments["base_pod_meta"],
+            base_pod_spec=arguments["base_pod_spec"],
+        )
+        manifest = {"apiVersion": "v1", "kind": "Pod", **ApiClient().sanitize_for_serialization(pod)}
+        if arguments["namespace"]:
+            manifest["metadata"]["namespace"] = arguments["namespace"]
+        return manifest
+
+    def pipes_k8s_client(self):
+        """The Pipes client of runner 'k8s': environment context, messages read back from the pod's log."""
+        from dagster_k8s import PipesK8sClient
+
+        return PipesK8sClient()
 
     def work_dir(self, lake_root: Path, checkpoint_id: str) -> Path:
         """The stable folder of one training run's resume state."""

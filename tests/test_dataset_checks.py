@@ -8,8 +8,8 @@ from dataset_helpers import CZECH_ALTS, CZECH_CAPTIONS, know_frame, ling_frame, 
 
 from mella_assets import dataset as dataset_module
 from mella_assets.dataset import mella_dataset
-from mella_assets.languages import LANGUAGE_PARTITIONS
 from mella_assets.lib.lake import LakeStore
+from mella_assets.partitions import LANGUAGE_PARTITIONS
 from mella_assets.training import finetuned_checkpoint
 from resources import build_resources
 from resources.lake import Lake

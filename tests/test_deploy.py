@@ -2,6 +2,7 @@
 package the tests use, the Kubernetes configuration validated against dagster-k8s' schemas, and the Dagster
 instance of deploy/dagster.yaml running real materializations on a real PostgreSQL server."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -146,3 +147,82 @@ def test_no_committed_file_holds_a_credential():
         if (ROOT / name).is_file() and any(p.search((ROOT / name).read_bytes()) for p in patterns)
     ]  # fmt: skip
     assert offenders == []
+
+
+# -- Kubernetes training path (training pods through dagster_k8s.PipesK8sClient) ---------------------------------
+
+EXAMPLE_CHECKPOINT_ID = "0123456789abcdef"
+PIPES_PLACEHOLDERS = {
+    "DAGSTER_PIPES_CONTEXT": "<set per run by Dagster Pipes: the run's context and the lake job>",
+    "DAGSTER_PIPES_MESSAGES": "<set per run by Dagster Pipes: messages go to stderr, read back from the pod log>",
+}
+VERSION_LABEL = "app.kubernetes.io/version"  # dagster's version: changes with every upgrade
+
+
+def render_training_pod_example() -> dict:
+    """The pod the k8s runner submits for one training run, with the code location's env from values.yaml."""
+    from resources.training import Training
+
+    values = yaml.safe_load((ROOT / "deploy" / "k8s" / "values.yaml").read_text())
+    env = {item["name"]: item["value"] for item in values["dagster-user-deployments"]["deployments"][0]["env"]}
+    patch = pytest.MonkeyPatch()
+    for name in [name for name in os.environ if name.startswith("MELLA_TRAINING_")]:
+        patch.delenv(name)
+    for name, value in env.items():
+        patch.setenv(name, value)
+    try:
+        training = Training()
+    finally:
+        patch.undo()
+    job = f"{env['MELLA_LAKE']}/work/training/{EXAMPLE_CHECKPOINT_ID}/job.json"
+    command = training.launch_command(job, python=training.pod.python)
+    manifest = training.pod_manifest(command, EXAMPLE_CHECKPOINT_ID, PIPES_PLACEHOLDERS, environ=env)
+    manifest["metadata"]["labels"].pop(VERSION_LABEL)
+    return manifest
+
+
+def test_the_training_pod_example_is_what_the_k8s_runner_submits():
+    example = yaml.safe_load((ROOT / "deploy" / "k8s" / "training-pod.yaml").read_text())
+    rendered = render_training_pod_example()
+    assert example == rendered, "regenerate deploy/k8s/training-pod.yaml from render_training_pod_example()"
+    (container,) = rendered["spec"]["containers"]
+    assert rendered["metadata"]["namespace"] == "mella"
+    assert rendered["spec"]["serviceAccountName"] == "mella-training"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["envFrom"] == [{"secretRef": {"name": "mella-lake-credentials"}}]
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & {variable["name"] for variable in container["env"]}
+    assert container["command"][-1] == f"s3://mella/lake/work/training/{EXAMPLE_CHECKPOINT_ID}/job.json"
+    # The manifest deserialises into the Kubernetes client's V1Pod model (unknown or misspelt keys fail).
+    from dagster_k8s.models import k8s_model_from_dict, k8s_snake_case_dict
+    from kubernetes.client import V1Pod
+
+    pod = k8s_model_from_dict(V1Pod, k8s_snake_case_dict(V1Pod, example))
+    assert pod.spec.containers[0].image == "registry.example.org/mella-code:latest"
+
+
+def test_training_rbac_lets_run_pods_start_training_pods_and_gives_training_pods_no_api_rights():
+    from dagster_k8s.models import k8s_model_from_dict, k8s_snake_case_dict
+    from kubernetes import client
+
+    models = {"ServiceAccount": client.V1ServiceAccount, "Role": client.V1Role, "RoleBinding": client.V1RoleBinding}
+    documents = list(yaml.safe_load_all((ROOT / "deploy" / "k8s" / "rbac.yaml").read_text()))
+    objects = {doc["kind"]: k8s_model_from_dict(models[doc["kind"]], k8s_snake_case_dict(models[doc["kind"]], doc))
+               for doc in documents}  # fmt: skip
+    assert set(objects) == set(models)
+    account = objects["ServiceAccount"]
+    assert account.metadata.name == render_training_pod_example()["spec"]["serviceAccountName"]
+    assert account.automount_service_account_token is False
+    grants = {(resource, verb) for rule in objects["Role"].rules for resource in rule.resources for verb in rule.verbs}
+    assert {("pods", "create"), ("pods", "delete"), ("pods", "watch"), ("pods/log", "get")} <= grants
+    values = yaml.safe_load((ROOT / "deploy" / "k8s" / "values.yaml").read_text())
+    (subject,) = objects["RoleBinding"].subjects
+    assert subject.name == values["serviceAccount"]["name"]
+    assert objects["RoleBinding"].role_ref.name == objects["Role"].metadata.name
+
+
+def test_kubernetes_dockerfile_installs_the_package_with_dagster_k8s():
+    dockerfile = (ROOT / "deploy" / "k8s" / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\S+) \./\1$", dockerfile, re.M)) | {"pyproject.toml", "README.md"}
+    assert {"mella_assets", "resources", "sensors"} <= copied
+    assert 'pip install ".[deploy,k8s]"' in dockerfile
+    assert "-m mella_assets.definitions" in " ".join(re.findall(r'"([^"]+)"', dockerfile.splitlines()[-1]))

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import random
+from urllib.parse import urldefrag, urljoin, urlsplit
+
 import polars as pl
 
 from mella_assets.lib.html import (
+    NEARBY_TEXT_MAX_CHARS,
     RAW_CRAWL_SCHEMA,
     ImageCandidate,
+    UrlResolver,
+    _head,
+    _parse_srcset_by_chars,
+    _tail,
     extract_page,
     pages_to_frame,
     parse_srcset,
@@ -64,7 +72,7 @@ EXPECTED_IMAGES = [
     ),
     ImageCandidate(
         "https://cdn.example.cz/fig.png", None, None, None, None, "src", "Katedrála sv. Víta v noci",
-        "https://cdn.example.cz/fig.png",
+        "https://cdn.example.cz/fig.png", "figcaption",
     ),
     ImageCandidate(
         "https://static.example.org/logo.svg", "", None, None, None, "src", None, "https://static.example.org/logo.svg"
@@ -175,6 +183,7 @@ def test_pages_to_frame_has_the_raw_crawl_schema_and_one_row_per_page() -> None:
     }
     assert [image["image_url"] for image in row["images"]] == [c.image_url for c in EXPECTED_IMAGES]
     assert row["images"][4]["context_text"] == "Katedrála sv. Víta v noci"
+    assert row["images"][4]["context_source"] == "figcaption"
 
 
 def test_pages_to_frame_of_nothing_keeps_the_schema() -> None:
@@ -269,3 +278,265 @@ def test_x_robots_tag_noai_opts_the_page_out_even_when_addressed_to_one_bot() ->
     ):
         page = extract_page(body, "http://e.example/", "text/html", header)
         assert (page.opt_out, page.opt_out_source) == expected, header
+
+
+def _resolve_by_definition(base: str, raw: str) -> str | None:
+    """What a resolved URL means, written out with urllib: tabs and newlines dropped, whitespace stripped,
+    urljoin, fragment dropped, kept only if http(s) with a host."""
+    value = raw.replace("\t", "").replace("\n", "").replace("\r", "").strip()
+    if not value:
+        return None
+    try:
+        url = urldefrag(urljoin(base, value)).url
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in {"http", "https"} or not parts.hostname:
+            return None
+    except ValueError:
+        return None
+    return url
+
+
+RESOLVER_BASES = [
+    "https://www.example.cz/clanky/hrad.html?x=1#top",
+    "https://WWW.Example.cz:8443/a/b/",
+    "http://h.cz",
+    "http://h.cz?q=1",
+    "https://h.cz/a//b/../c/d.html",
+    "https://h.cz/a/./b",
+    "https://h.cz/a/..",
+    "https://h.cz/a;p/b;q?r#s",
+    "HTTPS://H.CZ/A/",
+    "https://user:pw@h.cz:81/x/",
+    "http://[::1]:8080/x/y",
+    "https://bücher.de/straße/",
+    "https://h.cz/a b/c",
+    "https://h.cz/a\\b/c",
+    "https://h.cz:/x",
+    "ftp://h.cz/x/",
+    "https:///nohost/x",
+    "file:///tmp/x.html",
+]
+RESOLVER_PIECES = [
+    "a", "b.jpg", "/", "//", ".", "..", "./", "../", "?", "?q=1", "&w=2", "#", "#frag", ";p", ":", "@", "%20",
+    " ", "\t", "\n", "\u00a0", "\u3000", "\\", "ü", "😀", "http:", "https:", "HTTP:", "http://", "https://",
+    "javascript:", "data:", "mailto:", "h.cz", "cdn.example.org", "xn--bcher-kva.de", "bücher.de", ":8080", ":",
+    "[::1]", "user@", "~", "'", '"', "(", ")", "=", "x,y", "*",
+]  # fmt: skip
+
+
+def test_url_resolver_gives_exactly_urljoins_result_on_tricky_values() -> None:
+    rng = random.Random(20261126)
+    values = [
+        "", " ", "a.jpg", "../a.jpg", "./a.jpg", "/a.jpg", "//cdn.x.cz/a.jpg", "https://x.cz/a.jpg", "?q", "#f",
+        "javascript:alert(1)", "data:image/gif;base64,R0l", " b.jpg\n", "a\\b.jpg", "//x.cz:80", "//x.cz:",
+        "http:a.jpg", "HTTPS://X.CZ/A", "https://bücher.de/a", "//[::1]/a", "a//b", "a/./b", "a/../b", "a.jpg?",
+        "a.jpg?#", "/?q", "\u00a0a.jpg", "a.jpg\u3000", "https://x.cz/a/../b;c?d", "//x.cz/a;b", "C:\\pics\\a.jpg",
+        "mailto:x@y.cz",
+    ]  # fmt: skip
+    values += ["".join(rng.choice(RESOLVER_PIECES) for _ in range(rng.randint(1, 6))) for _ in range(4000)]
+    checked = fast = 0
+    for base in RESOLVER_BASES:
+        resolver = UrlResolver(base)
+        for value in values:
+            expected = _resolve_by_definition(base, value)
+            assert resolver.resolve(value) == expected, (base, value)
+            checked += 1
+            fast += resolver._joined(value) is not None
+    # The plain shapes (the fast path) and everything else (urljoin) were both exercised.
+    assert checked == len(RESOLVER_BASES) * len(values)
+    assert 0.1 * checked < fast < 0.9 * checked
+
+
+def test_srcset_regex_tokenizer_matches_the_char_by_char_one() -> None:
+    rng = random.Random(7)
+    pieces = ["a.jpg", "b,c.jpg", " ", ",", ", ", "100w", "2x", "1.5x", "\t", "\u00a0", "d.png,", "w", "x", ",,"]
+    for _ in range(5000):
+        srcset = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        assert parse_srcset(srcset) == _parse_srcset_by_chars(srcset), srcset
+
+
+def test_invalid_bytes_in_a_declared_utf8_page_become_replacement_characters() -> None:
+    body = b'<html><head><meta charset="utf-8"></head><body><img src="a.jpg" alt="Br\xffno \xed\xa0\x80 \xc3"></body>'
+
+    for content_type in (None, "text/html; charset=utf-8"):
+        page = extract_page(body, "http://c.example/", content_type)
+        # The parser is fed the bytes as they are; its replacement of invalid UTF-8 equals Python's.
+        assert page.images[0].alt_raw == "Br\ufffdno \ufffd\ufffd\ufffd \ufffd"
+        assert page.charset == "utf-8"
+
+
+def test_nearest_figure_gives_the_caption_and_picture_sources_inside_nested_pictures_count() -> None:
+    body = b"""<html><body>
+    <figure><figcaption>Outer</figcaption>
+      <img src="outer.jpg">
+      <figure><img src="inner.jpg"><figcaption>Inner</figcaption></figure>
+    </figure>
+    <figure><p><img src="nocaption.jpg"></p></figure>
+    <picture><source srcset="small.webp 300w"><div><source srcset="ignored.webp 900w"></div>
+      <img src="pic.jpg"></picture>
+    </body></html>"""
+
+    page = extract_page(body, "http://f.example/")
+
+    assert [(c.image_url, c.source_attr, c.context_text) for c in page.images] == [
+        ("http://f.example/outer.jpg", "src", "Outer"),
+        ("http://f.example/inner.jpg", "src", "Inner"),
+        ("http://f.example/nocaption.jpg", "src", None),
+        ("http://f.example/small.webp", "picture", None),
+    ]
+
+
+def _contexts(body: str) -> list[tuple[str, str | None, str | None]]:
+    page = extract_page(body.encode("utf-8"), "http://n.example/")
+    return [(c.image_url.rsplit("/", 1)[1], c.context_text, c.context_source) for c in page.images]
+
+
+def test_image_inside_a_paragraph_takes_the_paragraph_text_without_its_alt() -> None:
+    body = """<html><body><article>
+    <p>Pohled na   <a href="/most"><img src="most.jpg" alt="Karlův most"></a> z <b>Petřína</b>
+       v zimě.</p>
+    </article></body></html>"""
+
+    assert _contexts(body) == [("most.jpg", "Pohled na z Petřína v zimě.", "nearby")]
+
+
+def test_image_inside_a_list_item_and_a_table_cell_takes_their_text() -> None:
+    body = """<html><body>
+    <ul><li><span><img src="li.jpg"></span> Hradčany na jaře</li><li>Jiná položka</li></ul>
+    <table><tr><td>Staroměstský orloj <img src="td.jpg"></td><td>jiná buňka</td></tr></table>
+    </body></html>"""
+
+    assert _contexts(body) == [
+        ("li.jpg", "Hradčany na jaře", "nearby"),
+        ("td.jpg", "Staroměstský orloj", "nearby"),
+    ]
+
+
+def test_image_inside_a_div_takes_the_nearest_sibling_text_on_each_side() -> None:
+    body = """<html><body>
+    <div>Západ slunce <img src="direct.jpg"> nad Vltavou</div>
+    <div><h3>Vyšehrad</h3>
+      <!-- a comment --> <a href="/v"><img src="between.jpg"></a>
+      <p>Hradby   nad řekou</p>
+      <p>Druhý odstavec je dál.</p>
+    </div>
+    <div class="gallery"><img src="g1.jpg"><img src="g2.jpg"><p>Za galerií</p></div>
+    <div><a href="/clanek"><img src="link.jpg" alt="Náhled"> Přečtěte si   článek</a><span>(5 minut)</span></div>
+    </body></html>"""
+
+    assert _contexts(body) == [
+        ("direct.jpg", "Západ slunce nad Vltavou", "nearby"),
+        ("between.jpg", "Vyšehrad Hradby nad řekou", "nearby"),
+        # The nearest sibling of g1 is another image: no text; g2 has a paragraph after it.
+        ("g1.jpg", None, None),
+        ("g2.jpg", "Za galerií", "nearby"),
+        # The link's own text comes first, then the nearest text after the link.
+        ("link.jpg", "Přečtěte si článek (5 minut)", "nearby"),
+    ]
+
+
+def test_figcaption_still_wins_over_nearby_text_and_an_empty_one_falls_back() -> None:
+    body = """<html><body>
+    <figure><p>Text u obrázku <img src="cap.jpg"></p><figcaption>Popisek</figcaption></figure>
+    <figure><p>Jen odstavec <img src="empty.jpg"></p><figcaption>  </figcaption></figure>
+    </body></html>"""
+
+    assert _contexts(body) == [
+        ("cap.jpg", "Popisek", "figcaption"),
+        ("empty.jpg", "Jen odstavec", "nearby"),
+    ]
+
+
+def test_long_paragraph_is_cut_at_a_word_boundary_within_the_bound() -> None:
+    words = [f"slovo{i:04d}" for i in range(100)]  # 9 characters each
+    body = f"<html><body><p><img src='long.jpg'> {'  '.join(words)}</p></body></html>"
+
+    [(_name, text, source)] = _contexts(body)
+
+    # 20 words and their 19 separating spaces are 199 characters; the 21st word would pass the bound.
+    assert NEARBY_TEXT_MAX_CHARS == 200
+    assert text == " ".join(words[:20])
+    assert len(text) == 199
+    assert source == "nearby"
+
+
+def test_text_on_both_sides_shares_the_bound_and_a_short_side_leaves_the_rest_to_the_other() -> None:
+    before = [f"alfa{i:02d}" for i in range(30)]  # 6 characters each: 14 words are 97 characters
+    after = [f"beta{i:02d}" for i in range(30)]
+    body = f"""<html><body>
+    <div><p>{" ".join(before)}</p><img src="both.jpg"><p>{" ".join(after)}</p></div>
+    <div><p>{" ".join(before)}</p><img src="short.jpg"><p>konec</p></div>
+    </body></html>"""
+
+    assert _contexts(body) == [
+        # Before: the last whole words within 100 characters; after: the first within the 102 left.
+        ("both.jpg", " ".join(before[16:] + after[:14]), "nearby"),
+        # "konec" takes 5 characters and a space: 27 words (188 characters) of the text before fit in 194.
+        ("short.jpg", " ".join([*before[3:], "konec"]), "nearby"),
+    ]
+
+
+def test_one_word_longer_than_the_bound_is_cut_at_the_bound() -> None:
+    body = f"<html><body><p><img src='word.jpg'>{'x' * 250}</p></body></html>"
+
+    assert _contexts(body) == [("word.jpg", "x" * NEARBY_TEXT_MAX_CHARS, "nearby")]
+
+
+def test_script_style_noscript_and_template_text_is_not_nearby_text() -> None:
+    body = """<html><body>
+    <p><script>var tracking = 1;</script>Skutečný <style>p { color: red }</style>text
+       <noscript><img src="fallback.jpg"></noscript><template>šablona</template><img src="p.jpg"></p>
+    <div><script>window.x = 2;</script><img src="div.jpg"><style>.a {}</style></div>
+    </body></html>"""
+
+    assert _contexts(body) == [
+        # The <img> inside <noscript> is still a candidate; its own nearest siblings are none.
+        ("fallback.jpg", None, None),
+        ("p.jpg", "Skutečný text", "nearby"),
+        ("div.jpg", None, None),
+    ]
+
+
+def test_image_with_no_text_around_has_no_context() -> None:
+    body = """<html><body>
+    <img src="body.jpg" alt="Jen alt">
+    <div><a href="/x"><img src="linked.jpg" alt="Odkaz"></a></div>
+    <p><img src="empty-p.jpg" title="Titulek"></p>
+    <section><div><img src="nested.jpg"></div><div>Text jinde</div></section>
+    </body></html>"""
+
+    assert _contexts(body) == [
+        ("body.jpg", None, None),
+        ("linked.jpg", None, None),
+        ("empty-p.jpg", None, None),
+        ("nested.jpg", None, None),
+    ]
+
+
+def _reference_head(text: str, limit: int) -> str:
+    """The definition: collapse all whitespace, then keep the longest run of whole words within ``limit``."""
+    collapsed = " ".join(text.split())
+    if len(collapsed) <= limit:
+        return collapsed
+    cut = collapsed.rfind(" ", 0, limit + 1)
+    return collapsed[:cut] if cut > 0 else collapsed[:limit]
+
+
+def _reference_tail(text: str, limit: int) -> str:
+    collapsed = " ".join(text.split())
+    if len(collapsed) <= limit:
+        return collapsed
+    cut = collapsed.find(" ", len(collapsed) - limit - 1)
+    return collapsed[cut + 1 :] if cut >= 0 else collapsed[-limit:]
+
+
+def test_head_and_tail_cuts_give_exactly_the_collapse_then_cut_definition() -> None:
+    rng = random.Random(11)
+    pieces = ["a", "slovo", "Vltava", "x" * 130, " ", "  ", "\n", "\t ", "\xa0", "\u3000", "č", "."]
+    texts = ["", " ", "a", "x" * 300, " a b ", "ab" * 101]
+    texts += ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 120))) for _ in range(1500)]
+
+    for text in texts:
+        for limit in (1, 2, 5, 99, 100, 199, 200):
+            assert _head(text, limit) == _reference_head(text, limit), (text, limit)
+            assert _tail(text, limit) == _reference_tail(text, limit), (text, limit)

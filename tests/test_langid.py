@@ -1,4 +1,5 @@
-"""Language ID: every target accepted in short alt-text-like texts, related languages kept out."""
+"""Language ID: every target accepted in short alt-text-like texts, related languages kept out, Serbian told from
+Croatian and Bosnian by its words."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 
 from mella_assets.languages import REGISTRY
 from mella_assets.lib.langid import Detection, LanguageCheck, LanguageIdentifier
+from mella_assets.lib.serbo_croatian import has_non_serbo_croatian_words, serbian_evidence
 
 TARGET_TEXTS: dict[str, list[str]] = {
     "ar": [
@@ -179,10 +181,83 @@ def test_lingua_rejects_related_and_foreign_languages_without_page_prior(lingua,
     assert check.reason in {"wrong_language", "language_uncertain"}
 
 
-def test_lingua_reads_latin_serbian_as_croatian_or_bosnian_and_accepts_it_for_serbian(lingua):
-    check = lingua.check("Deca se igraju u parku pored reke", REGISTRY["sr"])
-    assert check.ok
+def test_ekavian_latin_serbian_is_accepted_as_serbian():
+    # CLD2 and lingua read it as Serbian / Croatian / Bosnian; "deca", "reke" are ekavian, i.e. Serbian.
+    check = LanguageIdentifier("lingua").check("Deca se igraju u parku pored reke", REGISTRY["sr"])
+    assert (check.ok, check.label, check.reason) == (True, "sr", None)
+
+
+def test_ijekavian_text_is_croatian_or_bosnian_even_on_a_serbian_page(lingua):
+    check = lingua.check("Djeca se igraju u parku pored rijeke", REGISTRY["sr"], page_lang="sr")
+    assert (check.ok, check.reason) == (False, "wrong_language")
     assert check.label in {"hr", "bs"}
+
+
+def test_croatian_words_rule_out_serbian(lingua):
+    check = lingua.check("Bosanski lonac se kuha na vatri", REGISTRY["sr"])
+    assert (check.ok, check.reason) == (False, "wrong_language")
+
+
+UNDECIDED_LATIN = "Stari most u gradu na zalasku sunca"  # the same sentence in Serbian, Croatian and Bosnian
+
+
+def test_undecided_latin_text_follows_the_page_language(lingua):
+    assert lingua.check(UNDECIDED_LATIN, REGISTRY["sr"], page_lang="sr-Latn").ok
+    assert lingua.check(UNDECIDED_LATIN, REGISTRY["sr"], page_lang="hr").reason == "wrong_language"
+    assert lingua.check(UNDECIDED_LATIN, REGISTRY["sr"], page_lang="bs-BA").reason == "wrong_language"
+
+
+def test_undecided_latin_text_without_page_follows_the_configured_default():
+    keep = LanguageIdentifier("lingua").check(UNDECIDED_LATIN, REGISTRY["sr"])
+    drop = LanguageIdentifier("lingua", accept_undecided_serbian=False).check(UNDECIDED_LATIN, REGISTRY["sr"])
+    assert (keep.ok, keep.label) == (True, "sr")
+    assert (drop.ok, drop.reason) == (False, "language_uncertain")
+
+
+def test_cld2_rejection_is_not_final_on_a_page_that_declares_the_target(lingua):
+    text = "Stari maslinik u Istri s kamenim zidovima"  # CLD2, reliably: Indonesian
+    without_page = lingua.check(text, REGISTRY["sr"])
+    on_serbian_page = lingua.check(text, REGISTRY["sr"], page_lang="sr")
+    assert (without_page.ok, without_page.label) == (False, "id")
+    assert (on_serbian_page.ok, on_serbian_page.label) == (True, "sr")  # lingua: hr / bs; no Croatian word
+
+
+def test_macedonian_that_cld2_calls_serbian_is_still_rejected(lingua):
+    # No Macedonian-only letter (ѓ ќ ѕ); CLD2 says Serbian, lingua (asked for Cyrillic Serbian) says Macedonian.
+    check = lingua.check("Манастирот Свети Јован Канео над Охридското Езеро", REGISTRY["sr"])
+    assert (check.ok, check.label, check.reason) == (False, "mk", "wrong_language")
+
+
+def test_detect_names_latin_text_with_serbian_words_serbian(lingua):
+    assert lingua.detect("Deca se igraju u parku pored reke").label == "sr"
+    assert lingua.detect("Djeca se igraju u parku pored rijeke").label in {"hr", "bs"}
+
+
+# Languages that neither the registry nor its relatives name: CLD2 or lingua (which also gets CLD2's guesses)
+# must still keep them out of every Latin-script target.
+UNLISTED_LATIN_TEXTS = [
+    "Vilniaus senamiestis žiemos vakarą",
+    "Bērni spēlējas parkā pie upes",
+    "Kinder spielen im Park am Fluss",
+    "Copiii se joacă în parc lângă râu",
+    "Çocuklar nehrin yanındaki parkta oynuyor",
+    "Lapset leikkivät puistossa joen rannalla",
+    "Anak-anak bermain di taman dekat sungai",
+    "Niños jugando en el parque junto al río",
+]
+
+
+@pytest.mark.parametrize("text", UNLISTED_LATIN_TEXTS)
+@pytest.mark.parametrize("target", ["cs", "hu", "vi", "sr"])
+def test_languages_outside_the_registry_are_rejected(lingua, text, target):
+    assert not lingua.check(text, REGISTRY[target]).ok
+
+
+def test_check_and_check_many_agree(lingua):
+    texts = [text for texts in TARGET_TEXTS.values() for text in texts] + [t for ts in OTHER_TEXTS.values() for t in ts]
+    for code in ("cs", "sr", "ru"):
+        one_by_one = [lingua.check(text, REGISTRY[code]) for text in texts]
+        assert lingua.check_many(texts, REGISTRY[code]) == one_by_one
 
 
 def test_serbian_only_cyrillic_letters_settle_serbian_without_the_detector(lingua):
@@ -250,3 +325,25 @@ def test_langdetect_is_deterministic(langdetect):
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="unknown language-ID backend"):
         LanguageIdentifier("fasttext")
+
+
+@pytest.mark.parametrize(
+    ("text", "evidence"),
+    [
+        ("Mleko i hleb na stolu", 2),  # ekavian "mleko", Serbian "hleb"
+        ("Mlijeko i kruh na stolu", -2),  # ijekavian "mlijeko", Croatian "kruh"
+        ("Kahva u džezvi", -1),  # Bosnian "kahva"
+        ("Svećenik pali svijeću", -2),  # Croatian "svećenik" is not the Serbian "sveća" (candle)
+        ("Hram Svetog Save", 0),  # "svet" is "holy" in all three standards
+        ("Porodica u kuhinji", 0),  # words all three share
+        ("", 0),
+    ],
+)
+def test_serbian_evidence_counts_serbian_minus_croatian_or_bosnian_words(text, evidence):
+    assert serbian_evidence(text) == evidence
+
+
+def test_prepositions_serbo_croatian_lacks_are_found():
+    assert has_non_serbo_croatian_words("Prekmurska gibanica z makom")  # Slovene "z"
+    assert has_non_serbo_croatian_words("Hrad v zimě")  # Czech "v"
+    assert not has_non_serbo_croatian_words("Kuća u selu sa baštom")

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from mella_assets.languages import DEFAULT_LANGUAGE_CODES, LANGUAGE_PARTITIONS, load_languages
+from mella_assets.languages import DEFAULT_LANGUAGE_CODES, load_languages
+from mella_assets.partitions import LANGUAGE_PARTITIONS
 
 
 def test_the_paper_languages_are_the_default_partitions():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import io
+import zlib
 from pathlib import Path
 
 from warcio.statusandheaders import StatusAndHeaders
@@ -104,8 +106,8 @@ def test_warc_cut_at_every_byte_never_raises_and_never_yields_a_partial_page(tmp
         pages = list(iter_html_responses(cut, stats))
         assert all(page.body in (PAGE_A, PAGE_B) for page in pages)
         missed += size not in offsets and stats.malformed == 0
-    # Only cuts inside a gzip member's last bytes (trailer, final blank line) leave the content whole.
-    assert missed <= 12
+    # Every cut between record boundaries is noticed, even one inside a gzip member's trailer.
+    assert missed == 0
 
 
 def test_garbage_file_counts_one_malformed(tmp_path: Path) -> None:
@@ -115,3 +117,72 @@ def test_garbage_file_counts_one_malformed(tmp_path: Path) -> None:
 
     assert list(iter_html_responses(path, stats)) == []
     assert stats == WarcStats(malformed=1)
+
+
+def test_empty_file_is_no_error_and_trailing_junk_is_counted_once(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.warc.gz"
+    empty.write_bytes(b"")
+    junk = tmp_path / "junk.warc.gz"
+    write_sample_warc(junk)
+    junk.write_bytes(junk.read_bytes() + b"not a record")
+    empty_stats, junk_stats = WarcStats(), WarcStats()
+
+    assert list(iter_html_responses(empty, empty_stats)) == []
+    assert [page.page_url for page in iter_html_responses(junk, junk_stats)] == [
+        "https://example.cz/a",
+        "https://example.cz/b",
+    ]
+    assert empty_stats == WarcStats()
+    assert junk_stats == WarcStats(
+        records=5, responses=4, html_pages=2, skipped_non_html=1, skipped_status=1, malformed=1
+    )
+
+
+def test_warc_gzipped_as_one_member_reads_every_page(tmp_path: Path) -> None:
+    plain = tmp_path / "sample.warc"
+    write_sample_warc(plain, gzip=False)
+    whole = tmp_path / "whole.warc.gz"
+    whole.write_bytes(gzip.compress(plain.read_bytes()))
+    stats = WarcStats()
+
+    pages = list(iter_html_responses(whole, stats))
+
+    assert [(page.page_url, page.body) for page in pages] == [
+        ("https://example.cz/a", PAGE_A),
+        ("https://example.cz/b", PAGE_B),
+    ]
+    assert stats == WarcStats(records=5, responses=4, html_pages=2, skipped_non_html=1, skipped_status=1, malformed=0)
+
+
+def test_transfer_and_content_encodings_are_undone_and_bad_ones_left_as_they_are(tmp_path: Path) -> None:
+    path = tmp_path / "encoded.warc.gz"
+    chunked = b"7\r\n<p>Ahoj\r\nA\r\n svete</p>\r\n0\r\n\r\n"
+    bodies = [
+        ([("Content-Encoding", "gzip")], gzip.compress(PAGE_A)),
+        ([("Content-Encoding", "deflate")], zlib.compress(PAGE_B)),
+        ([("Transfer-Encoding", "chunked")], chunked),
+        ([("Content-Encoding", "gzip")], b"<p>not gzip after all</p>"),
+        ([("Transfer-Encoding", "chunked")], b"<p>not chunked</p>"),
+        ([("X-Robots-Tag", "noai"), ("x-robots-tag", "otherbot: noimageai")], b"<p>opted out</p>"),
+    ]
+    with path.open("wb") as stream:
+        writer = WARCWriter(stream, gzip=True)
+        for number, (extra, body) in enumerate(bodies):
+            headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html"), *extra], protocol="HTTP/1.1")
+            writer.write_record(
+                writer.create_warc_record(
+                    f"https://example.cz/{number}", "response", payload=io.BytesIO(body), http_headers=headers
+                )
+            )
+
+    pages = list(iter_html_responses(path))
+
+    assert [page.body for page in pages] == [
+        PAGE_A,
+        PAGE_B,
+        b"<p>Ahoj svete</p>",
+        b"<p>not gzip after all</p>",
+        b"<p>not chunked</p>",
+        b"<p>opted out</p>",
+    ]
+    assert pages[-1].x_robots_tag == "noai, otherbot: noimageai"

@@ -23,6 +23,7 @@ COLUMNS = [
     "height_attr",
     "source_attr",
     "context_text",
+    "context_source",
     "charset",
     "opt_out",
     "warc_uri",

@@ -1,5 +1,6 @@
 """`mella langid`: one line per stdin line, ``<code or und>\\t<confidence>``, with the pipeline's detector and
-rules (script priors, all-languages lingua, per-language labels such as hr/bs for Latin Serbian)."""
+rules (script rules, CLD2 for clear texts, lingua for the rest, Serbian / Croatian / Bosnian words for Latin
+Serbian)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--backend", choices=BACKENDS, default=os.environ.get("MELLA_LANGID_BACKEND", "lingua"), help="detector"
     )
+    parser.add_argument(
+        "--drop-undecided-serbian",
+        action="store_true",
+        help="do not keep Latin text whose words read as Serbian, Croatian and Bosnian alike for Serbian",
+    )
     return parser
 
 
@@ -30,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         targets = [REGISTRY[c.strip()] for c in args.languages.split(",")]
     else:
         targets = list(LANGUAGES.values())
-    identifier = LanguageIdentifier(args.backend, targets)
+    identifier = LanguageIdentifier(args.backend, targets, accept_undecided_serbian=not args.drop_undecided_serbian)
     stdin = sys.stdin.buffer
     batch: list[str] = []
 

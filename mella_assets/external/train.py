@@ -2,10 +2,15 @@
 
 Launched as ``python -m mella_assets.external.train [--config config.json]`` or under ``torchrun
 --nproc_per_node N -m mella_assets.external.train --config config.json``. The config comes from ``--config``
-(every torchrun process reads the same file) or, without it, from the Pipes ``extras``. Only rank 0 talks to
-Dagster: progress as log lines and custom messages while it trains, the result as the materialization's
-metadata. Without a Pipes context (debugging by hand) progress and the result are printed as JSON lines.
-Imports ``dagster_pipes`` only, never ``dagster``, so it runs in any environment that has torch.
+(a local file or an ``s3://`` URI; every torchrun process reads the same one) or, without it, from the Pipes
+``extras``. It is either a plain SFTConfig with local paths (``PipesSubprocessClient`` on the orchestrator's
+machine) or a *lake job* (``mella_assets.lib.lake_training``: lake keys only, for a Kubernetes pod that holds
+nothing but lake credentials): the script then copies its inputs from the lake, mirrors resume state back while
+it trains and publishes the checkpoint to the lake. Only rank 0 talks to Dagster: progress as log lines and
+custom messages while it trains, the result as the materialization's metadata (through whatever channel the
+launcher chose: a temp file locally, stderr read back from the pod's log on Kubernetes). Without a Pipes
+context (debugging by hand) progress and the result are printed as JSON lines. Imports ``dagster_pipes`` only,
+never ``dagster``, so it runs in any environment that has torch.
 """
 
 from __future__ import annotations
@@ -13,10 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, fields
 from typing import Any
 
+from mella_assets.lib.lake_training import (
+    is_lake_job,
+    mirroring_log,
+    prepare_local_run,
+    publish_output,
+    read_job,
+    scratch_dir,
+)
 from mella_assets.lib.sft import SFTConfig, SFTResult, distributed_context, train_sft
 
 
@@ -46,12 +59,24 @@ def result_metadata(result: SFTResult) -> dict[str, Any]:
 
 def _read_config_file(argv: list[str]) -> dict[str, Any] | None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", help="JSON file with SFTConfig fields (default: the Pipes extras)")
+    parser.add_argument("--config", help="JSON file or s3:// URI: an SFTConfig or a lake job (default: Pipes extras)")
     args = parser.parse_args(argv)
-    if not args.config:
-        return None
-    with open(args.config, encoding="utf-8") as handle:
-        return json.load(handle)
+    return read_job(args.config) if args.config else None
+
+
+def train_from_mapping(values: dict[str, Any], log: Callable[[dict], None]) -> tuple[SFTResult, str]:
+    """Train on a plain config or a lake job; returns the result and where the checkpoint is (a folder or a URI).
+
+    A lake job's inputs are copied into this rank's scratch folder, its resume state is mirrored to the lake
+    at every save, and rank 0 publishes the checkpoint under the job's output key."""
+    if not is_lake_job(values):
+        config = config_from_mapping(values)
+        result = train_sft(config, log=log)
+        return result, result.output_dir
+    dist = distributed_context()
+    store, config = prepare_local_run(values, scratch_dir(values, dist.rank))
+    result = train_sft(config, log=mirroring_log(store, values, config, log))
+    return result, publish_output(store, values, config) if dist.is_main else ""
 
 
 def run_under_pipes(file_config: dict[str, Any] | None) -> None:
@@ -59,23 +84,23 @@ def run_under_pipes(file_config: dict[str, Any] | None) -> None:
     from dagster_pipes import open_dagster_pipes
 
     with open_dagster_pipes() as pipes:
-        config = config_from_mapping(file_config if file_config is not None else pipes.extras)
-        pipes.log.info(f"training {config.method} on {config.train_file} from {config.base_model}")
+        values = file_config if file_config is not None else dict(pipes.extras)
+        source = values.get("train_key", values.get("train_file"))
+        pipes.log.info(f"training {values.get('method', 'lora')} on {source} from {values['base_model']}")
 
         def log(entry: dict) -> None:
             pipes.log.info(json.dumps(entry))
             pipes.report_custom_message(entry)
 
-        result = train_sft(config, log=log)
-        pipes.report_asset_materialization(metadata=result_metadata(result))
+        result, location = train_from_mapping(values, log)
+        pipes.report_asset_materialization(metadata={**result_metadata(result), "output_dir": location})
 
 
 def run_plain(file_config: dict[str, Any]) -> None:
     """Train without Dagster (or as a rank other than 0), printing progress and the result as JSON lines."""
-    config = config_from_mapping(file_config)
-    result = train_sft(config, log=lambda entry: print(json.dumps(entry), flush=True))
+    result, location = train_from_mapping(file_config, log=lambda entry: print(json.dumps(entry), flush=True))
     if distributed_context().is_main:
-        print(json.dumps({"result": asdict(result)}), flush=True)
+        print(json.dumps({"result": {**asdict(result), "output_dir": location}}), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,9 +11,12 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mella_assets.lib.lake import LakeStore
+from mella_assets.lib.watchdog import check_deadline
+
+if TYPE_CHECKING:  # only a type here: the model code (vlm, translation) imports this module without the lake stack
+    from mella_assets.lib.lake import LakeStore
 
 
 def content_key(*parts: Any) -> str:
@@ -116,6 +119,7 @@ class JsonCache:
             for index, value in compute(missing):
                 self.put(keys[index], value)
                 values[index] = value
+                check_deadline()  # a stage that stalls between items fails instead of hanging (lib/watchdog.py)
             for i, key in enumerate(keys):
                 if values[i] is None and key in first:
                     values[i] = values[first[key]]

@@ -3,8 +3,13 @@ with backoff on 429/5xx (honouring ``Retry-After``), manual redirects, size and 
 
 Reason codes (stable): ``http_error_<status>``, ``timeout``, ``connection_error``, ``dns_error``,
 ``too_large``, ``blocked_address``, ``unsupported_scheme``, ``url_has_credentials``, ``invalid_url``,
-``too_many_redirects``, ``request_error``, ``robots_disallowed``, ``robots_unavailable``,
+``too_many_redirects``, ``url_too_long``, ``request_error``, ``robots_disallowed``, ``robots_unavailable``,
 ``unexpected_content_type``.
+
+The address guard runs twice: before a hop (a reason before robots.txt is even asked) and again inside the
+connection itself, which resolves the host once, checks every answer and connects to the checked address (Host
+header and TLS SNI still name the host). A DNS answer that changes between the two (rebinding) therefore meets
+the guard at connect time and never reaches a refused address. ``resolver`` replaces DNS (tests, pinned hosts).
 
 Concurrency is a thread pool with a per-host gate (a semaphore per host plus a minimum interval between request
 starts), not asyncio: ``requests`` does the I/O, the SSRF and robots checks are synchronous, and with the few
@@ -18,15 +23,20 @@ import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
+import idna
 import requests
-from urllib3.exceptions import ReadTimeoutError
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError, ReadTimeoutError
+from urllib3.util.connection import create_connection
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -39,9 +49,20 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # 429 and the 5xx that mean "try later"; other errors are final.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _CHUNK_BYTES = 64 * 1024
+# Longer URLs are refused before any request: common servers stop at 8 KB request lines (nginx, Apache), and a
+# URL this long is a tracking blob or an attack, not an image address.
+MAX_URL_CHARS = 8192
 _METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 IMAGE_CONTENT_TYPES: tuple[str, ...] = ("image/", "application/octet-stream", "binary/octet-stream")
+# host, port -> the IP addresses (as text) a connection may use, in preference order; raises OSError on failure.
+Resolver = Callable[[str, int], Sequence[str]]
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """The addresses the operating system resolves ``host`` to (``getaddrinfo``), duplicates once."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 @dataclass(frozen=True)
@@ -165,13 +186,91 @@ class _Refused(Exception):
         self.status = status
 
 
+class _AddressGuard:
+    """Resolves a host once, refuses it when any answer is blocked, and hands back the checked addresses."""
+
+    def __init__(self, resolver: Resolver, allowed: Callable[[str], bool], allow_private: bool) -> None:
+        self.resolver = resolver
+        self.allowed = allowed
+        self.allow_private = allow_private
+
+    def addresses(self, host: str, port: int) -> list[str]:
+        try:
+            answers = list(self.resolver(host, port))
+        except (OSError, UnicodeError) as error:
+            raise _Refused("dns_error") from error
+        if not answers:
+            raise _Refused("dns_error")
+        # Any blocked answer refuses the host: the connection could pick any of them.
+        if not self.allow_private and not all(self.allowed(ip) for ip in answers):
+            raise _Refused("blocked_address")
+        return answers
+
+
+def _guarded_connect(connection: HTTPConnection, guard: _AddressGuard) -> socket.socket:
+    """``HTTPConnection._new_conn`` that connects only to addresses the guard checked in the same step.
+
+    ``_Refused`` is not an error urllib3 or requests wrap, so it reaches :meth:`HttpFetcher.fetch` as itself."""
+    last_error: OSError | None = None
+    for ip in guard.addresses(connection._dns_host, connection.port):
+        try:
+            sock = create_connection(
+                (ip, connection.port),
+                connection.timeout,
+                source_address=connection.source_address,
+                socket_options=connection.socket_options,
+            )
+        except TimeoutError as error:
+            raise ConnectTimeoutError(
+                connection, f"Connection to {connection.host} timed out. (connect timeout={connection.timeout})"
+            ) from error
+        except socket.gaierror as error:
+            raise NameResolutionError(connection.host, connection, error) from error
+        except OSError as error:
+            last_error = error
+            continue
+        # The peer is the address that was checked; say so again in case the kernel routed elsewhere.
+        peer = sock.getpeername()[0]
+        if not guard.allow_private and not guard.allowed(str(peer)):
+            sock.close()
+            raise _Refused("blocked_address")
+        return sock
+    raise NewConnectionError(connection, f"Failed to establish a new connection: {last_error}")
+
+
+def _guarded_adapter(guard: _AddressGuard) -> HTTPAdapter:
+    """A requests adapter whose connections resolve and check their host through ``guard`` (no second lookup)."""
+
+    class GuardedHTTPConnection(HTTPConnection):
+        def _new_conn(self) -> socket.socket:
+            return _guarded_connect(self, guard)
+
+    class GuardedHTTPSConnection(HTTPSConnection):
+        def _new_conn(self) -> socket.socket:
+            return _guarded_connect(self, guard)
+
+    class GuardedHTTPConnectionPool(HTTPConnectionPool):
+        ConnectionCls = GuardedHTTPConnection
+
+    class GuardedHTTPSConnectionPool(HTTPSConnectionPool):
+        ConnectionCls = GuardedHTTPSConnection
+
+    adapter = HTTPAdapter()
+    adapter.poolmanager.pool_classes_by_scheme = {
+        "http": GuardedHTTPConnectionPool,
+        "https": GuardedHTTPSConnectionPool,
+    }
+    return adapter
+
+
 class HttpFetcher:
     """A polite, capped HTTP client; one ``requests.Session`` per thread.
 
     ``allowed_networks`` lists networks reachable although private (e.g. ``["127.0.0.1/32"]`` for a loopback
     test site); ``allow_private_addresses`` lifts the guard entirely (demo only). ``robots`` (a
     :class:`~mella_assets.lib.robots.RobotsCache`) is consulted on every hop when given. ``accept_content_types``
-    (prefixes) refuses other media types before the body is read.
+    (prefixes) refuses other media types before the body is read. ``resolver`` (host, port -> IP addresses)
+    replaces DNS for both the pre-check and the connection.
     """
 
     def __init__(
@@ -190,6 +289,7 @@ class HttpFetcher:
         max_retry_after_s: float = 60.0,
         robots: RobotsCache | None = None,
         accept_content_types: Sequence[str] | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
@@ -204,6 +304,8 @@ class HttpFetcher:
         self.max_retry_after_s = max_retry_after_s
         self.robots = robots
         self.accept_content_types = tuple(accept_content_types) if accept_content_types else None
+        self.resolver: Resolver = resolver or system_resolver
+        self._guard = _AddressGuard(self.resolver, self._address_allowed, allow_private_addresses)
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
@@ -212,6 +314,9 @@ class HttpFetcher:
             session = requests.Session()
             session.headers["User-Agent"] = self.user_agent
             session.trust_env = False  # no proxies or .netrc credentials from the environment
+            adapter = _guarded_adapter(self._guard)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
             self._local.session = session
         return session
 
@@ -225,7 +330,9 @@ class HttpFetcher:
         return any(address in network for network in self.allowed_networks)
 
     def check_url(self, url: str) -> None:
-        """Raise ``_Refused`` for a URL that must not be requested (scheme, credentials, blocked address)."""
+        """Raise ``_Refused`` for a URL that must not be requested (length, scheme, credentials, blocked address)."""
+        if len(url) > MAX_URL_CHARS:
+            raise _Refused("url_too_long")
         try:
             parts = urlsplit(url)
             port = parts.port
@@ -237,16 +344,21 @@ class HttpFetcher:
             raise _Refused("url_has_credentials")
         if not parts.hostname:
             raise _Refused("invalid_url")
+        try:
+            # The name the connection will resolve: requests sends internationalised hosts in IDNA (punycode);
+            # an ASCII name with a punycode label must decode to be a name at all.
+            if parts.hostname.isascii():
+                host = None
+                if "xn--" in parts.hostname:
+                    idna.decode(parts.hostname)
+            else:
+                host = idna.encode(parts.hostname, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError) as error:
+            raise _Refused("invalid_url") from error
         if self.allow_private_addresses:
             return
-        port = port or (443 if parts.scheme.lower() == "https" else 80)
-        try:
-            infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError, OSError) as error:
-            raise _Refused("dns_error") from error
-        # Any blocked answer refuses the host: the connection could pick any of them.
-        if not infos or not all(self._address_allowed(str(info[4][0])) for info in infos):
-            raise _Refused("blocked_address")
+        host = host or parts.hostname
+        self._guard.addresses(host, port or (443 if parts.scheme.lower() == "https" else 80))
 
     # Kept for callers of the old private name.
     _check_url = check_url

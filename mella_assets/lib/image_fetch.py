@@ -22,6 +22,7 @@ from mella_assets.lib.images import (
     mark_duplicates,
     validate_image,
 )
+from mella_assets.lib.watchdog import map_with_deadline
 
 IMAGES_SCHEMA = {
     "language": pl.String,
@@ -84,7 +85,8 @@ def fetch_images(
             if row["image_url"] in wanted and row["duplicate"] is None and exists(row["image_key"]):
                 reusable[row["image_url"]] = row
     to_fetch = [url for url in urls if url not in reusable]
-    results = {r.url: r for r in fetcher.fetch_many(to_fetch, max_workers=max_workers)}
+    # Bounded by the stage deadline as a whole, not only by each request's timeout (lib/watchdog.py).
+    results = {r.url: r for r in map_with_deadline(fetcher.fetch, to_fetch, max_workers)}
     rows: list[dict] = []
     rejects: list[dict] = []
     bytes_downloaded = 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import re
 import warnings
 from dataclasses import dataclass
@@ -127,6 +128,12 @@ def validate_image(
                 return ImageReject("pixel_bomb", f"{width_in}x{height_in} > {max_pixels} pixels")
             source_format = image.format or "unknown"
             mode_in = image.mode
+            if source_format == "JPEG" and max(width_in, height_in) >= 2 * max_side_out:
+                # libjpeg decodes at 1/2, 1/4 or 1/8 scale in the DCT, never below the output box: a phone
+                # photo decodes and resamples in a fraction of the time (benchmarks/bench_images.py).
+                shrink = max(width_in, height_in) / max_side_out
+                image.draft(None, (math.ceil(width_in / shrink), math.ceil(height_in / shrink)))
+            decoded_size = image.size
             image.load()
             image = ImageOps.exif_transpose(image)
     except Image.DecompressionBombError as error:
@@ -135,7 +142,8 @@ def validate_image(
         return ImageReject("not_decodable", "unknown image format")
     except _DECODE_ERRORS as error:
         return ImageReject("not_decodable", f"{type(error).__name__}: {error}"[:200])
-    width, height = image.size
+    # The oriented size of the original (a draft decode is smaller; a 90° orientation swaps the sides).
+    width, height = (height_in, width_in) if image.size != decoded_size else (width_in, height_in)
     if min(width, height) < min_side:
         return ImageReject("too_small", f"{width}x{height} < {min_side}")
     if max(width, height) > max_aspect_ratio * min(width, height):
@@ -143,7 +151,9 @@ def validate_image(
     try:
         image = _to_rgb(image)
         if max(image.size) > max_side_out:
-            image.thumbnail((max_side_out, max_side_out), Image.Resampling.LANCZOS)
+            # Bicubic, as the VLM processors resample (lib/vlm.py): two thirds of the taps of Lanczos; resampling
+            # was ~60 % of this function's time (measured in benchmarks/bench_images.py).
+            image.thumbnail((max_side_out, max_side_out), Image.Resampling.BICUBIC)
         out = io.BytesIO()
         image.save(out, "JPEG", quality=JPEG_QUALITY, optimize=False)
     except _DECODE_ERRORS as error:

@@ -16,32 +16,119 @@ one PUT. A reader, or a rerun after a crash, sees the old object or the new one,
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
 import shutil
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 
-_SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
+# fullmatch, not match with "$": "$" also matches before a final newline.
+_SAFE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+-]*")
 TMP_PREFIX = ".tmp-"
 S3_SCHEME = "s3://"
 # Where blobs of an S3 lake are copied when a library needs a local file (WARC readers, from_pretrained).
 DEFAULT_CACHE = Path(os.environ.get("MELLA_LAKE_CACHE", Path.home() / ".cache" / "mella" / "lake"))
 
 
+# A temporary name says which writer made it: .tmp-<host hash>-<pid>-<random>-<final name>. A killed writer leaves
+# its temporary file behind (SIGKILL runs no `finally`); the next write of the same name removes it (see below).
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TEMP_NAME = re.compile(r"\.tmp-([0-9a-f]{8})-(\d+)-[0-9a-f]{32}-(.+)")
+# Another host's temporary file (a shared folder) is only judged by age: older than this, its writer is gone.
+STALE_TEMP_AGE_S = 6 * 3600
+
+
+def temp_name(final_name: str) -> str:
+    """The temporary sibling name under which ``final_name`` is written before the rename."""
+    return f"{TMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex}-{final_name}"
+
+
+def _writer_is_gone(host: str, pid: int, path: Path) -> bool:
+    if host != _HOST:
+        try:
+            return time.time() - path.lstat().st_mtime > STALE_TEMP_AGE_S
+        except FileNotFoundError:
+            return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def remove_stale_temps(folder: Path, final_name: str) -> int:
+    """Delete the temporary files (or folders) for ``final_name`` in ``folder`` that a dead writer left; returns
+    how many went. A live writer's (another process writing the same name right now) are kept."""
+    removed = 0
+    try:
+        entries = [entry for entry in os.scandir(folder) if entry.name.startswith(TMP_PREFIX)]
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        match = _TEMP_NAME.fullmatch(entry.name)
+        if match is None or match.group(3) != final_name:
+            continue
+        path = Path(entry.path)
+        if _writer_is_gone(match.group(1), int(match.group(2)), path):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a file so readers see the old bytes or the new ones, never a part: temp name, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
+    tmp = path.with_name(temp_name(path.name))
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    remove_stale_temps(path.parent, path.name)
+
+
+class _RecordingWriter(io.RawIOBase):
+    """A file for polars to write into that keeps the ``OSError`` of a failed write: polars reports some of them (a
+    disk that fills up while it writes the footer) only as "Invalid thrift: transport error"."""
+
+    def __init__(self, handle: io.BufferedWriter) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+
+def _write_parquet(frame: pl.DataFrame, handle: io.BufferedWriter) -> None:
+    """``frame`` as zstd Parquet into ``handle``; a failed write raises its own ``OSError`` (ENOSPC, EFBIG, EIO)."""
+    sink = _RecordingWriter(handle)
+    try:
+        frame.write_parquet(sink, compression="zstd", statistics=True)
+    except pl.exceptions.PolarsError as error:
+        if sink.error is not None:
+            raise sink.error from error
+        raise
 
 
 class TableNotFoundError(FileNotFoundError):
@@ -51,7 +138,8 @@ class TableNotFoundError(FileNotFoundError):
 def _check_key(key: str) -> str:
     """A lake-relative key made only of safe path parts: no absolute paths, no ``..``, no hidden names."""
     parts = key.rstrip("/").split("/")
-    if not key or any(not _SAFE_PART.match(part) or part in {".", ".."} for part in parts):
+    # File systems take names up to 255 bytes, and an atomic write adds a temporary prefix of up to 55 (temp_name).
+    if not key or any(not _SAFE_PART.fullmatch(part) or part in {".", ".."} or len(part) > 180 for part in parts):
         raise ValueError(f"unsafe lake key: {key!r}")
     return "/".join(parts)
 
@@ -64,8 +152,20 @@ def s3_filesystem():
     client_kwargs = {"region_name": os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))}
     if endpoint:
         client_kwargs["endpoint_url"] = endpoint
+    # Every S3 call is bounded: connect / read timeouts and a fixed number of attempts (botocore's standard
+    # retry mode, backoff with jitter), so an endpoint that goes away fails the stage instead of hanging it.
+    config_kwargs = {
+        "connect_timeout": float(os.environ.get("MELLA_S3_CONNECT_TIMEOUT_S", "10")),
+        "read_timeout": float(os.environ.get("MELLA_S3_READ_TIMEOUT_S", "60")),
+        "retries": {"max_attempts": int(os.environ.get("MELLA_S3_MAX_ATTEMPTS", "5")), "mode": "standard"},
+    }
     # No instance cache: a lake object is cheap to make, and a cached filesystem would keep stale listings.
-    return s3fs.S3FileSystem(client_kwargs=client_kwargs, skip_instance_cache=True, use_listings_cache=False)
+    return s3fs.S3FileSystem(
+        client_kwargs=client_kwargs,
+        config_kwargs=config_kwargs,
+        skip_instance_cache=True,
+        use_listings_cache=False,
+    )
 
 
 class LakeStore:
@@ -95,10 +195,14 @@ class LakeStore:
 
     # -- addresses ---------------------------------------------------------------------------------------------
     def path(self, key: str) -> Path:
-        """Local path of a key in a local lake (validated, so it cannot leave the root)."""
+        """Local path of a key in a local lake (validated, so it cannot leave the root, by name or by a symlink
+        inside the lake that points out)."""
         if self.is_s3:
             raise ValueError(f"{self} is on S3: use local_path() / local_dir() for a local copy of {key!r}")
-        return self.root / _check_key(key)
+        path = self.root / _check_key(key)
+        if not path.resolve().is_relative_to(self.root):
+            raise ValueError(f"unsafe lake key: {key!r} leads out of the lake through a symbolic link")
+        return path
 
     def _object(self, key: str) -> str:
         return f"{self._bucket_prefix}/{_check_key(key)}"
@@ -147,7 +251,13 @@ class LakeStore:
             base_path = self.path(prefix)
             if not base_path.exists():
                 return
-            keys = sorted(p.relative_to(self.root).as_posix() for p in base_path.rglob("*") if p.is_file())
+            # os.walk does not descend into linked folders; linked files are skipped too (the lake writes none).
+            keys = sorted(
+                (Path(folder) / name).relative_to(self.root).as_posix()
+                for folder, _dirs, names in os.walk(base_path)
+                for name in names
+                if not os.path.islink(os.path.join(folder, name)) and os.path.isfile(os.path.join(folder, name))
+            )
         for key in keys:
             name = key.rsplit("/", 1)[-1]
             if name.endswith(suffix) and not name.startswith(TMP_PREFIX):
@@ -178,12 +288,28 @@ class LakeStore:
             return key
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}")
+        tmp = target.with_name(temp_name(target.name))
         shutil.copytree(source, tmp)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
+        remove_stale_temps(target.parent, target.name)
         return key
+
+    def delete(self, key: str) -> int:
+        """Remove the blob ``key`` or every blob under the folder ``key``; returns how many files went."""
+        if self.is_s3:
+            keys = [key] if self._fs.isfile(self._object(key)) else list(self.list(key))
+            for old in keys:
+                self._fs.rm_file(self._object(old))
+            return len(keys)
+        target = self.path(key)
+        if target.is_file():
+            target.unlink()
+            return 1
+        count = sum(1 for p in target.rglob("*") if p.is_file()) if target.exists() else 0
+        shutil.rmtree(target, ignore_errors=True)
+        return count
 
     def local_dir(self, key: str) -> Path:
         """A local folder holding the blob folder ``key`` (a local lake's own folder, or a cached S3 copy)."""
@@ -209,12 +335,14 @@ class LakeStore:
             return self.put_bytes(key, buffer.getvalue())
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}.parquet")
+        tmp = target.with_name(temp_name(target.name))
         try:
-            frame.write_parquet(tmp, compression="zstd", statistics=True)
+            with open(tmp, "wb") as handle:
+                _write_parquet(frame, handle)
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
+        remove_stale_temps(target.parent, target.name)
         return key
 
     def has_table(self, asset: str, language: str | None = None) -> bool:

@@ -46,6 +46,9 @@ class SFTConfig:
     # a relaunch with the same settings continues from it. Empty: no resume state.
     work_dir: str = ""
     save_every: int = 10
+    # Where ``base_model`` was copied from (a lake:// or hub reference) when it is a local copy whose path can
+    # differ between launches (a fresh pod's cache); resume state is matched on it instead of the path.
+    base_model_source: str = ""
 
 
 @dataclass
@@ -153,7 +156,8 @@ def resume_info(work_dir: str | Path) -> dict | None:
 
 
 def _resume_key(config: SFTConfig) -> dict[str, Any]:
-    return {key: getattr(config, key) for key in _RESUME_KEYS}
+    key = {name: getattr(config, name) for name in _RESUME_KEYS}
+    return {**key, "base_model": config.base_model_source} if config.base_model_source else key
 
 
 def _save_resume_state(work_dir: Path, payload: dict[str, Any]) -> None:

@@ -51,7 +51,8 @@ _SR_TABLE = str.maketrans(
 
 
 def normalize_text(text: str) -> str:
-    """NFC-normalise, drop control and format characters (zero-width, bidi overrides, soft hyphen), collapse
+    """NFC-normalise, drop control and format characters (zero-width, bidi overrides, soft hyphen) and U+FFFD
+    (what a decoder or the HTML parser puts where bytes were undecodable or NUL: no meaning left), collapse
     whitespace runs to one space and strip."""
     text = unicodedata.normalize("NFC", text)
     # Whitespace controls (tab, newline...) become spaces first so that words on either side stay apart.
@@ -59,7 +60,7 @@ def normalize_text(text: str) -> str:
     for ch in text:
         if ch.isspace():
             chars.append(" ")
-        elif unicodedata.category(ch) not in ("Cc", "Cf", "Cs"):
+        elif ch != "\ufffd" and unicodedata.category(ch) not in ("Cc", "Cf", "Cs"):
             chars.append(ch)
     return " ".join("".join(chars).split())
 

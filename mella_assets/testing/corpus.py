@@ -28,8 +28,6 @@ from PIL import Image, ImageDraw, ImageFont
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from mella_assets.lib.lake import atomic_write_bytes
-
 CORPUS_DIR = Path(__file__).with_name("corpus")
 
 # The charset of the one legacy-encoded page per language: (label in HTTP and <meta>, Python codec).
@@ -351,9 +349,9 @@ class _PageBuilder:
             body.append(f"<p>{_esc(paragraph)}</p>")
             # Spread the figures between paragraphs, the rest after the last one.
             if number < len(page["paragraphs"]) - 1 and number < len(images):
-                body.append(self._figure(index, number, page_url, images[number]))
+                body.append(self._figure(index, number, page_url, images))
         for number in range(len(page["paragraphs"]) - 1, len(images)):
-            body.append(self._figure(index, number, page_url, images[number]))
+            body.append(self._figure(index, number, page_url, images))
         noise = self.noise(index, page_url, pages)
         self.need("logo.png", "logo", label=site_name)
         logo = self.img(
@@ -419,8 +417,8 @@ class _PageBuilder:
         encoded = document.encode(codec, errors="xmlcharrefreplace")
         return DemoPage(self.code, page_url, page["topic"], page["title"], label, encoded)
 
-    def _figure(self, page_index: int, number: int, page_url: str, image: dict) -> str:
-        images = self.corpus["pages"][page_index]["images"]
+    def _figure(self, page_index: int, number: int, page_url: str, images: list[dict]) -> str:
+        image = images[number]
         last = number == len(images) - 1
         recipe = "content"
         if last and page_index == 2:
@@ -509,18 +507,37 @@ def _write_if_changed(path: Path, data: bytes) -> bool:
     """Write ``data`` atomically unless the file already holds exactly it; True when written."""
     if path.exists() and path.stat().st_size == len(data) and path.read_bytes() == data:
         return False
+    # Imported here: the text generators serve the GPU check too, on a machine without the lake stack (polars).
+    from mella_assets.lib.lake import atomic_write_bytes
+
     atomic_write_bytes(path, data)
     return True
 
 
-def build_demo_site(site_dir: Path, base_url: str, languages: Sequence[str]) -> DemoSite:
-    """Generate the pages and the images of ``languages`` for a site served at ``base_url`` from ``site_dir``."""
+def scaled_pages(pages: list[dict], copies: int) -> list[dict]:
+    """``copies`` times the hand-written pages (benchmarks: the demo corpus at 4x, 16x). Copy ``k > 0`` of a page
+    lives under ``/copy-k/`` on the same host and names its pictures ``<name>-ck``, so every copy has new page URLs
+    and new, different pictures (drawn from the new name) while the texts, noise and layout stay the same."""
+    if copies < 1:
+        raise ValueError(f"copies must be at least 1, not {copies}")
+    out = list(pages)
+    for k in range(1, copies):
+        for page in pages:
+            parts = urlsplit(page["url"])
+            images = [{**image, "name": f"{image['name']}-c{k}"} for image in page["images"]]
+            out.append({**page, "url": f"{parts.scheme}://{parts.netloc}/copy-{k}{parts.path}", "images": images})
+    return out
+
+
+def build_demo_site(site_dir: Path, base_url: str, languages: Sequence[str], copies: int = 1) -> DemoSite:
+    """Generate the pages and the images of ``languages`` for a site served at ``base_url`` from ``site_dir``;
+    ``copies`` > 1 scales the corpus (see :func:`scaled_pages`)."""
     site_dir = Path(site_dir)
     site = DemoSite(site_dir=site_dir, base_url=base_url.rstrip("/"), languages=tuple(languages))
     _write_if_changed(site_dir / "robots.txt", ROBOTS_TXT)
     for code in languages:
         builder = _PageBuilder(code, base_url)
-        pages = builder.corpus["pages"]
+        pages = scaled_pages(builder.corpus["pages"], copies)
         site.pages[code] = [builder.page(index, pages) for index in range(len(pages))]
         site.images[code] = builder.images
         for spec in builder.files.values():
@@ -675,10 +692,11 @@ def write_demo_warcs(landing_dir: Path, site: DemoSite) -> dict[str, list[Path]]
     return written
 
 
-def build_demo_corpus(lake_root: Path, base_url: str, languages: Sequence[str]) -> DemoSite:
-    """The demo site in ``lake_root/demo/site/`` and its WARC files in ``lake_root/landing/<code>/``."""
+def build_demo_corpus(lake_root: Path, base_url: str, languages: Sequence[str], copies: int = 1) -> DemoSite:
+    """The demo site in ``lake_root/demo/site/`` and its WARC files in ``lake_root/landing/<code>/``; ``copies``
+    scales the corpus (benchmarks)."""
     lake_root = Path(lake_root)
-    site = build_demo_site(lake_root / "demo" / "site", base_url, languages)
+    site = build_demo_site(lake_root / "demo" / "site", base_url, languages, copies)
     write_demo_warcs(lake_root / "landing", site)
     return site
 

@@ -1,0 +1,163 @@
+"""Stage deadlines: no stage can hang a run indefinitely; a stalled one fails with a message that says why.
+
+Every network call carries its own timeout (the HTTP fetcher: connect / read per request and a total per response;
+the OpenAI-compatible backend: per request with bounded retries; S3: botocore connect / read timeouts and a bounded
+number of attempts, see ``lib/lake.py``). On top of those, each stage has a deadline: ``MELLA_STAGE_TIMEOUT_S``
+seconds (default 6 hours), or ``MELLA_STAGE_TIMEOUT_S_<STAGE>`` for one stage (``MELLA_STAGE_TIMEOUT_S_IMAGES``).
+The long loops of a stage check it (between downloads, model batches, WARC files) and raise :class:`StageTimeout`
+naming the stage, the time it ran and the setting to change.
+
+Dagster's ``dagster/max_runtime`` tag would bound a whole run, but only the daemon's run monitoring enforces it,
+so an in-process run (tests, ``mella demo``) would still hang; this deadline is checked by the stage itself.
+Work that never returns to a loop (one model batch, a subprocess) is bounded by its own timeouts only.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+DEFAULT_STAGE_TIMEOUT_S = 6 * 3600.0
+STAGE_TIMEOUT_ENV = "MELLA_STAGE_TIMEOUT_S"
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class StageTimeout(RuntimeError):
+    """A stage ran past its deadline. (Not a ``TimeoutError``: that is an ``OSError``, which I/O code catches.)"""
+
+    def __init__(self, stage: str, elapsed_s: float, limit_s: float, setting: str) -> None:
+        super().__init__(
+            f"stage {stage!r} timed out: still running after {elapsed_s:.1f} s, past its deadline of {limit_s:g} s "
+            f"({setting}); raise the setting if the stage is just slow"
+        )
+        self.stage = stage
+        self.elapsed_s = elapsed_s
+        self.limit_s = limit_s
+        self.setting = setting
+
+
+def stage_timeout_s(stage: str) -> tuple[float, str]:
+    """(seconds, where they came from) for ``stage``: its own variable, the global one, or the default."""
+    for name in (f"{STAGE_TIMEOUT_ENV}_{stage.upper()}", STAGE_TIMEOUT_ENV):
+        value = os.environ.get(name, "").strip()
+        if value:
+            seconds = float(value)
+            if seconds <= 0:
+                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+            return seconds, f"{name}={value}"
+    return DEFAULT_STAGE_TIMEOUT_S, f"default; set {STAGE_TIMEOUT_ENV} or {STAGE_TIMEOUT_ENV}_{stage.upper()}"
+
+
+@dataclass
+class StageDeadline:
+    """When ``stage`` must be done: ``seconds`` after ``started`` (monotonic clock)."""
+
+    stage: str
+    seconds: float
+    setting: str
+    started: float = field(default_factory=time.monotonic)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def remaining(self) -> float:
+        return self.seconds - self.elapsed()
+
+    def check(self) -> None:
+        """Raise :class:`StageTimeout` once the deadline has passed."""
+        elapsed = self.elapsed()
+        if elapsed > self.seconds:
+            raise StageTimeout(self.stage, elapsed, self.seconds, self.setting)
+
+
+_CURRENT: contextvars.ContextVar[StageDeadline | None] = contextvars.ContextVar("mella_stage_deadline", default=None)
+
+
+def current_deadline() -> StageDeadline | None:
+    """The deadline of the stage running in this thread (None outside a stage)."""
+    return _CURRENT.get()
+
+
+def check_deadline() -> None:
+    """Raise :class:`StageTimeout` if the running stage is past its deadline; a no-op outside a stage."""
+    deadline = _CURRENT.get()
+    if deadline is not None:
+        deadline.check()
+
+
+@contextmanager
+def stage_deadline(stage: str, seconds: float | None = None) -> Iterator[StageDeadline]:
+    """Run a block as ``stage`` with a deadline (``seconds``, else from the environment)."""
+    limit, setting = (seconds, f"{seconds:g} s given") if seconds is not None else stage_timeout_s(stage)
+    deadline = StageDeadline(stage, limit, setting)
+    token = _CURRENT.set(deadline)
+    try:
+        yield deadline
+    finally:
+        _CURRENT.reset(token)
+
+
+def watched_stage(function: Callable[..., R]) -> Callable[..., R]:
+    """Decorate an asset body (under ``@dg.asset``) so it runs under the deadline of the stage it is named after.
+
+    ``functools.wraps`` keeps the signature, so Dagster still sees the context, config and resource parameters."""
+
+    @functools.wraps(function)
+    def run(*args: object, **kwargs: object) -> R:
+        with stage_deadline(function.__name__):
+            return function(*args, **kwargs)
+
+    return run
+
+
+def map_with_deadline(
+    function: Callable[[T], R], items: Sequence[T], max_workers: int, deadline: StageDeadline | None = None
+) -> list[R]:
+    """``[function(item) for item in items]`` on up to ``max_workers`` threads, results in order.
+
+    The caller waits at most until ``deadline`` (default: the running stage's), then raises
+    :class:`StageTimeout`; the worker threads are daemons, so one stuck in a slow socket cannot keep the
+    process alive after the stage has failed. ``function`` must not raise (the HTTP fetcher returns reasons)."""
+    deadline = deadline if deadline is not None else current_deadline()
+    results: list[R | None] = [None] * len(items)
+    if not items:
+        return []
+    done = threading.Semaphore(0)
+    failures: list[BaseException] = []
+    next_index = iter(range(len(items)))
+    index_lock = threading.Lock()
+    stop = threading.Event()
+
+    def worker() -> None:
+        while not stop.is_set():
+            with index_lock:
+                i = next(next_index, None)
+            if i is None:
+                return
+            try:
+                results[i] = function(items[i])
+            except BaseException as error:  # handed to the caller below
+                failures.append(error)
+            done.release()
+
+    for n in range(max(1, min(max_workers, len(items)))):
+        threading.Thread(target=worker, name=f"mella-worker-{n}", daemon=True).start()
+    for _ in items:
+        if deadline is None:
+            done.acquire()
+        elif not done.acquire(timeout=max(0.0, deadline.remaining())):
+            stop.set()
+            raise StageTimeout(deadline.stage, deadline.elapsed(), deadline.seconds, deadline.setting)
+        if failures:
+            stop.set()
+            raise failures[0]
+    return results  # type: ignore[return-value]

@@ -1,0 +1,865 @@
+"""The bad-input corpus (issue #8): hostile bytes and strings made by code, each run through the stage code the
+assets call, each with the outcome it must have: a reject reason, a count of skipped records, or a normalised value.
+
+Stages and the code each case goes through:
+
+- ``warc``: :func:`mella_assets.lib.html.extract_warc` (what ``raw_crawl`` runs per file) on a WARC file;
+  outcome ``pages=<rows> images=<candidates> malformed=<count>``.
+- ``html``: :func:`mella_assets.lib.html.extract_page` on one response body; outcome the charset and the alt
+  text after :func:`mella_assets.lib.text.normalize_text`, or the image URLs kept and skipped.
+- ``alt_text``: :func:`mella_assets.lib.filters.filter_alt_texts` (what ``alt_text_pairs`` runs) with lingua;
+  outcome ``kept '<alt_text>'`` or ``reject <reason>``.
+- ``images``: :func:`mella_assets.lib.images.validate_image` (what ``images`` runs on every body); outcome
+  ``kept WxH from <mode> (<what the pixels show>)`` or ``reject <reason>``.
+- ``urls``: :meth:`mella_assets.lib.http.HttpFetcher.fetch` against a loopback echo server; outcome
+  ``fetched path=<path the server saw> host=<Host header>`` or ``reject <reason> (requests=<n>)``.
+
+``run_bad_input_report()`` runs every case and returns one :class:`ReportRow` each (an exception becomes the
+outcome ``crash: ...``, never propagates); ``render_report(rows)`` makes the Markdown table.
+Regenerate it with ``python -m mella_assets.testing.bad_inputs [report.md]``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import random
+import struct
+import sys
+import tempfile
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
+
+STAGES = ("warc", "html", "alt_text", "images", "urls")
+SEED = 8
+PAGE_URL = "https://example.invalid/clanek/1"
+GOOD_ALT = "Pražský hrad v zimě pokrytý sněhem"
+HTML_50MB = 50_000_000
+NESTING_DEPTH = 10_000
+# Charsets the pipeline reads pages in: those of the 8 default languages as the web labels them (lib/html.py
+# maps the WHATWG aliases tis-620, euc-kr, ... onto Python codecs), with a sample text in each.
+CHARSET_SAMPLES: dict[str, tuple[str, str, str, str]] = {
+    # label: (Python codec lib/html.py must report, first words, last words, what the bad bytes become). Where a
+    # charset assigns all 256 bytes, nothing is undecodable: the bytes become their characters (C1 controls in
+    # ISO-8859-x, dropped by normalisation).
+    "utf-8": ("utf-8", "Pražský hrad", "v zimě", ""),
+    "windows-1250": ("cp1250", "Pražský hrad", "v zimě", ""),
+    "iso-8859-2": ("iso8859-2", "Budai vár", "télen", ""),
+    "windows-1251": ("cp1251", "Московский Кремль", "зимой", ""),
+    "koi8-r": ("koi8-r", "Московский Кремль", "зимой", "┘⌡÷"),
+    "iso-8859-5": ("iso8859-5", "Београдска тврђава", "зими", ""),
+    "windows-1256": ("cp1256", "مسجد الحسن الثاني", "في الشتاء", "…›ں"),
+    "windows-1258": ("cp1258", "Phở bò", "Hà Nội", ""),
+    "tis-620": ("cp874", "วัดพระแก้ว", "กรุงเทพ", ""),
+    "windows-874": ("cp874", "วัดอรุณ", "ยามเย็น", ""),
+    "euc-kr": ("cp949", "경복궁", "겨울 풍경", ""),
+    "cp949": ("cp949", "불국사", "가을", ""),
+}
+
+
+# -- report ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReportRow:
+    stage: str
+    case: str
+    expected: str
+    outcome: str
+
+    @property
+    def crashed(self) -> bool:
+        return self.outcome.startswith("crash:")
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == self.expected
+
+
+@dataclass
+class Context:
+    """What the cases share: a scratch folder, a loopback echo server, and lazily built heavy objects."""
+
+    workdir: Path
+    echo: EchoServer
+    _identifier: object | None = field(default=None, repr=False)
+
+    def identifier(self):
+        if self._identifier is None:
+            from mella_assets.lib.langid import LanguageIdentifier
+
+            self._identifier = LanguageIdentifier("lingua")
+        return self._identifier
+
+
+@dataclass(frozen=True)
+class Case:
+    stage: str
+    name: str
+    expected: str
+    run: Callable[[Context], str]
+
+
+def run_case(case: Case, context: Context) -> ReportRow:
+    """Run one case; an exception is reported as the outcome ``crash: <type>: <message>``."""
+    try:
+        outcome = case.run(context)
+    except Exception as error:  # the report must show a crash, not stop at it
+        outcome = f"crash: {type(error).__name__}: {str(error)[:200]}"
+    return ReportRow(case.stage, case.name, case.expected, outcome)
+
+
+def run_bad_input_report(workdir: str | Path | None = None, cases: list[Case] | None = None) -> list[ReportRow]:
+    """Every case of :func:`bad_input_cases` run through its stage code; one row each, in corpus order."""
+    with tempfile.TemporaryDirectory(prefix="mella-bad-inputs-") as scratch, EchoServer() as echo:
+        context = Context(Path(workdir or scratch), echo)
+        context.workdir.mkdir(parents=True, exist_ok=True)
+        return [run_case(case, context) for case in (cases or bad_input_cases())]
+
+
+def render_report(rows: list[ReportRow]) -> str:
+    """Markdown: a summary per stage (cases, as expected, crashes), then one line per case."""
+    lines = ["# Bad-input report", "", "| stage | cases | as expected | crashes |", "|---|---:|---:|---:|"]
+    for stage in STAGES:
+        of_stage = [row for row in rows if row.stage == stage]
+        crashes = sum(row.crashed for row in of_stage)
+        lines.append(f"| {stage} | {len(of_stage)} | {sum(row.ok for row in of_stage)} | {crashes} |")
+    total_ok, total_crashes = sum(row.ok for row in rows), sum(row.crashed for row in rows)
+    lines += [f"| **all** | {len(rows)} | {total_ok} | {total_crashes} |", ""]
+    lines += ["| stage | case | outcome | as expected |", "|---|---|---|---|"]
+    for row in rows:
+        outcome = row.outcome.replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {row.stage} | {row.case} | `{outcome}` | {'yes' if row.ok else 'NO: ' + row.expected} |")
+    return "\n".join(lines) + "\n"
+
+
+# -- WARC bytes --------------------------------------------------------------------------------------------
+def warc_record(
+    url: str,
+    body: bytes,
+    content_type: str | None = "text/html; charset=utf-8",
+    status: str = "200 OK",
+    compress: bool = True,
+) -> bytes:
+    """One WARC ``response`` record (one gzip member when ``compress``)."""
+    out = io.BytesIO()
+    writer = WARCWriter(out, gzip=compress)
+    headers = [("Content-Type", content_type)] if content_type is not None else []
+    record = writer.create_warc_record(
+        url,
+        "response",
+        payload=io.BytesIO(body),
+        http_headers=StatusAndHeaders(status, headers, protocol="HTTP/1.1"),
+        warc_headers_dict={"WARC-Date": "2026-11-26T10:00:00Z"},
+    )
+    writer.write_record(record)
+    return out.getvalue()
+
+
+def page_html(alt: str = GOOD_ALT, src: str = "/img/hrad.jpg", lang: str = "cs") -> bytes:
+    return f'<html lang="{lang}"><body><img src="{src}" alt="{alt}"></body></html>'.encode()
+
+
+def good_records(count: int = 2) -> list[bytes]:
+    return [warc_record(f"https://example.invalid/page/{i}", page_html(src=f"/img/{i}.jpg")) for i in range(count)]
+
+
+def truncated_gzip_warc() -> bytes:
+    """Two good pages, then a third whose gzip member is cut in half (a download that stopped)."""
+    third = warc_record("https://example.invalid/page/cut", page_html(src="/img/cut.jpg"))
+    return b"".join(good_records()) + third[: len(third) // 2]
+
+
+def corrupted_gzip_warc() -> bytes:
+    """Two good pages, then a member whose deflate stream has garbage bytes in the middle."""
+    third = bytearray(warc_record("https://example.invalid/page/bad", page_html(src="/img/bad.jpg") * 20))
+    middle = len(third) // 2
+    third[middle : middle + 16] = random.Random(SEED).randbytes(16)
+    return b"".join(good_records()) + bytes(third)
+
+
+def lying_content_length_warc(extra: int) -> bytes:
+    """One uncompressed record whose ``Content-Length`` is ``extra`` bytes off (longer: the file ends first;
+    shorter: the rest of the body is read as the next record), then a good record."""
+    record = warc_record("https://example.invalid/page/lie", page_html(src="/img/lie.jpg"), compress=False)
+    head, sep, rest = record.partition(b"\r\n\r\n")
+    lines = []
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            line = b"Content-Length: " + str(int(line.split(b":")[1]) + extra).encode()
+        lines.append(line)
+    lied = b"\r\n".join(lines) + sep + rest
+    if extra > 0:
+        return lied  # nothing follows: the declared length runs past the end of the file
+    return lied + warc_record("https://example.invalid/page/after", page_html(src="/img/after.jpg"), compress=False)
+
+
+def pdf_bytes() -> bytes:
+    return b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog >>\nendobj\n" + random.Random(SEED).randbytes(2000) + b"\n%%EOF\n"
+
+
+def html_of_size(total: int) -> bytes:
+    """A page of ``total`` bytes: an image at the start and one at the very end."""
+    head = page_html(src="/img/first.jpg")[: -len(b"</body></html>")]
+    tail = b'<img src="/img/last.jpg" alt="Obrazek na konci"></body></html>'
+    filler = b"<p>Text odstavce.</p>\n"
+    count = max(0, (total - len(head) - len(tail)) // len(filler))
+    return head + filler * count + tail
+
+
+def nested_html(depth: int = NESTING_DEPTH) -> bytes:
+    return (
+        b'<html lang="cs"><body>'
+        + b"<div>" * depth
+        + f'<figure><img src="/img/deep.jpg" alt="{GOOD_ALT}"><figcaption>Hrad</figcaption></figure>'.encode()
+        + b"</div>" * depth
+        + b"</body></html>"
+    )
+
+
+# -- charsets ----------------------------------------------------------------------------------------------
+def undecodable_bytes(charset: str) -> bytes:
+    """Bytes that ``charset`` cannot decode; for codecs that map all 256 bytes (ISO-8859-x, KOI8-R), the C1
+    control range 0x80-0x9F or unassigned bytes, the nearest thing to garbage those charsets have."""
+    codec = CHARSET_SAMPLES[charset][0]
+    for candidate in (b"\xff\xfe\xfd", b"\x80", b"\x81", b"\x98", b"\xdb", b"\xfc\xfd\xfe\xff", b"\xc9\x41"):
+        try:
+            candidate.decode(codec)
+        except UnicodeDecodeError:
+            return candidate
+    return b"\x85\x9b\x9f"
+
+
+def encode_text(text: str, codec: str) -> bytes:
+    """``text`` in ``codec``; a letter the codec lacks precomposed goes as base + combining marks (windows-1258
+    writes Vietnamese so: ơ or ô precomposed, the tone mark combining)."""
+    import unicodedata
+
+    out = b""
+    for char in unicodedata.normalize("NFC", text):
+        marks = unicodedata.normalize("NFD", char)
+        # The letter, or the base composed with one of its marks (ô, ơ) and the rest combining, or all combining.
+        partial = [
+            unicodedata.normalize("NFC", marks[0] + mark) + marks[1:i] + marks[i + 1 :]
+            for i, mark in enumerate(marks)
+            if i
+        ]
+        for form in (char, *partial, marks):
+            try:
+                out += form.encode(codec)
+                break
+            except UnicodeEncodeError:
+                continue
+        else:
+            raise UnicodeEncodeError(codec, char, 0, 1, "no precomposed or decomposed form")
+    return out
+
+
+def charset_page(charset: str, declare: str = "meta") -> tuple[bytes, str | None]:
+    """(body, Content-Type header) of a page in ``charset`` whose alt text has undecodable bytes between two
+    words, the charset declared in a ``<meta>`` or in the HTTP header."""
+    codec, first, second, _ = CHARSET_SAMPLES[charset]
+    alt = encode_text(first, codec) + b" " + undecodable_bytes(charset) + b" " + encode_text(second, codec)
+    meta = f'<meta charset="{charset}">'.encode() if declare == "meta" else b""
+    body = b"<html><head>" + meta + b'</head><body><img src="/a.jpg" alt="' + alt + b'"></body></html>'
+    return body, (f"text/html; charset={charset}" if declare == "header" else "text/html")
+
+
+# -- images ------------------------------------------------------------------------------------------------
+def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()
+
+
+def photo(size: tuple[int, int] = (200, 150)) -> Image.Image:
+    image = Image.new("RGB", size, (40, 90, 160))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((20, 20, size[0] // 2, size[1] - 20), fill=(250, 240, 200))
+    return image
+
+
+def _patch_png_size(data: bytes, width: int, height: int) -> bytes:
+    patched = bytearray(data)
+    patched[16:24] = struct.pack(">II", width, height)
+    patched[29:33] = struct.pack(">I", zlib.crc32(bytes(patched[12:29])))
+    return bytes(patched)
+
+
+def png_bomb() -> bytes:
+    """A tiny PNG whose header declares 50,000 × 50,000 pixels (2.5 gigapixels)."""
+    return _patch_png_size(encode(Image.new("L", (8, 8)), "PNG"), 50_000, 50_000)
+
+
+def jpeg_bomb() -> bytes:
+    """A small JPEG whose frame header (SOF0) declares 65,500 × 65,500 pixels."""
+    data = bytearray(encode(photo((64, 64)), "JPEG"))
+    at = data.index(b"\xff\xc0")
+    data[at + 5 : at + 9] = struct.pack(">HH", 65_500, 65_500)
+    return bytes(data)
+
+
+def gif_bomb() -> bytes:
+    """A GIF whose logical screen and frame declare 65,535 × 65,535 pixels."""
+    data = bytearray(encode(Image.new("P", (8, 8)), "GIF"))
+    data[6:10] = struct.pack("<HH", 65_535, 65_535)
+    at = data.index(b"\x2c")  # image descriptor
+    data[at + 5 : at + 9] = struct.pack("<HH", 65_535, 65_535)
+    return bytes(data)
+
+
+def png_text_bomb() -> bytes:
+    """A valid 200 × 150 PNG with a zTXt chunk that inflates to 64 MB."""
+    data = encode(photo(), "PNG")
+    payload = b"Comment\x00\x00" + zlib.compress(b"\x00" * 64_000_000, 9)
+    chunk = struct.pack(">I", len(payload)) + b"zTXt" + payload
+    chunk += struct.pack(">I", zlib.crc32(b"zTXt" + payload))
+    return data[:33] + chunk + data[33:]
+
+
+def truncated(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+# A box around the centre that stays clear of the quarter centres describe_pixels() looks at.
+_MIDDLE = (85, 60, 115, 90)
+
+
+def cmyk_jpeg() -> bytes:
+    """A CMYK JPEG, pure red (C=0 M=255 Y=255 K=0) around a black square in the middle (so that it is not a
+    flat picture, which every perceptual hash calls a duplicate of every other flat picture)."""
+    image = Image.new("CMYK", (200, 150), (0, 255, 255, 0))
+    ImageDraw.Draw(image).rectangle(_MIDDLE, fill=(0, 0, 0, 255))
+    return encode(image, "JPEG", quality=95)
+
+
+def png_16bit() -> bytes:
+    """A 16-bit greyscale PNG at half intensity (32768 of 65535) with a bright bar left of the middle."""
+    image = Image.new("I;16", (200, 150), 32768)
+    image.paste(60000, (20, 55, 45, 95))
+    return encode(image, "PNG")
+
+
+def animated(fmt: str) -> bytes:
+    """Three frames (red, green, blue); only the first is a photo to keep."""
+    frames = [Image.new("RGB", (120, 90), colour) for colour in ((220, 20, 20), (20, 220, 20), (20, 20, 220))]
+    return encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+def exif_rotated_jpeg(orientation: int = 6) -> bytes:
+    """A 200 × 100 JPEG, left half red, right half blue, a white square in the middle, with EXIF ``Orientation``
+    (6: turn 90° clockwise)."""
+    image = Image.new("RGB", (200, 100), (20, 20, 220))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 0, 99, 99), fill=(220, 20, 20))
+    draw.rectangle((85, 35, 115, 65), fill=(255, 255, 255))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(image, "JPEG", quality=95, exif=exif.tobytes())
+
+
+def describe_pixels(data: bytes) -> str:
+    """Colour names at the centres of the four quarters of an encoded image (what a viewer of the stored JPEG sees)."""
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    w, h = image.size
+
+    def name(xy: tuple[int, int]) -> str:
+        r, g, b = image.getpixel(xy)
+        if max(r, g, b) - min(r, g, b) < 24:
+            return "white" if r > 230 else "black" if r < 25 else f"grey{round(r / 32) * 32}"
+        return ("red", "green", "blue")[max(range(3), key=(r, g, b).__getitem__)]
+
+    quarters = {"tl": (w // 4, h // 4), "tr": (3 * w // 4, h // 4), "bl": (w // 4, 3 * h // 4)}
+    quarters["br"] = (3 * w // 4, 3 * h // 4)
+    return " ".join(f"{corner}={name(xy)}" for corner, xy in quarters.items())
+
+
+# -- loopback echo server (url cases) ----------------------------------------------------------------------
+class _EchoHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _EchoHTTPServer
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+    def do_GET(self) -> None:
+        with self.server.lock:
+            self.server.requests.append((self.path, self.headers.get("Host", "")))
+        body = f"{self.path}\n{self.headers.get('Host', '')}".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _EchoHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _EchoHandler)
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Quiet: oversized request lines are part of what the cases send."""
+
+
+class EchoServer:
+    """Answers every GET with its request path and Host header; logs each request."""
+
+    def __init__(self) -> None:
+        self._server = _EchoHTTPServer()
+        self.port = self._server.server_address[1]
+
+    def __enter__(self) -> EchoServer:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def request_count(self) -> int:
+        with self._server.lock:
+            return len(self._server.requests)
+
+
+def _echo_resolver(port_host: str) -> Callable[[str, int], list[str]]:
+    """Every ``*.test`` name (IDNA-encoded, as the fetcher sends it) resolves to the echo server's address."""
+    import socket
+
+    def resolve(host: str, port: int) -> list[str]:
+        if host.endswith(".test"):
+            return [port_host]
+        return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+
+    return resolve
+
+
+# -- stage runners -----------------------------------------------------------------------------------------
+def _warc(data: bytes, name: str = "bad.warc.gz") -> Callable[[Context], str]:
+    def run(context: Context) -> str:
+        from mella_assets.lib.html import extract_warc
+        from mella_assets.lib.warc import WarcStats
+
+        path = context.workdir / name
+        path.write_bytes(data() if callable(data) else data)
+        stats = WarcStats()
+        try:
+            frame = extract_warc(path, stats)
+        finally:
+            path.unlink(missing_ok=True)
+        images = sum(len(images) for images in frame["images"].to_list()) if frame.height else 0
+        return f"pages={frame.height} images={images} malformed={stats.malformed}"
+
+    return run
+
+
+def _charset(charset: str, declare: str = "meta") -> Callable[[Context], str]:
+    def run(context: Context) -> str:
+        from mella_assets.lib.html import extract_page
+        from mella_assets.lib.text import normalize_text
+
+        body, content_type = charset_page(charset, declare)
+        page = extract_page(body, PAGE_URL, content_type)
+        alts = [normalize_text(image.alt_raw or "") for image in page.images]
+        return f"charset={page.charset} alt={alts[0]!r}" if alts else f"charset={page.charset} images=0"
+
+    return run
+
+
+def _page(body: bytes | Callable[[], bytes], content_type: str = "text/html") -> Callable[[Context], str]:
+    def run(context: Context) -> str:
+        from mella_assets.lib.html import extract_page
+
+        page = extract_page(body() if callable(body) else body, PAGE_URL, content_type)
+        return f"images={[image.image_url for image in page.images]} skipped={page.skipped_urls}"
+
+    return run
+
+
+def _alt(alt: str | None, language: str = "cs", html_lang: str | None = None) -> Callable[[Context], str]:
+    def run(context: Context) -> str:
+        import polars as pl
+
+        from mella_assets.languages import REGISTRY
+        from mella_assets.lib.filters import filter_alt_texts
+
+        frame = pl.DataFrame(
+            {
+                "page_url": [PAGE_URL],
+                "domain": ["example.invalid"],
+                "image_url": ["https://example.invalid/img/1.jpg"],
+                "alt_raw": [alt],
+                "html_lang": [html_lang or language],
+            },
+            schema_overrides={"alt_raw": pl.String, "html_lang": pl.String},
+        )
+        result = filter_alt_texts(frame, REGISTRY[language], context.identifier())
+        if result.kept.height:
+            return f"kept {result.kept['alt_text'][0]!r}"
+        return f"reject {result.rejects['reason'][0]}"
+
+    return run
+
+
+def _normalised(text: str) -> Callable[[Context], str]:
+    def run(context: Context) -> str:
+        from mella_assets.lib.text import normalize_text
+
+        return f"normalised {normalize_text(text)!r}"
+
+    return run
+
+
+def _image(data: bytes | Callable[[], bytes]) -> Callable[[Context], str]:
+    def run(context: Context) -> str:
+        from mella_assets.lib.images import ImageReject, validate_image
+
+        checked = validate_image(data() if callable(data) else data)
+        if isinstance(checked, ImageReject):
+            return f"reject {checked.reason}"
+        return f"kept {checked.width}x{checked.height} from {checked.mode_in} ({describe_pixels(checked.data)})"
+
+    return run
+
+
+def _url(url: str | Callable[[int], str]) -> Callable[[Context], str]:
+    def run(context: Context) -> str:
+        from mella_assets.lib.http import HttpFetcher
+
+        fetcher = HttpFetcher(
+            timeout_s=5, allowed_networks=["127.0.0.1/32"], max_retries=0, resolver=_echo_resolver("127.0.0.1")
+        )
+        before = context.echo.request_count()
+        result = fetcher.fetch(url(context.echo.port) if callable(url) else url)
+        sent = context.echo.request_count() - before
+        if result.error_reason is not None:
+            return f"reject {result.error_reason} (requests={sent})"
+        path, host = result.body.decode().split("\n", 1)
+        return f"fetched path={path} host={host.rsplit(':', 1)[0]}"
+
+    return run
+
+
+# -- the corpus --------------------------------------------------------------------------------------------
+def _random_bytes(n: int) -> bytes:
+    return random.Random(SEED).randbytes(n)
+
+
+def bad_input_cases() -> list[Case]:
+    """Every case of the corpus with its expected outcome (the specification the tests assert)."""
+    huge_query = lambda port: f"http://127.0.0.1:{port}/img.jpg?q=" + "a" * 100_000  # noqa: E731
+    cases = [
+        # warc: a broken file ends that file with a count, pages before the damage survive
+        Case("warc", "truncated gzip member", "pages=2 images=2 malformed=1", _warc(truncated_gzip_warc)),
+        Case("warc", "corrupted deflate stream", "pages=2 images=2 malformed=1", _warc(corrupted_gzip_warc)),
+        Case("warc", "random bytes named .warc.gz", "pages=0 images=0 malformed=1", _warc(_random_bytes(5000))),
+        Case("warc", "empty file", "pages=0 images=0 malformed=0", _warc(b"")),
+        Case("warc", "gzip of plain text", "pages=0 images=0 malformed=1", _warc(gzip.compress(b"hello\n" * 50))),
+        Case(
+            "warc",
+            "Content-Length longer than the record",
+            "pages=0 images=0 malformed=1",
+            _warc(lambda: lying_content_length_warc(+5000), "lie.warc"),
+        ),
+        Case(
+            "warc",
+            "Content-Length shorter than the record (body cut there, the rest of the file malformed)",
+            "pages=1 images=0 malformed=1",
+            _warc(lambda: lying_content_length_warc(-30), "lie.warc"),
+        ),
+        Case(
+            "warc",
+            "PDF served as text/html",
+            "pages=1 images=0 malformed=0",
+            _warc(lambda: warc_record("https://example.invalid/doc", pdf_bytes())),
+        ),
+        Case(
+            "warc",
+            "random bytes served as text/html",
+            "pages=1 images=0 malformed=0",
+            _warc(lambda: warc_record("https://example.invalid/noise", _random_bytes(20_000))),
+        ),
+        Case(
+            "warc",
+            "50 MB HTML page (cut at the body cap: the last image is past it)",
+            "pages=1 images=1 malformed=0",
+            _warc(lambda: warc_record("https://example.invalid/huge", html_of_size(HTML_50MB))),
+        ),
+        Case(
+            "warc",
+            f"{NESTING_DEPTH:,}-deep nested HTML",
+            "pages=1 images=1 malformed=0",
+            _warc(lambda: warc_record("https://example.invalid/deep", nested_html())),
+        ),
+        Case(
+            "warc",
+            "response without Content-Type",
+            "pages=0 images=0 malformed=0",
+            _warc(lambda: warc_record("https://example.invalid/none", page_html(), content_type=None)),
+        ),
+        Case(
+            "warc",
+            "garbage HTTP status line",
+            "pages=0 images=0 malformed=0",
+            _warc(lambda: warc_record("https://example.invalid/status", page_html(), status="abc banana")),
+        ),
+        # html: undecodable bytes in every supported charset become nothing; the words around them survive
+        *(
+            Case(
+                "html",
+                f"undecodable bytes in {charset}",
+                f"charset={CHARSET_SAMPLES[charset][0]} alt={_joined(CHARSET_SAMPLES[charset])!r}",
+                _charset(charset),
+            )
+            for charset in CHARSET_SAMPLES
+        ),
+        Case(
+            "html",
+            "undecodable bytes, charset in the HTTP header (windows-1251)",
+            f"charset=cp1251 alt={_joined(CHARSET_SAMPLES['windows-1251'])!r}",
+            _charset("windows-1251", declare="header"),
+        ),
+        Case(
+            "html",
+            "unknown charset label falls back to detection",
+            "charset=utf-8 alt='Pražský hrad'",
+            _page_alt(b'<meta charset="x-bogus-9"><img src="/a.jpg" alt="Pra\xc5\xbesk\xc3\xbd hrad">'),
+        ),
+        Case(
+            "html",
+            "NUL and C0 controls inside an alt attribute",
+            "charset=utf-8 alt='Pražský hrad v zimě'",
+            _page_alt('<meta charset="utf-8"><img src="/a.jpg" alt="Pražský\x00 hrad\x01 v\x1b zimě">'.encode()),
+        ),
+        Case(
+            "html",
+            "img URLs with javascript:, data:, file:, ftp: and no host are skipped",
+            "images=[] skipped=5",
+            _page(
+                b'<img src="javascript:alert(1)" alt="a"><img src="data:image/png;base64,iVBORw0KGgo=" alt="b">'
+                b'<img src="file:///etc/passwd" alt="c"><img src="ftp://example.invalid/x.jpg" alt="d">'
+                b'<img src="http:///x.jpg" alt="e">'
+            ),
+        ),
+        Case(
+            "html",
+            "img URL with credentials, '..' path and an IDN host stays a candidate (the fetcher judges)",
+            "images=['https://user:pass@example.invalid/img/a.jpg', 'https://example.invalid/etc/passwd', "
+            "'https://PRAHA.example/x.jpg', 'https://\u0440\u0438\u043c.example/x.jpg'] skipped=0",
+            _page(
+                b'<img src="https://user:pass@example.invalid/img/a.jpg" alt="a">'
+                b'<img src="../../../etc/passwd" alt="b">'
+                b'<img src="https://PRAHA.example/x.jpg" alt="c">'
+                + '<img src="https://\u0440\u0438\u043c.example/x.jpg" alt="d">'.encode()
+            ),
+        ),
+        # alt_text: controls, bidi overrides and zero-width characters are removed before any check
+        Case(
+            "alt_text", "C0 controls", f"kept {GOOD_ALT!r}", _alt("Pražský\x01 hrad\x02 v\x7f zimě\x1b pokrytý sněhem")
+        ),
+        Case("alt_text", "C1 controls", f"kept {GOOD_ALT!r}", _alt("Pražský\x9b hrad\x85v zimě\x80 pokrytý sněhem")),
+        Case(
+            "alt_text",
+            "RLO / LRO / PDF bidi overrides",
+            f"kept {GOOD_ALT!r}",
+            _alt("Pražský hrad \u202ev zimě\u202c \u202dpokrytý\u202c sněhem"),
+        ),
+        Case(
+            "alt_text",
+            "bidi isolates and marks (LRI RLI FSI PDI LRM RLM ALM)",
+            f"kept {GOOD_ALT!r}",
+            _alt("\u2066Pražský\u2069 \u2067hrad\u2069 \u2068v\u2069 zimě\u200e pokrytý\u200f sněhem\u061c"),
+        ),
+        Case(
+            "alt_text",
+            "zero-width space, joiners, word joiner, BOM, soft hyphen",
+            f"kept {GOOD_ALT!r}",
+            _alt("Praž\u200bský hr\u200cad\u200d v\u2060 zimě\ufeff pokry\u00adtý sněhem"),
+        ),
+        Case(
+            "alt_text",
+            "Arabic alt with right-to-left marks",
+            "kept 'مسجد الحسن الثاني في الدار البيضاء'",
+            _alt("\u200fمسجد الحسن\u200f الثاني في الدار البيضاء\u202c", language="ar"),
+        ),
+        Case(
+            "alt_text",
+            "only invisible characters",
+            "reject empty_alt",
+            _alt("\u200b\u200c\u202e\u2066\x00\x1b\ufeff\ufffd"),
+        ),
+        Case(
+            "alt_text",
+            "exotic whitespace (NBSP, ideographic, line/paragraph separators, NEL)",
+            f"kept {GOOD_ALT!r}",
+            _alt("Pražský\u00a0hrad\u3000v\u2028zimě\u2029pokrytý\x85sněhem"),
+        ),
+        Case("alt_text", "100,000-character alt", "reject alt_too_long", _alt("hrad " * 20_000)),
+        Case(
+            "alt_text",
+            "combining-mark flood (zalgo)",
+            "reject alt_repeated_chars",
+            _alt("Praha" + "\u0301\u0316" * 300),
+        ),
+        Case("alt_text", "markup inside alt", "reject wrong_language", _alt("<script>alert('owned')</script>")),
+        Case(
+            "alt_text",
+            "lone surrogates (normalize_text, before any frame)",
+            f"normalised {GOOD_ALT!r}",
+            _normalised("Pražský\ud800 hrad v\udfff zimě pokrytý sněhem"),
+        ),
+        # images: every hostile body ends as a reject reason or a correct RGB JPEG
+        Case("images", "PNG declaring 50,000 x 50,000 pixels", "reject pixel_bomb", _image(png_bomb)),
+        Case("images", "JPEG declaring 65,500 x 65,500 pixels", "reject pixel_bomb", _image(jpeg_bomb)),
+        Case("images", "GIF declaring 65,535 x 65,535 pixels", "reject pixel_bomb", _image(gif_bomb)),
+        Case("images", "PNG with a 64 MB zTXt chunk", "reject not_decodable", _image(png_text_bomb)),
+        Case("images", "truncated JPEG", "reject not_decodable", _image(lambda: truncated(encode(photo(), "JPEG")))),
+        Case("images", "truncated PNG", "reject not_decodable", _image(lambda: truncated(encode(photo(), "PNG")))),
+        Case("images", "truncated WebP", "reject not_decodable", _image(lambda: truncated(encode(photo(), "WEBP")))),
+        Case(
+            "images",
+            "CMYK JPEG",
+            "kept 200x150 from CMYK (tl=red tr=red bl=red br=red)",
+            _image(cmyk_jpeg),
+        ),
+        Case(
+            "images",
+            "16-bit greyscale PNG",
+            "kept 200x150 from I;16 (tl=grey128 tr=grey128 bl=grey128 br=grey128)",
+            _image(png_16bit),
+        ),
+        Case(
+            "images",
+            "animated GIF (first frame kept)",
+            "kept 120x90 from P (tl=red tr=red bl=red br=red)",
+            _image(lambda: animated("GIF")),
+        ),
+        Case(
+            "images",
+            "animated WebP (first frame kept)",
+            "kept 120x90 from RGB (tl=red tr=red bl=red br=red)",
+            _image(lambda: animated("WEBP")),
+        ),
+        Case(
+            "images",
+            "EXIF orientation 6 (rotation applied, then EXIF dropped)",
+            "kept 100x200 from RGB (tl=red tr=red bl=blue br=blue)",
+            _image(exif_rotated_jpeg),
+        ),
+        Case(
+            "images",
+            "EXIF orientation 9 (out of range: ignored)",
+            "kept 200x100 from RGB (tl=red tr=blue bl=red br=blue)",
+            _image(lambda: exif_rotated_jpeg(9)),
+        ),
+        Case("images", "HTML bytes", "reject not_decodable", _image(b"<!DOCTYPE html><html><body>x</body></html>")),
+        Case("images", "empty body", "reject not_decodable", _image(b"")),
+        Case("images", "random bytes", "reject not_decodable", _image(lambda: _random_bytes(10_000))),
+        Case("images", "PDF bytes", "reject not_decodable", _image(pdf_bytes)),
+        Case(
+            "images", "GIF magic then garbage", "reject not_decodable", _image(lambda: b"GIF89a" + _random_bytes(500))
+        ),
+        Case(
+            "images",
+            "SVG",
+            "reject unsupported_format",
+            _image(b'<svg xmlns="http://www.w3.org/2000/svg" width="900" height="600"><rect/></svg>'),
+        ),
+        Case(
+            "images", "1 x 1 tracking pixel", "reject too_small", _image(lambda: encode(Image.new("P", (1, 1)), "GIF"))
+        ),
+        Case("images", "2000 x 64 banner", "reject bad_aspect_ratio", _image(lambda: encode(photo((2000, 64)), "PNG"))),
+        # urls: the fetcher refuses or normalises before a byte is sent
+        Case(
+            "urls",
+            "credentials user:pass@",
+            "reject url_has_credentials (requests=0)",
+            _url(lambda p: f"http://user:pass@127.0.0.1:{p}/a.jpg"),
+        ),
+        Case(
+            "urls",
+            "user name only",
+            "reject url_has_credentials (requests=0)",
+            _url(lambda p: f"http://admin@127.0.0.1:{p}/a.jpg"),
+        ),
+        Case("urls", "file: scheme", "reject unsupported_scheme (requests=0)", _url("file:///etc/passwd")),
+        Case("urls", "ftp: scheme", "reject unsupported_scheme (requests=0)", _url("ftp://127.0.0.1/a.jpg")),
+        Case("urls", "javascript: scheme", "reject unsupported_scheme (requests=0)", _url("javascript:alert(1)")),
+        Case(
+            "urls",
+            "data: scheme",
+            "reject unsupported_scheme (requests=0)",
+            _url("data:image/png;base64,iVBORw0KGgo="),
+        ),
+        Case("urls", "gopher: scheme", "reject unsupported_scheme (requests=0)", _url("gopher://127.0.0.1:70/_x")),
+        Case(
+            "urls",
+            "IDN host (sent as punycode)",
+            "fetched path=/obr.jpg host=xn--80aa7be0a.test",
+            _url(lambda p: f"http://праха.test:{p}/obr.jpg"),
+        ),
+        Case("urls", "invalid IDN label", "reject invalid_url (requests=0)", _url("http://xn--a.test/x.jpg")),
+        Case(
+            "urls",
+            "'..' path segments (removed, the request stays on the host)",
+            "fetched path=/etc/passwd host=127.0.0.1",
+            _url(lambda p: f"http://127.0.0.1:{p}/img/a/../../../etc/passwd"),
+        ),
+        Case(
+            "urls",
+            "percent-encoded '..' (decoded, sent to the same host)",
+            "fetched path=/img/../../etc/passwd host=127.0.0.1",
+            _url(lambda p: f"http://127.0.0.1:{p}/img/%2e%2e/%2e%2e/etc/passwd"),
+        ),
+        Case("urls", "100 KB query string", "reject url_too_long (requests=0)", _url(huge_query)),
+        Case("urls", "no host", "reject invalid_url (requests=0)", _url("http:///a.jpg")),
+        Case("urls", "port out of range", "reject invalid_url (requests=0)", _url("http://127.0.0.1:99999/a.jpg")),
+        Case("urls", "unclosed IPv6 bracket", "reject invalid_url (requests=0)", _url("http://[::1/a.jpg")),
+        Case(
+            "urls",
+            "spaces and a newline in the path (percent-encoded)",
+            "fetched path=/a%20b%0Ac.jpg host=127.0.0.1",
+            _url(lambda p: f"http://127.0.0.1:{p}/a b\nc.jpg"),
+        ),
+    ]
+    return cases
+
+
+def _joined(sample: tuple[str, str, str, str]) -> str:
+    _codec, first, second, middle = sample
+    return " ".join(part for part in (first, middle, second) if part)
+
+
+def _page_alt(body: bytes) -> Callable[[Context], str]:
+    def run(context: Context) -> str:
+        from mella_assets.lib.html import extract_page
+        from mella_assets.lib.text import normalize_text
+
+        page = extract_page(body, PAGE_URL, "text/html")
+        alts = [normalize_text(image.alt_raw or "") for image in page.images]
+        return f"charset={page.charset} alt={alts[0]!r}" if alts else f"charset={page.charset} images=0"
+
+    return run
+
+
+def main(argv: list[str]) -> int:
+    rows = run_bad_input_report()
+    text = render_report(rows)
+    if len(argv) > 1:
+        Path(argv[1]).parent.mkdir(parents=True, exist_ok=True)
+        Path(argv[1]).write_text(text, encoding="utf-8")
+    print(text)
+    return 0 if all(row.ok for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
