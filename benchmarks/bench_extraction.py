@@ -154,12 +154,99 @@ def build_warc(path: Path, pages: int) -> int:
 
 # -- the baseline -----------------------------------------------------------------------------------
 def candidates(frame: pl.DataFrame) -> list[tuple]:
-    """(page URL, image URL, alt) of every candidate in an ``extract_warc`` table."""
+    """(page URL, image URL, alt, context text) of every candidate in an ``extract_warc`` table."""
     return [
-        (url, image["image_url"], image["alt_raw"])
+        (url, image["image_url"], image["alt_raw"], image["context_text"])
         for url, images in frame.select("page_url", "images").iter_rows()
         for image in images
     ]
+
+
+# The nearby-text definition of mella_assets.lib.html, by tag name (see its _nearby_text docstring).
+_BS4_TEXT_BLOCKS = {"p", "li", "td", "th", "dd", "dt", "caption", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6"}
+_BS4_INLINE = {
+    *("a", "span", "picture", "b", "i", "em", "strong", "small", "u", "s", "mark", "font", "label", "cite"),
+    *("q", "sub", "sup", "abbr", "code", "big"),
+}
+_BS4_TEXT_SIBLINGS = _BS4_TEXT_BLOCKS | (_BS4_INLINE - {"picture"})
+_BS4_NOT_TEXT = {"script", "style", "noscript", "template"}
+_BS4_SKIPPED_SIBLINGS = _BS4_NOT_TEXT | {"br"}
+_BS4_NEARBY_MAX = 200
+
+
+def _bs4_text(node) -> str:
+    """The text of a node, whitespace collapsed, without script / style / noscript / template text or comments."""
+    from bs4 import Comment, NavigableString
+
+    if isinstance(node, Comment):
+        return ""
+    if isinstance(node, NavigableString):
+        return " ".join(node.split())
+    if node.name in _BS4_NOT_TEXT:
+        return ""
+    return " ".join(" ".join(_bs4_text(child) for child in node.children).split())
+
+
+def _bs4_head(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit + 1)
+    return text[:cut] if cut > 0 else text[:limit]
+
+
+def _bs4_tail(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text.find(" ", len(text) - limit - 1)
+    return text[cut + 1 :] if cut >= 0 else text[-limit:]
+
+
+def _bs4_sibling_text(siblings) -> str:
+    """The text of the nearest sibling within 4 steps that is text-bearing; anything else (an image, a list, ...)
+    stops the search, blank text, comments and script / style / noscript / template / br are stepped over."""
+    from bs4 import Comment, NavigableString
+
+    for step, node in enumerate(siblings):
+        if step == 4:
+            break
+        if isinstance(node, Comment):
+            continue
+        if isinstance(node, NavigableString):
+            if node.strip():
+                return _bs4_text(node)
+            continue
+        if node.name in _BS4_TEXT_SIBLINGS:
+            return _bs4_text(node)
+        if node.name not in _BS4_SKIPPED_SIBLINGS:
+            return ""
+    return ""
+
+
+def _bs4_nearby(img) -> str | None:
+    """The text around an image, as mella_assets.lib.html defines it, by plain BeautifulSoup navigation."""
+    branch, block = img, img.parent
+    for _level in range(4):
+        if block is None or block.name not in _BS4_INLINE:
+            break
+        branch, block = block, block.parent
+    if block is None:
+        return None
+    if block.name in _BS4_TEXT_BLOCKS:
+        return _bs4_head(_bs4_text(block), _BS4_NEARBY_MAX) or None
+    before = _bs4_sibling_text(branch.previous_siblings)
+    after = _bs4_sibling_text(branch.next_siblings)
+    if branch is not img:
+        after = " ".join(f"{_bs4_text(branch)} {after}".split())
+    if not before:
+        return _bs4_head(after, _BS4_NEARBY_MAX) or None
+    if not after:
+        return _bs4_tail(before, _BS4_NEARBY_MAX) or None
+    half = _BS4_NEARBY_MAX // 2
+    shown_before = _bs4_tail(before, half)
+    shown_after = _bs4_head(after, _BS4_NEARBY_MAX - 1 - len(shown_before))
+    if len(shown_after) < half and len(before) > len(shown_before):
+        shown_before = _bs4_tail(before, _BS4_NEARBY_MAX - 1 - len(shown_after) if shown_after else _BS4_NEARBY_MAX)
+    return " ".join(part for part in (shown_before, shown_after) if part) or None
 
 
 def _bs4_url(base: str, raw: str | None) -> str | None:
@@ -186,7 +273,8 @@ def _bs4_largest(base: str, srcsets: list[str | None]) -> str | None:
 
 def beautifulsoup(path: Path) -> list[tuple]:
     """The naive baseline: the same fields (page lang and title, base href, picture / data-srcset / srcset /
-    data-src / src, alt, title, width, height, figcaption) with warcio + BeautifulSoup(html.parser)."""
+    data-src / src, alt, title, width, height, figcaption, else the nearby text) with warcio +
+    BeautifulSoup(html.parser)."""
     from bs4 import BeautifulSoup
     from warcio.archiveiterator import ArchiveIterator
 
@@ -219,15 +307,16 @@ def beautifulsoup(path: Path) -> list[tuple]:
                     continue
                 figure = img.find_parent("figure")
                 caption = figure.find("figcaption") if figure else None
+                context = " ".join(caption.get_text(" ").split())[:300] if caption else None
                 candidate = {
                     "alt": img.get("alt"),
                     "title": img.get("title"),
                     "width": img.get("width"),
                     "height": img.get("height"),
-                    "context": caption.get_text(" ", strip=True) if caption else None,
+                    "context": context or _bs4_nearby(img),
                     **page,
                 }
-                out.append((page_url, url, candidate["alt"]))
+                out.append((page_url, url, candidate["alt"], candidate["context"]))
     return out
 
 
@@ -293,7 +382,7 @@ def run(quick: bool) -> list[Row]:
 
     def timed_beautifulsoup() -> int:
         outputs["bs4"] = beautifulsoup(path)
-        return len({page for page, _, _ in outputs["bs4"]})
+        return len({candidate[0] for candidate in outputs["bs4"]})
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.warc.gz"

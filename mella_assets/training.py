@@ -21,6 +21,7 @@ from mella_assets.lib.dataset import training_gate_problems
 from mella_assets.lib.lake import atomic_write_bytes
 from mella_assets.lib.lake_training import LAKE_MODEL_PREFIX, build_job, job_prefix, write_job
 from mella_assets.lib.sft import RESUME_INFO, SFTConfig, resume_info
+from mella_assets.lib.watchdog import stage_timeout_s
 from mella_assets.metadata import StageTimer, counts_by, preview_markdown
 from resources.lake import Lake
 from resources.training import Training
@@ -122,6 +123,8 @@ def sft_settings(training: Training) -> dict:
         "seed": training.seed,
         "log_every": training.log_every,
         "save_every": training.save_every,
+        # The stage watchdog's budget (lib/watchdog.py), enforced inside the training loop of the other process.
+        "max_seconds": stage_timeout_s("finetuned_checkpoint")[0],
     }
 
 

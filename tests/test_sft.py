@@ -12,7 +12,15 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from mella_assets.lib.sft import IGNORE_INDEX, SFTConfig, encode_batch, read_examples, resume_info, train_sft
+from mella_assets.lib.sft import (
+    IGNORE_INDEX,
+    SFTConfig,
+    TrainingTimeout,
+    encode_batch,
+    read_examples,
+    resume_info,
+    train_sft,
+)
 from mella_assets.lib.vlm import VisionLanguageModel
 from mella_assets.testing.tiny_models import SAMPLE_TEXTS, TinyModels, build_tiny_models
 
@@ -195,6 +203,28 @@ def test_a_relaunch_resumes_from_the_saved_state_and_ends_where_an_uninterrupted
     assert [e["step"] for e in resumed_logs if e["event"] == "progress"] == [8]
     assert resumed.first_loss == straight.first_loss  # the losses before the kill travel with the state
     assert resumed.final_loss == pytest.approx(straight.final_loss, rel=1e-4)
+
+
+def test_a_run_past_its_time_budget_saves_its_state_stops_with_a_clear_error_and_resumes(
+    tiny: TinyModels, train_file: Path, tmp_path: Path
+) -> None:
+    common = {
+        "base_model": str(tiny.captioner),
+        "train_file": str(train_file),
+        "output_dir": str(tmp_path / "out"),
+        "method": "full",
+        "max_steps": 4,
+        "log_every": 2,
+        "save_every": 10,
+        "work_dir": str(tmp_path / "work"),
+    }
+    # Loading the model alone takes longer than this budget, so the first step is already past it.
+    with pytest.raises(TrainingTimeout, match=r"step 1 of 4 .* budget of 1e-06 s .* resume state saved at step 1"):
+        train_sft(SFTConfig(max_seconds=1e-6, **common))
+    assert resume_info(common["work_dir"])["step"] == 1
+    assert not (tmp_path / "out").exists()  # nothing half-trained is published
+    resumed = train_sft(SFTConfig(**common))
+    assert (resumed.resumed_from_step, resumed.steps) == (1, 4)
 
 
 def test_resume_state_of_other_settings_is_ignored(tiny: TinyModels, train_file: Path, tmp_path: Path) -> None:

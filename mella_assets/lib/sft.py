@@ -49,6 +49,13 @@ class SFTConfig:
     # Where ``base_model`` was copied from (a lake:// or hub reference) when it is a local copy whose path can
     # differ between launches (a fresh pod's cache); resume state is matched on it instead of the path.
     base_model_source: str = ""
+    # Wall-clock budget of the whole run in seconds (0: none). Past it the run saves its resume state and stops
+    # with TrainingTimeout, so a stalled or runaway training stage cannot hold a GPU forever; a rerun resumes.
+    max_seconds: float = 0.0
+
+
+class TrainingTimeout(RuntimeError):
+    """The training run went past ``SFTConfig.max_seconds``; its resume state was saved first."""
 
 
 @dataclass
@@ -314,7 +321,15 @@ def train_sft(config: SFTConfig, log: Callable[[dict], None] | None = None) -> S
                 }
             )
             window_tokens, window_start = 0, time.perf_counter()
-        if work_dir is not None and step % config.save_every == 0 and step < config.max_steps:
+        overdue = bool(config.max_seconds) and time.perf_counter() - started > config.max_seconds
+        if dist.launched:  # every rank stops at the same step, or the others would wait in a collective
+            import torch.distributed as torch_dist
+
+            flag = torch.tensor(float(overdue), device=device)
+            torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
+            overdue = bool(flag.item())
+        save_now = step % config.save_every == 0 or overdue
+        if work_dir is not None and save_now and step < config.max_steps:
             if dist.is_main:
                 _save_resume_state(
                     work_dir,
@@ -334,6 +349,13 @@ def train_sft(config: SFTConfig, log: Callable[[dict], None] | None = None) -> S
                 emit({"event": "checkpoint_saved", "step": step})
             if dist.launched:
                 torch.distributed.barrier()
+        if overdue and step < config.max_steps:
+            saved = f"; resume state saved at step {step}: rematerialize to continue" if work_dir is not None else ""
+            raise TrainingTimeout(
+                f"training stopped at step {step} of {config.max_steps} after {time.perf_counter() - started:.1f} s, "
+                f"past its budget of {config.max_seconds:g} s (MELLA_STAGE_TIMEOUT_S_FINETUNED_CHECKPOINT or "
+                f"MELLA_STAGE_TIMEOUT_S){saved}"
+            )
 
     # Both losses are means over a log window (the first and the last), so one easy or hard batch cannot
     # decide whether training helped; a resumed run keeps the losses of the steps before the kill.
