@@ -39,6 +39,27 @@ def test_extract_writes_one_row_per_candidate_with_src_and_chosen_url(tmp_path: 
     ]  # fmt: skip
 
 
+def test_extract_takes_nearby_text_as_context_only_with_nearby_context(tmp_path: Path):
+    warc = tmp_path / "in.warc.gz"
+    body = """<html><body><p>Kalemegdan u sumrak <img src="/k.jpg"></p>
+    <figure><img src="/s.jpg"><figcaption>Sava</figcaption></figure></body></html>"""
+    warc.write_bytes(warc_bytes([("https://www.example.rs/", body, [])]))
+    default, nearby = tmp_path / "default.parquet", tmp_path / "nearby.parquet"
+
+    assert main(["extract", str(warc), "--output", str(default)]) == 0
+    assert main(["extract", str(warc), "--output", str(nearby), "--nearby-context"]) == 0
+
+    columns = ("image_url", "context_text", "context_source")
+    assert pl.read_parquet(default).select(columns).rows() == [
+        ("https://www.example.rs/k.jpg", None, None),
+        ("https://www.example.rs/s.jpg", "Sava", "figcaption"),
+    ]
+    assert pl.read_parquet(nearby).select(columns).rows() == [
+        ("https://www.example.rs/k.jpg", "Kalemegdan u sumrak", "nearby"),
+        ("https://www.example.rs/s.jpg", "Sava", "figcaption"),
+    ]
+
+
 def test_langid_prints_code_or_und_and_a_confidence_per_input_line(monkeypatch: pytest.MonkeyPatch, capsys):
     lines = [
         "Pražský hrad v zimě pokrytý sněhem",

@@ -17,8 +17,11 @@ def page(alt: str) -> str:
     return f'<html lang="cs"><body><img src="/img/{len(alt)}.jpg" alt="{alt}"></body></html>'
 
 
-def materialize(lake: Lake, config: dict | None = None) -> dict[str, dict]:
-    run_config = {"ops": {"crawl_sources": {"config": config}}} if config else None
+def materialize(lake: Lake, config: dict | None = None, raw_crawl_config: dict | None = None) -> dict[str, dict]:
+    ops = {"crawl_sources": {"config": config}} if config else {}
+    if raw_crawl_config:
+        ops["raw_crawl"] = {"config": raw_crawl_config}
+    run_config = {"ops": ops} if ops else None
     result = dg.materialize(
         [crawl_sources, raw_crawl], partition_key="cs", resources={"lake": lake}, run_config=run_config
     )
@@ -112,3 +115,22 @@ def test_private_source_url_is_refused_unless_its_network_is_allowed(tmp_path: P
         assert site.paths() == []
     assert lake.read_table("crawl_source_rejects", "cs")["reason"].to_list() == ["blocked_address"]
     assert pl.DataFrame(lake.read_table("crawl_sources", "cs")).height == 0
+
+
+def test_nearby_context_is_opt_in_and_switching_it_extracts_again(tmp_path: Path):
+    lake = Lake(root=str(tmp_path / "lake"))
+    body = '<html lang="cs"><body><p>Pražský hrad v zimě <img src="/img/hrad.jpg"></p></body></html>'
+    lake.store.put_bytes("landing/cs/a.warc.gz", warc_bytes([("http://a.cz/1", body, [])]))
+
+    def contexts() -> list[tuple[str | None, str | None]]:
+        [images] = lake.read_table("raw_crawl", "cs")["images"].to_list()  # one page
+        return [(image["context_text"], image["context_source"]) for image in images]
+
+    assert materialize(lake)["raw_crawl"]["warc_files_extracted"] == 1
+    assert contexts() == [(None, None)]
+    assert materialize(lake, raw_crawl_config={"nearby_context": True})["raw_crawl"]["warc_files_extracted"] == 1
+    assert contexts() == [("Pražský hrad v zimě", "nearby")]
+    # Each mode has its own cache entry: switching back reads the first one.
+    again = materialize(lake, raw_crawl_config={"nearby_context": False})["raw_crawl"]
+    assert (again["warc_files_extracted"], again["warc_files_cached"]) == (0, 1)
+    assert contexts() == [(None, None)]

@@ -386,9 +386,23 @@ def test_nearest_figure_gives_the_caption_and_picture_sources_inside_nested_pict
     ]
 
 
-def _contexts(body: str) -> list[tuple[str, str | None, str | None]]:
-    page = extract_page(body.encode("utf-8"), "http://n.example/")
+def _contexts(body: str, nearby_context: bool = True) -> list[tuple[str, str | None, str | None]]:
+    """(file name, context, source) per image; nearby text on unless told (the tests below are about it)."""
+    page = extract_page(body.encode("utf-8"), "http://n.example/", nearby_context=nearby_context)
     return [(c.image_url.rsplit("/", 1)[1], c.context_text, c.context_source) for c in page.images]
+
+
+def test_default_context_is_the_figcaption_only_and_nearby_text_is_opt_in() -> None:
+    body = """<html><body>
+    <p>Pohled na Karlův most <img src="p.jpg"></p>
+    <figure><img src="fig.jpg"><figcaption>Popisek</figcaption></figure>
+    </body></html>"""
+
+    assert _contexts(body, nearby_context=False) == [("p.jpg", None, None), ("fig.jpg", "Popisek", "figcaption")]
+    assert _contexts(body) == [("p.jpg", "Pohled na Karlův most", "nearby"), ("fig.jpg", "Popisek", "figcaption")]
+    # The default of extract_page is figcaption only.
+    page = extract_page(body.encode("utf-8"), "http://n.example/")
+    assert [(c.context_text, c.context_source) for c in page.images] == [(None, None), ("Popisek", "figcaption")]
 
 
 def test_image_inside_a_paragraph_takes_the_paragraph_text_without_its_alt() -> None:
