@@ -29,6 +29,8 @@ VERSIONS = [
     "lingua-language-detector",
     "selectolax",
     "warcio",
+    "fastwarc",
+    "pycld2",
 ]
 
 
