@@ -365,3 +365,10 @@ def test_a_stalled_image_host_fails_the_stage_at_its_deadline_with_a_clear_messa
 
 def ref_state_unchanged(ref: Reference, lake: Path, stage: str) -> bool:
     return state_differences(ref.state(lake), ref.digest_before(stage)) == []
+
+
+def test_the_stage_list_follows_the_language_pipeline_job() -> None:
+    from mella_assets.jobs import LANGUAGE_PIPELINE_ASSETS
+
+    # The harness names the stages itself (its child processes import it without Dagster's asset graph).
+    assert tuple(asset.key.to_user_string() for asset in LANGUAGE_PIPELINE_ASSETS) == STAGES
