@@ -230,12 +230,13 @@ def test_image_host_that_drops_stalls_and_fails_is_bounded_retried_and_healed_by
     actions = {"dropped": [DROP], "stalled": [STALL], "transient_503": [ERROR_503], "persistent_503": [ERROR_503] * 3}
     lake = reference.copy("images", tmp_path / "lake")
     site = reference.site
-    site.stall_s = 3.0
+    # A stall well past the request timeout, and a timeout with room for a loaded CI machine (1 s was flaky there).
+    site.stall_s = 6.0
     site.faults = {path: list(actions[kind]) for kind, chosen in plan.items() for path in chosen}
     started = time.monotonic()
     try:
         result = materialize_stage(
-            "images", LANGUAGE, reference.resources(lake, timeout_s=1.0, max_retries=2, backoff_s=0.05)
+            "images", LANGUAGE, reference.resources(lake, timeout_s=2.5, max_retries=2, backoff_s=0.05)
         )
     finally:
         site.clear()
