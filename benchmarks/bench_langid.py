@@ -14,6 +14,17 @@ whose words do not tell Serbian from Croatian / Bosnian is dropped instead of ke
 (every text on a page declaring its true language: an upper bound for crawls whose pages declare ``lang``), and
 ``langdetect`` (the same rules on langdetect's scores).
 
+Page signals (``page_signals``): the pipeline's prior is the page's ``<html lang>``, else ``og:locale``, else its
+national domain, else its site's (``lib/page_language.py``, ``filters.page_priors``), because most Latin-script
+Serbian sentences are also correct Croatian and Bosnian. Each label's texts are dealt to generated sites of that
+language (one page per text); a site carries its language on every page in one of :data:`SIGNAL_FORMS`
+(``sr-Latn-RS``, ``hr_HR`` as og:locale, the ``.rs`` domain alone, ``en-US`` on a national domain, ...) or, with
+probability ``s``, nowhere (no ``lang``, no ``og:locale``, a ``.com`` host). Rows ``signals_s=<s>_site_pages=1-1``
+are one-page sites (the page alone decides); ``..._site_pages=1-8`` sites of 1-8 pages, where a signal-less site
+is judged by its other alt texts (ekavian vs ijekavian / Croatian words). Serbian precision / recall are medians
+over :data:`SIGNAL_SEEDS` seeds with min-max, from ``s = 0`` (every site says where it is from) to ``s = 1`` (text
+alone for one-page sites). The texts and labels are the set's; only the pages are generated.
+
 Throughput is single-threaded ``check`` calls (one text per call): one pass checks every text once, a
 target-language text against its own language and a distractor against the target it is most easily confused with
 (``CONFUSABLE``). Ours and langdetect alternate pass by pass, so that load from other processes on a shared machine
@@ -23,13 +34,19 @@ falls on both alike; medians of 5 passes each (quick: 3) after one warm-up pass.
 from __future__ import annotations
 
 import csv
+import random
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import polars as pl
+
 from benchmarks.harness import Measurement, Row, compare
 from mella_assets.languages import REGISTRY
+from mella_assets.lib.filters import page_priors
 from mella_assets.lib.langid import LanguageIdentifier
+from mella_assets.lib.text import normalize_text
 
 DATA = Path(__file__).resolve().parent / "data" / "langid_set.tsv"
 TARGETS = ("ar", "cs", "hu", "ko", "ru", "sr", "th", "vi")
@@ -47,6 +64,34 @@ CONFUSABLE = {
     "zh": "ko",
     "ja": "ko",
 }
+# The national domain and the language tag of each label's pages (None: no national domain in the prior table).
+NATIONAL_DOMAIN = {
+    "ar": "eg",
+    "cs": "cz",
+    "hu": "hu",
+    "ko": "kr",
+    "ru": "ru",
+    "sr": "rs",
+    "th": "th",
+    "vi": "vn",
+    "hr": "hr",
+    "bs": "ba",
+    "sk": "sk",
+    "sl": "si",
+    "pl": "pl",
+    "mk": "mk",
+    "bg": "bg",
+    "uk": "ua",
+    "en": None,
+    "zh": "cn",
+    "ja": "jp",
+}
+REGION = {"ar": "EG", "sr": "RS", "hr": "HR", "bs": "BA", "cs": "CZ", "sl": "SI", "uk": "UA", "en": "US", "ko": "KR"}
+# How a page that carries a signal carries it (equally likely): the forms seen on real sites.
+SIGNAL_FORMS = ("lang", "lang_region", "lang_script_region", "og_locale", "domain_only", "cms_default_on_domain")
+SIGNAL_SHARES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+SIGNAL_SEEDS = 20
+MAX_SITE_PAGES = 8
 MAX_EXAMPLES = 5
 MIN_PRECISION = 0.97
 MIN_RECALL = 0.95
@@ -121,6 +166,109 @@ def evaluate(
     return table, failures
 
 
+def generated_page(label: str, form: str | None, rng: random.Random) -> tuple[str | None, str | None, str]:
+    """(html_lang, og_locale, page_url) of a page in ``label`` carrying its language in ``form`` (None: no
+    usable signal at all)."""
+    site = f"site{rng.randrange(10_000)}"
+    national = NATIONAL_DOMAIN[label]
+    generic = f"https://www.{site}.com/gallery"
+    region = REGION.get(label, label.upper())
+    script = "Cyrl" if label in ("sr", "ru", "uk", "bg", "mk") else "Latn"
+    if form is None:
+        return None, None, generic
+    if form == "lang":
+        return label, None, generic
+    if form == "lang_region":
+        return f"{label}-{region}", None, generic
+    if form == "lang_script_region":
+        return f"{label}-{script}-{region}", None, generic
+    if form == "og_locale":
+        return None, f"{label}_{region}", generic
+    if national is None:  # no national domain: the page declares its language instead
+        return label, None, generic
+    url = f"https://www.{site}.{national}/gallery"
+    return ("en-US" if form == "cms_default_on_domain" else None), None, url
+
+
+def generated_pages(
+    samples: list[tuple[str, str]], share: float, seed: int, max_site_pages: int
+) -> list[tuple[str | None, str | None, str]]:
+    """One generated page per sample: each label's texts are dealt to sites of 1..``max_site_pages`` pages; a
+    site carries its language in one of :data:`SIGNAL_FORMS` on every page, or (probability ``share``) nowhere."""
+    rng = random.Random(seed)
+    pages: list[tuple[str | None, str | None, str] | None] = [None] * len(samples)
+    by_label: dict[str, list[int]] = {}
+    for i, (label, _) in enumerate(samples):
+        by_label.setdefault(label, []).append(i)
+    for label, indices in sorted(by_label.items()):
+        rng.shuffle(indices)
+        while indices:
+            size = rng.randint(1, max_site_pages)
+            site, indices = indices[:size], indices[size:]
+            form = None if rng.random() < share else rng.choice(SIGNAL_FORMS)
+            html_lang, og_locale, url = generated_page(label, form, rng)
+            for n, i in enumerate(site):
+                pages[i] = (html_lang, og_locale, f"{url}/{n}")
+    return [page for page in pages if page is not None]
+
+
+def evaluate_page_signals(
+    identifier: LanguageIdentifier,
+    samples: list[tuple[str, str]],
+    share: float,
+    seed: int,
+    codes=("sr",),
+    max_site_pages: int = 1,
+) -> dict[str, dict]:
+    """Precision / recall per target in ``codes`` with every text on a generated page of its labelled language
+    (:func:`generated_pages`); the prior comes from ``filters.page_priors`` (page signals, then the site's) and
+    the decision from ``check_many``, exactly as in ``filters.filter_alt_texts``."""
+    pages = generated_pages(samples, share, seed, max_site_pages)
+    texts = [text for _, text in samples]
+    frame = pl.DataFrame(
+        {
+            "page_url": [url for _, _, url in pages],
+            "html_lang": [html_lang for html_lang, _, _ in pages],
+            "og_locale": [og_locale for _, og_locale, _ in pages],
+            "alt_text": [normalize_text(text) for text in texts],
+        },
+        schema={"page_url": pl.String, "html_lang": pl.String, "og_locale": pl.String, "alt_text": pl.String},
+    )
+    out = {}
+    for code in codes:
+        priors = page_priors(frame, REGISTRY[code])
+        kept = [check.ok for check in identifier.check_many(texts, REGISTRY[code], priors)]
+        true_pos = sum(1 for (label, _), ok in zip(samples, kept, strict=True) if ok and label == code)
+        out[code] = {
+            "precision": _ratio(true_pos, sum(kept)),
+            "recall": _ratio(true_pos, sum(1 for label, _ in samples if label == code)),
+        }
+    return out
+
+
+def page_signal_sweep(identifier: LanguageIdentifier, samples: list[tuple[str, str]], seeds: int) -> dict[str, dict]:
+    """Serbian precision / recall (median, min, max over ``seeds``) per share of signal-less sites, for one-page
+    sites (the page alone) and for sites of 1..:data:`MAX_SITE_PAGES` pages (the site's other texts vote); and
+    every target at share 0.1 (they meet the target on text alone, the prior must not cost them)."""
+    sweep: dict[str, dict] = {}
+    for max_site_pages in (1, MAX_SITE_PAGES):
+        for share in SIGNAL_SHARES:
+            runs = [
+                evaluate_page_signals(identifier, samples, share, seed, max_site_pages=max_site_pages)["sr"]
+                for seed in range(seeds)
+            ]
+            sweep[f"signals_s={share}_site_pages=1-{max_site_pages}"] = {
+                metric: {
+                    "median": round(statistics.median(r[metric] for r in runs), 4),
+                    "min": min(r[metric] for r in runs),
+                    "max": max(r[metric] for r in runs),
+                }
+                for metric in ("precision", "recall")
+            }
+    sweep["all_targets_s=0.1_seed0"] = evaluate_page_signals(identifier, samples, 0.1, 0, codes=TARGETS)
+    return sweep
+
+
 def _cell(precision: float, recall: float) -> str:
     return f"P {precision:.3f} R {recall:.3f}"
 
@@ -186,6 +334,17 @@ def run(quick: bool = False) -> list[Row]:
     for name, (identifier, page_is_label) in variants.items():
         tables[name], failures[name] = evaluate(identifier, samples, page_is_label)
     _print_table(tables)
+    sweep = page_signal_sweep(ours, samples, 5 if quick else SIGNAL_SEEDS)
+    print("   Serbian with page signals (share s of sites without any): median P / R [min-max]")
+    for name, entry in sweep.items():
+        if name.startswith("signals_s="):
+            p, r = entry["precision"], entry["recall"]
+            print(
+                f"   {name:<32} P {p['median']:.3f} [{p['min']:.3f}-{p['max']:.3f}]"
+                f"  R {r['median']:.3f} [{r['min']:.3f}-{r['max']:.3f}]"
+            )
+    worst = min(sweep["all_targets_s=0.1_seed0"].items(), key=lambda item: min(item[1].values()))
+    print(f"   all targets at s=0.1: lowest {worst[0]} {worst[1]}")
     for name in ("cascade", "langdetect"):
         for code, info in failures[name].items():
             print(
@@ -222,5 +381,6 @@ def run(quick: bool = False) -> list[Row]:
             tables=tables,
             summaries={name: _summary(table) for name, table in tables.items()},
             failures=failures,
+            page_signals=sweep,
         )
     ]

@@ -93,6 +93,19 @@ def alt_text_pairs(
     rejects = pl.concat([result.rejects, opt_out_rejects], how="diagonal_relaxed")
     lake.write_table("alt_text_pairs", language.code, result.kept)
     lake.write_table("alt_text_rejects", language.code, rejects)
+    # Pages per language prior (their lang / og:locale / domain / site): how much the page signals decided.
+    priors = pl.concat([result.kept, result.rejects], how="diagonal_relaxed").unique("page_url")
+    by_prior = priors.group_by("page_language").len().sort("page_language", nulls_last=True)
     return dg.MaterializeResult(
-        metadata=table_metadata(timer=timer, rows_in=candidates.height, output=result.kept, rejects=rejects)
+        metadata=table_metadata(
+            timer=timer,
+            rows_in=candidates.height,
+            output=result.kept,
+            rejects=rejects,
+            extra={
+                "pages_by_page_language": dg.MetadataValue.json(
+                    {code or "none": n for code, n in zip(by_prior["page_language"], by_prior["len"], strict=True)}
+                )
+            },
+        )
     )

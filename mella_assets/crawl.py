@@ -58,8 +58,17 @@ def extraction_cache_key(sha256: str, nearby_context: bool = False) -> str:
 class CrawlSourcesConfig(dg.Config):
     """How registered remote WARC files (``sources/<code>.txt``) are downloaded."""
 
-    max_source_bytes: int = Field(1_000_000_000, description="Largest remote WARC file downloaded.")
+    max_source_bytes: int = Field(
+        5_000_000_000,
+        description="Largest remote WARC file downloaded, bytes; the default admits a Common Crawl WARC "
+        "(~1.0-1.3 GB). The body streams to disk, so memory does not grow with it.",
+    )
     timeout_s: float = Field(60.0, description="Connect/read timeout of a download, seconds.")
+    download_timeout_s: float = Field(
+        7200.0,
+        description="Longest one source download may take, seconds, resumptions included (1.3 GB at 1 MB/s "
+        "takes ~22 minutes).",
+    )
     allowed_networks: list[str] = Field(
         default_factory=list, description="Private networks a source URL may point to, e.g. ['127.0.0.1/32']."
     )
@@ -68,7 +77,7 @@ class CrawlSourcesConfig(dg.Config):
         return HttpFetcher(
             timeout_s=self.timeout_s,
             max_bytes=self.max_source_bytes,
-            total_timeout_s=max(600.0, 3 * self.timeout_s),
+            total_timeout_s=max(self.download_timeout_s, 3 * self.timeout_s),
             allowed_networks=self.allowed_networks,
         )
 
@@ -85,11 +94,17 @@ def _external_sources(language: str, lake: Lake, config: CrawlSourcesConfig) -> 
             key = download_key(language, entry.url)
             if not store.exists(key):
                 http = http or config.http()
-                body, reason, status = download_source(entry.url, http)
-                if body is None:
-                    rejects.append({"language": language, "uri": entry.url, "reason": reason, "http_status": status})
+                result = download_source(entry.url, key, store, http)
+                if result.error_reason is not None:
+                    rejects.append(
+                        {
+                            "language": language,
+                            "uri": entry.url,
+                            "reason": result.error_reason,
+                            "http_status": result.status,
+                        }
+                    )
                     continue
-                store.put_bytes(key, body)
             files.append((entry.url, key, store.local_path(key)))
         elif entry.path is not None and entry.path.is_file():
             files.append((entry.path.resolve().as_uri(), None, entry.path.resolve()))

@@ -20,7 +20,9 @@ def images(context: dg.AssetExecutionContext, lake: Lake, fetcher: ImageFetcher)
     """Every distinct image of the kept pairs, downloaded politely (robots.txt, per-host limits, retries) and
     safely (SSRF guard on every hop, size and time caps), decoded, validated, re-encoded and stored under its
     sha256; failures go to ``image_rejects`` with a reason and HTTP status. URLs already stored by an earlier
-    run are not fetched again; exact and near duplicates point at the first copy (column ``duplicate``)."""
+    run (duplicates too) are not fetched again, nor URLs whose reject would repeat (a 404, a non-image, an image
+    failing unchanged limits; ``fetcher.retry_rejected`` retries them); transient failures are retried. Exact
+    and near duplicates point at the first copy (column ``duplicate``)."""
     timer = StageTimer()
     language = context.partition_key
     urls = lake.read_table("alt_text_pairs", language)["image_url"].unique(maintain_order=True).to_list()
@@ -32,8 +34,10 @@ def images(context: dg.AssetExecutionContext, lake: Lake, fetcher: ImageFetcher)
         exists=store.exists,
         put=store.put_bytes,
         previous=lake.read_table_or_empty("images", language),
+        previous_rejects=lake.read_table_or_empty("image_rejects", language),
         limits=fetcher.limits(),
         max_workers=fetcher.max_workers,
+        retry_rejected=fetcher.retry_rejected,
     )
     lake.write_table("images", language, outcome.kept)
     lake.write_table("image_rejects", language, outcome.rejects)

@@ -44,6 +44,9 @@ class Language:
     boilerplate_words: tuple[str, ...] = ()
     # Native-script characters that only this language uses among the configured ones (a cheap, exact prior).
     marker_chars: str = ""
+    # Country-code top-level domains (Unicode form) whose sites are mostly in this language: the page prior when
+    # a page declares no language (lib/page_language.py). Only countries with one dominant standard.
+    country_tlds: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -60,6 +63,29 @@ REGISTRY: dict[str, Language] = {
             name="Arabic",
             scripts=("Arab",),
             nllb_code="arb_Arab",
+            country_tlds=(
+                "sa",
+                "eg",
+                "ae",
+                "ma",
+                "dz",
+                "tn",
+                "iq",
+                "jo",
+                "sy",
+                "lb",
+                "kw",
+                "qa",
+                "bh",
+                "om",
+                "ye",
+                "ly",
+                "sd",
+                "ps",
+                "مصر",
+                "السعودية",
+                "امارات",
+            ),
             stemmer="arabic",
             langid_relatives=("fa", "ur"),
             min_alt_chars=6,
@@ -70,6 +96,7 @@ REGISTRY: dict[str, Language] = {
             name="Czech",
             scripts=("Latn",),
             nllb_code="ces_Latn",
+            country_tlds=("cz",),
             stemmer="czech",
             langid_relatives=("sk", "pl", "sl", "hr"),
             boilerplate_words=("logo", "ikona", "ikonka", "banner", "reklama", "avatar", "tlačítko"),
@@ -80,6 +107,7 @@ REGISTRY: dict[str, Language] = {
             name="Hungarian",
             scripts=("Latn",),
             nllb_code="hun_Latn",
+            country_tlds=("hu",),
             stemmer="hungarian",
             boilerplate_words=("logó", "logo", "ikon", "banner", "reklám", "hirdetés", "avatar", "gomb"),
             marker_chars="őű",
@@ -89,6 +117,7 @@ REGISTRY: dict[str, Language] = {
             name="Korean",
             scripts=("Hang",),
             nllb_code="kor_Hang",
+            country_tlds=("kr", "한국"),
             word_tokenizer="kiwi",
             min_alt_chars=4,
             max_alt_chars=150,
@@ -99,6 +128,7 @@ REGISTRY: dict[str, Language] = {
             name="Russian",
             scripts=("Cyrl",),
             nllb_code="rus_Cyrl",
+            country_tlds=("ru", "рф"),
             stemmer="russian",
             langid_relatives=("uk", "be", "bg", "mk", "sr"),
             boilerplate_words=(
@@ -118,6 +148,7 @@ REGISTRY: dict[str, Language] = {
             name="Serbian",
             scripts=("Cyrl", "Latn"),
             nllb_code="srp_Cyrl",  # NLLB has no Latin-script Serbian: translate to Cyrillic, transliterate
+            country_tlds=("rs", "срб"),
             stemmer="serbian",
             langid_labels=("hr", "bs"),
             langid_relatives=("mk", "bg", "ru", "uk", "sl"),
@@ -140,6 +171,7 @@ REGISTRY: dict[str, Language] = {
             name="Thai",
             scripts=("Thai",),
             nllb_code="tha_Thai",
+            country_tlds=("th", "ไทย"),
             word_tokenizer="pythainlp",
             min_alt_chars=5,
             max_alt_chars=200,
@@ -150,6 +182,7 @@ REGISTRY: dict[str, Language] = {
             name="Vietnamese",
             scripts=("Latn",),
             nllb_code="vie_Latn",
+            country_tlds=("vn",),
             boilerplate_words=("biểu tượng", "logo", "ảnh đại diện", "quảng cáo", "nút"),
             marker_chars="ơưđ",
         ),
@@ -159,6 +192,7 @@ REGISTRY: dict[str, Language] = {
             name="Ukrainian",
             scripts=("Cyrl",),
             nllb_code="ukr_Cyrl",
+            country_tlds=("ua", "укр"),
             langid_relatives=("ru", "be", "bg"),
             boilerplate_words=("логотип", "іконка", "банер", "реклама", "аватар", "кнопка"),
             marker_chars="їєґі",
@@ -168,6 +202,7 @@ REGISTRY: dict[str, Language] = {
             name="Swahili",
             scripts=("Latn",),
             nllb_code="swh_Latn",
+            country_tlds=("tz",),
             boilerplate_words=("nembo", "ikoni", "bango", "tangazo", "kitufe"),
         ),
     ]
@@ -194,6 +229,7 @@ def load_languages(codes: str | None = None, languages_file: str | None = None) 
                 "langid_relatives",
                 "langid_fast_accept_scripts",
                 "boilerplate_words",
+                "country_tlds",
             ):
                 if record.get(key) is not None:
                     record[key] = tuple(record[key])

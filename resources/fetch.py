@@ -36,6 +36,11 @@ class ImageFetcher(dg.ConfigurableResource):
     near_duplicate_bits: int = Field(
         DEFAULT_NEAR_DUPLICATE_BITS, description="dHash distance up to which two images are near duplicates."
     )
+    retry_rejected: bool = Field(
+        False,
+        description="Fetch again the URLs whose earlier reject is permanent (404/410, not an image, failed limits"
+        " unchanged since); transient failures are always retried.",
+    )
     demo_site_dir: str | None = Field(
         None, description="Serve the demo web site from this folder on loopback while assets run (demo only)."
     )

@@ -78,3 +78,20 @@ def test_langid_prints_code_or_und_and_a_confidence_per_input_line(monkeypatch: 
     assert [label for label, _ in rows] == ["cs", "sr", "sr", "ko", "und", "und"]
     assert all(0.0 <= float(confidence) <= 1.0 for _, confidence in rows)
     assert rows[3][1] == "1.0000"
+
+
+@pytest.mark.parametrize(
+    ("page_args", "label"),
+    [
+        ([], "sr"),  # undecided by its words: kept by default
+        (["--page-lang", "hr-HR"], "und"),
+        (["--page-url", "https://www.kuhinja.hr/recepti"], "und"),
+        (["--page-lang", "en-US", "--page-url", "https://www.kuhinja.hr/"], "und"),  # the domain beats a CMS default
+        (["--page-lang", "sr-Latn", "--page-url", "https://www.kuhinja.hr/"], "sr"),
+    ],
+)
+def test_langid_takes_the_page_prior(monkeypatch: pytest.MonkeyPatch, capsys, page_args, label):
+    stdin = io.TextIOWrapper(io.BytesIO("Pršut i paški sir na drvenoj dasci\n".encode()), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert main(["langid", "--languages", "sr", *page_args]) == 0
+    assert capsys.readouterr().out.split("\t")[0] == label

@@ -18,13 +18,15 @@ def identifier() -> LanguageIdentifier:
     return LanguageIdentifier("lingua")
 
 
-def frame(alts: list[str | None], image_urls: list[str] | None = None, html_lang: str | None = "cs") -> pl.DataFrame:
+def frame(
+    alts: list[str | None], image_urls: list[str] | None = None, html_lang: str | None = "cs", host: str = "example.cz"
+) -> pl.DataFrame:
     n = len(alts)
     return pl.DataFrame(
         {
-            "page_url": [f"https://example.cz/page/{i}" for i in range(n)],
-            "domain": ["example.cz"] * n,
-            "image_url": image_urls or [f"https://example.cz/img/{i}.jpg" for i in range(n)],
+            "page_url": [f"https://{host}/page/{i}" for i in range(n)],
+            "domain": [host] * n,
+            "image_url": image_urls or [f"https://{host}/img/{i}.jpg" for i in range(n)],
             "alt_raw": alts,
             "html_lang": [html_lang] * n,
             "crawl_id": list(range(n)),  # an extra column that must be carried through
@@ -48,7 +50,7 @@ def test_one_candidate_per_reason_keeps_only_the_good_czech_alt(identifier):
         ("Hrad", "alt_too_short"),
         ("Hrad nad řekou " * 20, "alt_too_long"),
         ("Bratislavský hrad pri západe slnka", "wrong_language"),
-        ("Hrad na kopci", "language_uncertain"),  # lingua: sk 0.133 vs cs 0.127, and no page language below
+        ("Hrad na kopci", "language_uncertain"),  # lingua: sk 0.133 vs cs 0.127; no page language (.com, no lang)
         (GOOD_CZECH, None),
         (GOOD_CZECH, "duplicate_pair"),
     ]
@@ -56,7 +58,7 @@ def test_one_candidate_per_reason_keeps_only_the_good_czech_alt(identifier):
     urls = [f"https://example.cz/img/{i}.jpg" for i in range(len(cases))]
     urls[2] = "data:image/png;base64,iVBORw0KGgo="
     urls[-1] = urls[-2]  # same image, same alt after normalisation -> duplicate
-    result = filter_alt_texts(frame(alts, urls, html_lang=None), CZECH, identifier)
+    result = filter_alt_texts(frame(alts, urls, html_lang=None, host="example.com"), CZECH, identifier)
 
     assert result.kept["alt_text"].to_list() == [GOOD_CZECH]
     assert result.kept["crawl_id"].to_list() == [14]
@@ -70,8 +72,9 @@ def test_one_candidate_per_reason_keeps_only_the_good_czech_alt(identifier):
 def test_output_columns_are_input_plus_documented_ones(identifier):
     result = filter_alt_texts(frame([GOOD_CZECH, None]), CZECH, identifier)
     base = ["page_url", "domain", "image_url", "alt_raw", "html_lang", "crawl_id"]
-    assert result.kept.columns == [*base, "alt_text", "detected_language", "language_confidence", "language"]
-    assert result.rejects.columns == [*base, "alt_text", "reason", "language"]
+    kept_extra = ["alt_text", "page_language", "detected_language", "language_confidence", "language"]
+    assert result.kept.columns == [*base, *kept_extra]
+    assert result.rejects.columns == [*base, "alt_text", "page_language", "reason", "language"]
 
 
 def test_empty_input_gives_empty_frames_with_the_same_schemas(identifier):
@@ -92,6 +95,77 @@ def test_all_null_alt_column_still_has_string_schema(identifier):
 def test_page_language_settles_a_czech_slovak_close_call(identifier):
     result = filter_alt_texts(frame(["Hrad na kopci"], html_lang="cs-CZ"), CZECH, identifier)
     assert result.kept["alt_text"].to_list() == ["Hrad na kopci"]
+
+
+def test_national_domain_settles_the_close_call_when_the_page_declares_nothing(identifier):
+    result = filter_alt_texts(frame(["Hrad na kopci"], html_lang=None), CZECH, identifier)
+    assert result.kept["alt_text"].to_list() == ["Hrad na kopci"]
+    assert result.kept["page_language"].to_list() == ["cs"]
+    elsewhere = filter_alt_texts(frame(["Hrad na kopci"], html_lang=None, host="example.com"), CZECH, identifier)
+    assert elsewhere.rejects["reason"].to_list() == ["language_uncertain"]
+    assert elsewhere.rejects["page_language"].to_list() == [None]
+
+
+# Valid Serbian, Croatian and Bosnian alike: only where it was published tells them apart.
+SHARED_SERBO_CROATIAN = "Pršut i paški sir na drvenoj dasci"
+
+
+@pytest.mark.parametrize(
+    ("html_lang", "og_locale", "host", "page_language", "reason"),
+    [
+        (None, None, "kuhinja.hr", "hr", "wrong_language"),
+        (None, None, "kuhinja.rs", "sr", None),
+        (None, None, "xn--90a3ac.xn--90a3ac", "sr", None),  # .срб
+        (None, None, "kuhinja.ba", "bs", "wrong_language"),
+        ("en-US", None, "kuhinja.hr", "hr", "wrong_language"),  # a CMS default says less than the domain
+        ("hr-HR", None, "kuhinja.com", "hr", "wrong_language"),
+        (None, "hr_HR", "kuhinja.com", "hr", "wrong_language"),
+        ("sr-Latn-RS", "hr_HR", "kuhinja.hr", "sr", None),  # <html lang> first
+        (None, None, "kuhinja.com", None, None),  # nothing known: accept_undecided_serbian (default keep)
+    ],
+)
+def test_page_signals_settle_text_valid_in_serbian_croatian_and_bosnian(
+    identifier, html_lang, og_locale, host, page_language, reason
+):
+    candidates = frame([SHARED_SERBO_CROATIAN], html_lang=html_lang, host=host).with_columns(
+        pl.lit(og_locale, dtype=pl.String).alias("og_locale")
+    )
+    result = filter_alt_texts(candidates, REGISTRY["sr"], identifier)
+    if reason is None:
+        assert result.kept["page_language"].to_list() == [page_language]
+        assert result.rejects.height == 0
+    else:
+        assert result.rejects["reason"].to_list() == [reason]
+        assert result.rejects["page_language"].to_list() == [page_language]
+
+
+def test_a_page_without_signals_takes_its_sites_language(identifier):
+    def site(alts: list[str], langs: list[str | None]) -> pl.DataFrame:
+        n = len(alts)
+        return pl.DataFrame(
+            {
+                "page_url": [f"https://galerija.com/{i}" for i in range(n)],
+                "image_url": [f"https://galerija.com/{i}.jpg" for i in range(n)],
+                "alt_raw": alts,
+                "html_lang": langs,
+            },
+            schema_overrides={"html_lang": pl.String},
+        )
+
+    serbian = REGISTRY["sr"]
+    # Other pages of the host declare Croatian: the undecided alt on the page without lang follows them.
+    declared = filter_alt_texts(site([SHARED_SERBO_CROATIAN, "Stari grad"], [None, "hr"]), serbian, identifier)
+    assert declared.rejects.filter(pl.col("alt_text") == SHARED_SERBO_CROATIAN)["reason"].to_list() == [
+        "wrong_language"
+    ]
+    # Nothing declared anywhere: the site's other alt texts are ijekavian, so the site is not Serbian ...
+    ijekavian = site([SHARED_SERBO_CROATIAN, "Djeca se kupaju u rijeci"], [None, None])
+    assert filter_alt_texts(ijekavian, serbian, identifier).kept.height == 0
+    # ... and ekavian ones make it Serbian.
+    ekavian = site([SHARED_SERBO_CROATIAN, "Deca se kupaju u reci posle podne"], [None, None])
+    kept = filter_alt_texts(ekavian, serbian, identifier).kept
+    assert kept["alt_text"].to_list() == [SHARED_SERBO_CROATIAN, "Deca se kupaju u reci posle podne"]
+    assert kept["page_language"].to_list() == ["sr", "sr"]
 
 
 def test_thai_needs_five_characters_and_no_second_word(identifier):

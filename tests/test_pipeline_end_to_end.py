@@ -64,6 +64,9 @@ def test_metadata_reports_counts_rejects_and_wall_time(demo):
     metadata = event.asset_materialization.metadata
     assert {"rows_in", "rows_out", "rows_rejected", "rejected_by_reason", "wall_seconds", "preview"} <= set(metadata)
     assert metadata["rows_in"].value == metadata["rows_out"].value + metadata["rows_rejected"].value
+    # Every page of the partition is counted under the language prior its signals gave (or "none").
+    by_prior = metadata["pages_by_page_language"].value
+    assert by_prior and all(isinstance(n, int) and n > 0 for n in by_prior.values())
 
 
 def test_training_ran_through_pipes_and_evaluation_compares_both_models(demo):

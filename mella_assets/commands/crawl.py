@@ -1,10 +1,16 @@
-"""`mella crawl`: politely crawl seed URLs of one language into a WARC file in ``landing/<code>/``."""
+"""`mella crawl`: politely crawl seed URLs of one language into a WARC file in ``landing/<code>/``.
+
+The lake may be a folder or ``s3://bucket/prefix``: for S3 the crawler writes into a temporary local folder and
+the finished file is uploaded (one object, complete or absent) under the same ``crawl-<time>-<id>.warc.gz`` name.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 from mella_assets.lib.crawler import crawl, html_fetcher
 from mella_assets.lib.http import DEFAULT_USER_AGENT
@@ -14,7 +20,7 @@ from mella_assets.lib.lake import LakeStore
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--language", required=True, help="language code; the WARC lands in landing/<code>/")
     parser.add_argument("--seed", action="append", required=True, help="seed URL (repeat for several)")
-    parser.add_argument("--lake", default=os.environ.get("MELLA_LAKE", ".mella/lake"), help="lake folder")
+    parser.add_argument("--lake", default=os.environ.get("MELLA_LAKE", ".mella/lake"), help="lake folder or s3:// URL")
     parser.add_argument("--max-pages", type=int, default=100, help="pages stored at most (default 100)")
     parser.add_argument("--max-depth", type=int, default=2, help="link depth from the seeds (default 2)")
     parser.add_argument("--delay", type=float, default=1.0, help="seconds between requests to one host")
@@ -34,12 +40,23 @@ def run(args: argparse.Namespace) -> int:
         allowed_networks=args.allow_network,
         user_agent=args.user_agent,
     )
-    result = crawl(
-        args.seed, store.path(f"landing/{args.language}"), fetcher, max_pages=args.max_pages, max_depth=args.max_depth
-    )
+    landing = f"landing/{args.language}"
+    if store.is_s3:
+        # Beside the lake's cache, so the finished file moves into it without a copy.
+        store.local_root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".tmp-crawl-", dir=store.local_root) as scratch:
+            result = crawl(args.seed, Path(scratch), fetcher, max_pages=args.max_pages, max_depth=args.max_depth)
+            where = None
+            if result.warc_path is not None:
+                key = f"{landing}/{result.warc_path.name}"
+                store.put_file(key, result.warc_path, move=True)
+                where = store.uri(key)
+    else:
+        result = crawl(args.seed, store.path(landing), fetcher, max_pages=args.max_pages, max_depth=args.max_depth)
+        where = result.warc_path
     for url, reason, status in result.rejects:
         print(f"skipped\t{reason}\t{status or ''}\t{url}", file=sys.stderr)
-    print(f"{len(result.pages)} pages -> {result.warc_path or '(no file: nothing stored)'}")
+    print(f"{len(result.pages)} pages -> {where or '(no file: nothing stored)'}")
     return 0
 
 

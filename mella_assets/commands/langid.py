@@ -10,6 +10,7 @@ import sys
 
 from mella_assets.languages import LANGUAGES, REGISTRY
 from mella_assets.lib.langid import BACKENDS, LanguageIdentifier, identify_many
+from mella_assets.lib.page_language import page_language
 
 BATCH = 2048
 
@@ -24,6 +25,16 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         action="store_true",
         help="do not keep Latin text whose words read as Serbian, Croatian and Bosnian alike for Serbian",
     )
+    parser.add_argument(
+        "--page-lang",
+        help="the page's declared language (<html lang> or og:locale, e.g. sr-Latn-RS) for every line: the prior "
+        "the pipeline uses for close calls",
+    )
+    parser.add_argument(
+        "--page-url",
+        help="the page's address for every line: its national domain (.rs, .hr) is the prior when "
+        "--page-lang is absent or English",
+    )
     return parser
 
 
@@ -37,11 +48,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         targets = list(LANGUAGES.values())
     identifier = LanguageIdentifier(args.backend, targets, accept_undecided_serbian=not args.drop_undecided_serbian)
+    prior = page_language(args.page_lang, None, args.page_url).code
     stdin = sys.stdin.buffer
     batch: list[str] = []
 
     def flush() -> None:
-        for detection in identify_many(identifier, batch):
+        for detection in identify_many(identifier, batch, [prior] * len(batch)):
             sys.stdout.write(f"{detection.label}\t{detection.confidence:.4f}\n")
         batch.clear()
 

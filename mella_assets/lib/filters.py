@@ -16,6 +16,8 @@ import regex
 
 from mella_assets.languages import Language
 from mella_assets.lib.langid import LanguageCheck, LanguageIdentifier
+from mella_assets.lib.page_language import page_languages, with_site_priors
+from mella_assets.lib.serbo_croatian import serbian_evidence
 from mella_assets.lib.text import normalize_text, stop_words
 
 REASONS: tuple[str, ...] = (
@@ -104,16 +106,18 @@ def _redact_pii(alt: pl.Expr) -> pl.Expr:
 
 KEPT_EXTRA_SCHEMA: dict[str, pl.DataType] = {
     "alt_text": pl.String(),
+    "page_language": pl.String(),
     "detected_language": pl.String(),
     "language_confidence": pl.Float64(),
     "language": pl.String(),
 }
 REJECT_EXTRA_SCHEMA: dict[str, pl.DataType] = {
     "alt_text": pl.String(),
+    "page_language": pl.String(),
     "reason": pl.String(),
     "language": pl.String(),
 }
-_TEXT_INPUTS = ("page_url", "domain", "image_url", "alt_raw", "html_lang")
+_TEXT_INPUTS = ("page_url", "domain", "image_url", "alt_raw", "html_lang", "og_locale")
 
 
 @dataclass(frozen=True)
@@ -198,9 +202,11 @@ def filter_alt_texts(
 ) -> FilterResult:
     """Split candidates (page_url, domain, image_url, alt_raw, html_lang, ...) into kept pairs and rejects.
 
-    Kept: input columns + ``alt_text`` (normalised), ``detected_language``, ``language_confidence``,
-    ``language``. Rejects: input columns + ``alt_text`` (null when missing), ``reason``, ``language``. Input
-    order is preserved in both; the first of duplicate (image_url, alt_text) pairs is kept.
+    Kept: input columns + ``alt_text`` (normalised), ``page_language`` (the prior language ID used: the page's
+    ``<html lang>``, else ``og:locale``, else its national domain; see ``lib/page_language.py``),
+    ``detected_language``, ``language_confidence``, ``language``. Rejects: input columns + ``alt_text`` (null when
+    missing), ``page_language``, ``reason``, ``language``. Input order is preserved in both; the first of
+    duplicate (image_url, alt_text) pairs is kept.
     """
     input_columns = [c for c in candidates.columns if c not in {*KEPT_EXTRA_SCHEMA, *REJECT_EXTRA_SCHEMA}]
     frame = candidates.select(input_columns).with_columns(
@@ -212,6 +218,7 @@ def filter_alt_texts(
     frame = frame.with_row_index("_row").with_columns(
         pl.col("alt_raw").map_elements(normalize_text, return_dtype=pl.String).alias("alt_text")
     )
+    frame = frame.with_columns(pl.Series("page_language", page_priors(frame, language), dtype=pl.String))
     if config.pii == "redact":
         frame = frame.with_columns(_redact_pii(pl.col("alt_text")).alias("alt_text"))
     frame = frame.with_columns(_cheap_reason(language, config).alias("reason"))
@@ -219,7 +226,7 @@ def filter_alt_texts(
     # Language ID only for the survivors of the cheap checks, in one batch.
     survivors = frame.filter(pl.col("reason").is_null())
     identifier.close_ratio = config.close_ratio
-    checks = identifier.check_many(survivors["alt_text"].to_list(), language, survivors["html_lang"].to_list())
+    checks = identifier.check_many(survivors["alt_text"].to_list(), language, survivors["page_language"].to_list())
     floor = config.min_confidence.get(language.code, 0.0)
     checks = [
         LanguageCheck(False, c.label, c.confidence, "language_uncertain") if c.ok and c.confidence < floor else c
@@ -254,6 +261,21 @@ def filter_alt_texts(
     kept = frame.filter(pl.col("reason").is_null()).select(*input_columns, *KEPT_EXTRA_SCHEMA)
     rejects = frame.filter(pl.col("reason").is_not_null()).select(*input_columns, *REJECT_EXTRA_SCHEMA)
     return FilterResult(kept=kept, rejects=rejects)
+
+
+def page_priors(frame: pl.DataFrame, language: Language) -> list[str | None]:
+    """The page prior of each row of ``frame`` (columns ``html_lang``, ``alt_text``, optionally ``page_url``,
+    ``og_locale``; ``lib/page_language.py``): the page's own signals, else its site's. For
+    Serbian, alt texts whose words tell ekavian Serbian (vote sr) from ijekavian / Croatian (vote hr) are the
+    site's text votes."""
+    page_urls = frame["page_url"].to_list() if "page_url" in frame.columns else [None] * frame.height
+    og_locales = frame["og_locale"].to_list() if "og_locale" in frame.columns else [None] * frame.height
+    priors = page_languages(frame["html_lang"].to_list(), og_locales, page_urls)
+    votes = None
+    if language.code == "sr":
+        evidence = [serbian_evidence(text) if text else 0 for text in frame["alt_text"].to_list()]
+        votes = ["sr" if e > 0 else "hr" if e < 0 else None for e in evidence]
+    return [prior.code for prior in with_site_priors(priors, page_urls, votes)]
 
 
 def counts_by_reason(rejects: pl.DataFrame) -> dict[str, int]:

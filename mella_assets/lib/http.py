@@ -6,6 +6,10 @@ Reason codes (stable): ``http_error_<status>``, ``timeout``, ``connection_error`
 ``too_many_redirects``, ``url_too_long``, ``request_error``, ``robots_disallowed``, ``robots_unavailable``,
 ``unexpected_content_type``.
 
+:meth:`HttpFetcher.download` streams a large body (a 1 GB Common Crawl WARC) to a file instead: the same guard,
+retries and caps, the sha256 computed on the way, and a dropped connection resumed with a ``Range`` request when
+the server honours it (``Content-Range`` checked; otherwise the transfer starts again from byte 0).
+
 The address guard runs twice: before a hop (a reason before robots.txt is even asked) and again inside the
 connection itself, which resolves the host once, checks every answer and connects to the checked address (Host
 header and TLS SNI still name the host). A DNS answer that changes between the two (rebinding) therefore meets
@@ -19,7 +23,9 @@ native-language hosts of a crawl the per-host delay, not socket count, bounds th
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import ipaddress
+import re
 import socket
 import threading
 import time
@@ -27,7 +33,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urljoin, urlsplit
 
 import idna
@@ -35,11 +41,18 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError, ReadTimeoutError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NameResolutionError,
+    NewConnectionError,
+    ReadTimeoutError,
+)
 from urllib3.util.connection import create_connection
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from mella_assets.lib.robots import RobotsCache
 
@@ -55,6 +68,8 @@ MAX_URL_CHARS = 8192
 _METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 IMAGE_CONTENT_TYPES: tuple[str, ...] = ("image/", "application/octet-stream", "binary/octet-stream")
+# "bytes <first>-<last>/<total or *>" of a 206 answer.
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
 # host, port -> the IP addresses (as text) a connection may use, in preference order; raises OSError on failure.
 Resolver = Callable[[str, int], Sequence[str]]
 
@@ -82,6 +97,51 @@ class FetchResult:
     seconds: float
     headers: tuple[tuple[str, str], ...] = ()
     attempts: int = 0
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """Outcome of one :meth:`HttpFetcher.download`: ``size`` and ``sha256`` describe the whole file exactly when
+    ``error_reason`` is None. ``resumes``: ``Range`` requests sent to continue after a cut; ``restarts``: of
+    those, the ones answered with the whole body (``Range`` ignored), written again from byte 0."""
+
+    url: str
+    final_url: str
+    status: int | None
+    size: int
+    sha256: str | None
+    error_reason: str | None
+    seconds: float
+    resumes: int = 0
+    restarts: int = 0
+
+
+class _Cut(Exception):
+    """The body ended (or the connection dropped) before all of it came; ``timed_out`` when a read timed out."""
+
+    def __init__(self, timed_out: bool = False) -> None:
+        super().__init__("transfer cut")
+        self.timed_out = timed_out
+
+
+class _Sink:
+    """The file a download writes into, with its byte count and running sha256."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.written = 0
+        self.digest = hashlib.sha256()
+
+    def write(self, chunk: bytes) -> None:
+        self.handle.write(chunk)
+        self.digest.update(chunk)
+        self.written += len(chunk)
+
+    def reset(self) -> None:
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.written = 0
+        self.digest = hashlib.sha256()
 
 
 def is_blocked_address(ip: str) -> bool:
@@ -471,6 +531,136 @@ class HttpFetcher:
         return FetchResult(
             url, current, status, content_type, None, reason, time.monotonic() - started, headers, attempts
         )
+
+    def download(self, url: str, path: Path, *, check_robots: bool = False) -> DownloadResult:
+        """GET ``url`` into the file ``path`` (created or truncated) without holding the body in memory; never raises.
+
+        Every hop is checked as in :meth:`fetch` (content type not checked). The body is written as sent (no
+        content decoding, ``Accept-Encoding: identity``), so byte offsets are the server's. A connection that
+        drops, or a body shorter than announced, is continued with ``Range: bytes=<written>-`` (redirects followed
+        and checked again); an answer that is not the asked range starts the file again. Cuts without progress
+        count against ``max_retries``. On failure the file holds a partial body: the caller removes it."""
+        started = time.monotonic()
+        status: int | None = None
+        current = url
+        resumes = restarts = failures = 0
+        try:
+            with open(path, "wb") as handle:
+                sink = _Sink(handle)
+                while True:
+                    before = sink.written
+                    try:
+                        current, status, restarted = self._download_once(url, sink, started, check_robots)
+                        restarts += restarted
+                        return DownloadResult(
+                            url, current, status, sink.written, sink.digest.hexdigest(), None,
+                            time.monotonic() - started, resumes, restarts,
+                        )  # fmt: skip
+                    except _Cut as cut:
+                        if time.monotonic() - started > self.total_timeout_s:
+                            raise _Refused("timeout", status) from cut
+                        failures = 0 if sink.written > before else failures + 1
+                        if failures > self.max_retries:
+                            raise _Refused("timeout" if cut.timed_out else "connection_error", status) from cut
+                        if failures:
+                            time.sleep(self.backoff_s * (2 ** (failures - 1)))
+                        resumes += sink.written > 0
+        except _Refused as refused:
+            reason, status = refused.reason, refused.status if refused.status is not None else status
+        except (ValueError, UnicodeError):
+            reason = "invalid_url"
+        except requests.RequestException:
+            reason = "request_error"
+        return DownloadResult(url, current, status, 0, None, reason, time.monotonic() - started, resumes, restarts)
+
+    def _download_once(self, url: str, sink: _Sink, started: float, check_robots: bool) -> tuple[str, int, int]:
+        """One transfer from ``sink.written`` on, following redirects: (final URL, status, restarts).
+
+        Raises ``_Cut`` when the connection fails or the body ends short, ``_Refused`` for a final answer."""
+        current = url
+        status: int | None = None
+        for _hop in range(MAX_REDIRECTS + 1):
+            try:
+                self.check_url(current)
+                if check_robots and self.robots is not None:
+                    verdict = self.robots.verdict(current, self)
+                    if verdict is not None:
+                        raise _Refused(verdict)
+            except _Refused as refused:
+                # A refused redirect target keeps the status of the hop that pointed there.
+                refused.status = refused.status if refused.status is not None else status
+                raise
+            host = host_key(current)
+            session = self._session()
+            attempt = 0
+            while True:
+                headers = {"Accept-Encoding": "identity"}
+                if sink.written:
+                    headers["Range"] = f"bytes={sink.written}-"
+                try:
+                    with (
+                        self.limiter.slot(host),
+                        session.get(
+                            current,
+                            headers=headers,
+                            stream=True,
+                            allow_redirects=False,
+                            timeout=(self.timeout_s, self.timeout_s),
+                        ) as response,
+                    ):
+                        status = response.status_code
+                        location = response.headers.get("Location")
+                        if status in _REDIRECT_STATUSES and location:
+                            break
+                        wait = self._retry_wait(response, attempt)
+                        if wait is None:
+                            if not 200 <= status < 300:
+                                raise _Refused(f"http_error_{status}", status)
+                            return current, status, self._stream_body(response, sink, started)
+                except requests.Timeout as error:
+                    raise _Cut(timed_out=True) from error
+                except requests.ConnectionError as error:
+                    raise _Cut(any(isinstance(arg, ReadTimeoutError) for arg in error.args)) from error
+                self.limiter.defer(host, wait)
+                attempt += 1
+            current = urljoin(current, location or "")
+        raise _Refused("too_many_redirects", status)
+
+    def _stream_body(self, response: requests.Response, sink: _Sink, started: float) -> int:
+        """Append the body to ``sink`` (from byte 0 when the answer is not the asked range); returns 1 after such a
+        restart, else 0. Raises ``_Cut`` when it ends before the announced length."""
+        status = response.status_code
+        restarted = 0
+        expected: int | None
+        if status == 206:
+            match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+            if match is None or int(match.group(1)) != sink.written:
+                # Not the bytes asked for: begin again without Range.
+                sink.reset()
+                raise _Cut()
+            expected = None if match.group(3) == "*" else int(match.group(3))
+        else:
+            if sink.written:
+                sink.reset()  # Range ignored: the whole body comes again
+                restarted = 1
+            length = response.headers.get("Content-Length", "")
+            expected = int(length) if length.isdigit() else None
+        if expected is not None and expected > self.max_bytes:
+            raise _Refused("too_large", status)
+        try:
+            for chunk in response.raw.stream(_CHUNK_BYTES, decode_content=False):
+                if sink.written + len(chunk) > self.max_bytes:
+                    raise _Refused("too_large", status)
+                if time.monotonic() - started > self.total_timeout_s:
+                    raise _Refused("timeout", status)
+                sink.write(chunk)
+        except ReadTimeoutError as error:
+            raise _Cut(timed_out=True) from error
+        except (HTTPError, OSError) as error:
+            raise _Cut() from error
+        if expected is not None and sink.written < expected:
+            raise _Cut()
+        return restarted
 
     def fetch_many(self, urls: Sequence[str], max_workers: int = 8) -> list[FetchResult]:
         """Fetch in a thread pool (per-host limits still apply); results in the order of ``urls``."""

@@ -1,16 +1,25 @@
 """Download, validate, deduplicate and store the images of one language: the logic of the ``images`` asset.
 
-Rows reused from the previous run (their blob still in the lake) are not fetched again. Every URL ends as one
-row of ``kept`` or of ``rejects`` (with ``reason``, ``detail`` and ``http_status``); exact and near duplicates
-stay in ``kept`` pointing at the first (canonical) image, so their alt texts survive while the dataset holds
-one copy of the picture (column ``duplicate``: ``exact`` / ``near`` / null).
+Every URL ends as one row of ``kept`` or of ``rejects`` (with ``reason``, ``detail``, ``http_status`` and
+``limits_hash``, the limits it was decided under); exact and near duplicates stay in ``kept`` pointing at the
+first (canonical) image, so their alt texts survive while the dataset holds one copy of the picture (column
+``duplicate``: ``exact`` / ``near`` / null; ``fetched_sha256`` / ``fetched_phash``: the row's own picture).
+
+On a rerun nothing already known is fetched again: kept rows (duplicates included) whose blob is still in the lake
+are reused and deduplicated again from their own hashes, and a reject that the same URL would meet again
+(:data:`PERMANENT_REJECTS`, or :data:`LIMIT_REJECTS` under unchanged limits) is carried over as it was. Transient
+failures (timeouts, connection errors, 429/5xx, 403, robots and address refusals) are retried; so is everything
+with ``retry_rejected``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import PIL
 import polars as pl
 
 from mella_assets.lib.http import HttpFetcher
@@ -18,6 +27,7 @@ from mella_assets.lib.images import (
     DEFAULT_MAX_ASPECT_RATIO,
     DEFAULT_NEAR_DUPLICATE_BITS,
     ImageReject,
+    ValidatedImage,
     image_key,
     mark_duplicates,
     validate_image,
@@ -38,6 +48,7 @@ IMAGES_SCHEMA = {
     "final_url": pl.String,
     "fetched_sha256": pl.String,
     "duplicate": pl.String,
+    "fetched_phash": pl.String,
 }
 IMAGE_REJECTS_SCHEMA = {
     "language": pl.String,
@@ -45,7 +56,28 @@ IMAGE_REJECTS_SCHEMA = {
     "reason": pl.String,
     "detail": pl.String,
     "http_status": pl.Int64,
+    "limits_hash": pl.String,
 }
+# What the same URL answers again next time: gone (404/410), a URL we refuse by its text alone, a page or other
+# non-image served in place of the image. 403 is not here: hotlink and bot rules change and are often per client;
+# nor robots_disallowed / blocked_address: robots.txt, DNS and our allowed networks change, and deciding them again
+# costs one robots.txt per host (or the redirect hop), not the image.
+PERMANENT_REJECTS = frozenset(
+    {
+        "http_error_404",
+        "http_error_410",
+        "invalid_url",
+        "unsupported_scheme",
+        "url_has_credentials",
+        "url_too_long",
+        "unexpected_content_type",
+    }
+)
+# Decided by our limits (and decoder) on the bytes the URL served: permanent while ``limits_hash`` is unchanged.
+LIMIT_REJECTS = frozenset(
+    {"too_large", "pixel_bomb", "not_decodable", "unsupported_format", "too_small", "bad_aspect_ratio"}
+)
+_DUPLICATE_COLUMNS = ("image_sha256", "phash", "width", "height", "format", "image_key")
 
 
 @dataclass(frozen=True)
@@ -59,11 +91,34 @@ class ImageLimits:
     near_duplicate_bits: int = DEFAULT_NEAR_DUPLICATE_BITS
 
 
+def limits_hash(limits: ImageLimits, max_bytes: int) -> str:
+    """A short, stable id of everything a :data:`LIMIT_REJECTS` reason depends on (limits, body cap, Pillow)."""
+    decided_by = {
+        "min_side": limits.min_side,
+        "max_pixels": limits.max_pixels,
+        "max_aspect_ratio": limits.max_aspect_ratio,
+        "max_bytes": max_bytes,
+        "pillow": PIL.__version__,
+    }
+    return hashlib.sha256(json.dumps(decided_by, sort_keys=True).encode()).hexdigest()[:16]
+
+
 @dataclass
 class ImageFetchOutcome:
     kept: pl.DataFrame
     rejects: pl.DataFrame
     stats: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Download:
+    """One URL fetched and validated (in a worker thread); the body itself is not kept."""
+
+    status: int | None
+    final_url: str
+    error_reason: str | None
+    bytes_in: int
+    checked: ValidatedImage | ImageReject | None
 
 
 def fetch_images(
@@ -74,32 +129,25 @@ def fetch_images(
     exists: Callable[[str], bool],
     put: Callable[[str, bytes], object],
     previous: pl.DataFrame | None = None,
+    previous_rejects: pl.DataFrame | None = None,
     limits: ImageLimits = ImageLimits(),
     max_workers: int = 8,
+    retry_rejected: bool = False,
 ) -> ImageFetchOutcome:
-    """Fetch ``urls`` (distinct, in order) and return the ``images`` / ``image_rejects`` frames of a language."""
-    reusable: dict[str, dict] = {}
+    """Fetch ``urls`` (distinct, in order) and return the ``images`` / ``image_rejects`` frames of a language.
+
+    ``previous`` / ``previous_rejects``: the last run's tables of the language, reused as the module says."""
     wanted = set(urls)
-    if previous is not None and previous.height and "fetched_sha256" in previous.columns:
-        for row in previous.iter_rows(named=True):
-            if row["image_url"] in wanted and row["duplicate"] is None and exists(row["image_key"]):
-                reusable[row["image_url"]] = row
-    to_fetch = [url for url in urls if url not in reusable]
-    # Bounded by the stage deadline as a whole, not only by each request's timeout (lib/watchdog.py).
-    results = {r.url: r for r in map_with_deadline(fetcher.fetch, to_fetch, max_workers)}
-    rows: list[dict] = []
-    rejects: list[dict] = []
-    bytes_downloaded = 0
-    encoded: dict[str, bytes] = {}  # stored after deduplication, so a near duplicate leaves no blob
-    for url in urls:
-        if url in reusable:
-            rows.append({**reusable[url], "language": language})
-            continue
-        result = results[url]
+    fingerprint = limits_hash(limits, fetcher.max_bytes)
+    reusable = _reusable_rows(previous, wanted, exists)
+    earlier_rejects = _previous_rejects(previous_rejects, wanted - reusable.keys())
+    carried = {} if retry_rejected else _carried_rejects(earlier_rejects, fingerprint)
+
+    def download(url: str) -> _Download:
+        # Validated here, in the worker: Pillow releases the GIL while it decodes and encodes.
+        result = fetcher.fetch(url)
         if result.error_reason or result.body is None:
-            rejects.append(_reject(language, url, result.error_reason or "request_error", None, result.status))
-            continue
-        bytes_downloaded += len(result.body)
+            return _Download(result.status, result.final_url, result.error_reason or "request_error", 0, None)
         checked = validate_image(
             result.body,
             min_side=limits.min_side,
@@ -107,52 +155,129 @@ def fetch_images(
             max_side_out=limits.max_side_out,
             max_aspect_ratio=limits.max_aspect_ratio,
         )
-        if isinstance(checked, ImageReject):
-            rejects.append(_reject(language, url, checked.reason, checked.detail, result.status))
-            continue
-        key = image_key(checked.sha256, checked.ext)
-        encoded[key] = checked.data
-        rows.append(
-            {
-                "language": language,
-                "image_url": url,
-                "image_sha256": checked.sha256,
-                "phash": checked.phash,
-                "width": checked.width,
-                "height": checked.height,
-                "format": checked.format,
-                "bytes": checked.bytes_in,
-                "image_key": key,
-                "http_status": result.status,
-                "final_url": result.final_url,
-                "fetched_sha256": checked.sha256,
-                "duplicate": None,
-            }
+        return _Download(result.status, result.final_url, None, len(result.body), checked)
+
+    downloads: dict[str, _Download] = {}
+    pending = [url for url in urls if url not in reusable and url not in carried]
+    while True:
+        # Bounded by the stage deadline as a whole, not only by each request's timeout (lib/watchdog.py).
+        downloads.update(zip(pending, map_with_deadline(download, pending, max_workers), strict=True))
+        rows = [
+            {**reusable[url], "language": language} if url in reusable else _kept_row(language, url, downloads[url])
+            for url in urls
+            if url in reusable or (url in downloads and isinstance(downloads[url].checked, ValidatedImage))
+        ]
+        marks = mark_duplicates(
+            [r["fetched_sha256"] for r in rows], [r["fetched_phash"] for r in rows], limits.near_duplicate_bits
         )
-    marks = mark_duplicates([r["fetched_sha256"] for r in rows], [r["phash"] for r in rows], limits.near_duplicate_bits)
+        # A reused duplicate that is now the first of its kind (its canonical URL gone, or the order changed)
+        # holds the canonical's columns and maybe no blob of its own: fetch it again (once: then it is not reused).
+        pending = [
+            r["image_url"] for r, (reason, _) in zip(rows, marks, strict=True) if reason is None and r["duplicate"]
+        ]
+        if not pending:
+            break
+        for url in pending:
+            del reusable[url]
     canonical = {r["fetched_sha256"]: r for r, (reason, _) in zip(rows, marks, strict=True) if reason is None}
     for row, (reason, sha) in zip(rows, marks, strict=True):
         if reason is not None and sha is not None:
             first = canonical[sha]
-            for column in ("image_sha256", "phash", "width", "height", "format", "image_key"):
+            for column in _DUPLICATE_COLUMNS:
                 row[column] = first[column]
             row["duplicate"] = "exact" if reason == "duplicate_image" else "near"
-        elif row["image_key"] in encoded and not exists(row["image_key"]):
-            put(row["image_key"], encoded[row["image_key"]])
+        else:
+            row["duplicate"] = None
+            # Stored after deduplication, so a near duplicate leaves no blob.
+            if row["image_url"] in downloads and not exists(row["image_key"]):
+                put(row["image_key"], downloads[row["image_url"]].checked.data)
+    rejects = []
+    for url in urls:
+        if url in carried:
+            rejects.append({**carried[url], "language": language})
+        elif url in downloads and not isinstance(downloads[url].checked, ValidatedImage):
+            failed = downloads[url]
+            reason, detail = failed.error_reason, None
+            if isinstance(failed.checked, ImageReject):
+                reason, detail = failed.checked.reason, failed.checked.detail
+            rejects.append(_reject(language, url, reason, detail, failed.status, fingerprint))
     kept = pl.DataFrame(rows, schema=IMAGES_SCHEMA) if rows else pl.DataFrame(schema=IMAGES_SCHEMA)
     reject_frame = (
         pl.DataFrame(rejects, schema=IMAGE_REJECTS_SCHEMA) if rejects else pl.DataFrame(schema=IMAGE_REJECTS_SCHEMA)
     )
     stats = {
         "urls": len(urls),
-        "fetched": len(to_fetch),
+        "fetched": len(downloads),
         "reused": len(reusable),
-        "bytes_downloaded": bytes_downloaded,
+        "rejects_carried_over": len(carried),
+        "rejects_retried": sum(url in downloads for url in earlier_rejects),
+        "bytes_downloaded": sum(d.bytes_in for d in downloads.values()),
         "exact_duplicates": sum(reason == "duplicate_image" for reason, _ in marks),
         "near_duplicates": sum(reason == "near_duplicate_image" for reason, _ in marks),
     }
     return ImageFetchOutcome(kept=kept, rejects=reject_frame, stats=stats)
 
 
-def _reject(language: str, url: str, reason: str, detail: str | None, status: int | None) -> dict:
-    return {"language": language, "image_url": url, "reason": reason, "detail": detail, "http_status": status}
+def _reusable_rows(previous: pl.DataFrame | None, wanted: set[str], exists: Callable[[str], bool]) -> dict[str, dict]:
+    """The previous run's kept rows of ``wanted`` URLs whose blob is still stored, keyed by URL.
+
+    A table from before ``fetched_phash`` holds a duplicate's own hash nowhere: such rows are fetched once more."""
+    if previous is None or not previous.height or "fetched_sha256" not in previous.columns:
+        return {}
+    reusable = {}
+    for row in previous.iter_rows(named=True):
+        own_phash = row.get("fetched_phash") or (row["phash"] if row["duplicate"] is None else None)
+        if row["image_url"] in wanted and own_phash is not None and exists(row["image_key"]):
+            reusable[row["image_url"]] = {**{c: row.get(c) for c in IMAGES_SCHEMA}, "fetched_phash": own_phash}
+    return reusable
+
+
+def _previous_rejects(previous: pl.DataFrame | None, wanted: set[str]) -> dict[str, dict]:
+    """The previous run's reject rows of ``wanted`` URLs, keyed by URL, in the current schema."""
+    if previous is None or not previous.height or "reason" not in previous.columns:
+        return {}
+    return {
+        row["image_url"]: {c: row.get(c) for c in IMAGE_REJECTS_SCHEMA}
+        for row in previous.iter_rows(named=True)
+        if row["image_url"] in wanted
+    }
+
+
+def _carried_rejects(previous: dict[str, dict], fingerprint: str) -> dict[str, dict]:
+    """The rejects the same URL would meet again (see :data:`PERMANENT_REJECTS`, :data:`LIMIT_REJECTS`)."""
+    return {
+        url: row
+        for url, row in previous.items()
+        if row["reason"] in PERMANENT_REJECTS or (row["reason"] in LIMIT_REJECTS and row["limits_hash"] == fingerprint)
+    }
+
+
+def _kept_row(language: str, url: str, download: _Download) -> dict:
+    checked = download.checked
+    return {
+        "language": language,
+        "image_url": url,
+        "image_sha256": checked.sha256,
+        "phash": checked.phash,
+        "width": checked.width,
+        "height": checked.height,
+        "format": checked.format,
+        "bytes": checked.bytes_in,
+        "image_key": image_key(checked.sha256, checked.ext),
+        "http_status": download.status,
+        "final_url": download.final_url,
+        "fetched_sha256": checked.sha256,
+        "duplicate": None,
+        "fetched_phash": checked.phash,
+    }
+
+
+def _reject(language: str, url: str, reason: str, detail: str | None, status: int | None, limits: str) -> dict:
+    return {
+        "language": language,
+        "image_url": url,
+        "reason": reason,
+        "detail": detail,
+        "http_status": status,
+        "limits_hash": limits,
+    }

@@ -11,7 +11,9 @@ Layout (DESIGN §6)::
 The root is a local folder or ``s3://bucket/prefix`` (AWS, or any S3 API through ``AWS_ENDPOINT_URL``: MinIO,
 moto). Credentials come only from the environment (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``).
 Every write is atomic: a local file is written under a temporary name and renamed into place; an S3 object is
-one PUT. A reader, or a rerun after a crash, sees the old object or the new one, never half of one.
+one PUT (or one multipart upload, which appears only when it completes). A reader, or a rerun after a crash, sees
+the old object or the new one, never half of one. Large files (WARCs of a gigabyte) go in and out through
+:meth:`LakeStore.put_file` and :meth:`LakeStore.local_path` without passing through memory.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ TMP_PREFIX = ".tmp-"
 S3_SCHEME = "s3://"
 # Where blobs of an S3 lake are copied when a library needs a local file (WARC readers, from_pretrained).
 DEFAULT_CACHE = Path(os.environ.get("MELLA_LAKE_CACHE", Path.home() / ".cache" / "mella" / "lake"))
+# Large S3 transfers (put_file, local_path) go in parts, TRANSFER_CONCURRENCY at once, each part held in memory:
+# ~32 MiB, where s3fs's defaults (50 MiB x 10) would hold 500 MiB. A file under two parts is one PUT.
+TRANSFER_PART_BYTES = 8 * 2**20
+TRANSFER_CONCURRENCY = 4
 
 
 # A temporary name says which writer made it: .tmp-<host hash>-<pid>-<random>-<final name>. A killed writer leaves
@@ -271,12 +277,74 @@ class LakeStore:
         key = _check_key(key)
         target = self.cache_dir / key
         # The object's ETag, kept beside the cache (not inside it: a model folder must hold only the model).
-        etag_file = self.cache_dir.parent / f"{self.cache_dir.name}.etags" / key
+        etag_file = self._etag_file(key)
         etag = str(self._fs.info(self._object(key)).get("ETag", ""))
         if not target.exists() or not etag_file.exists() or etag_file.read_text() != etag:
-            atomic_write_bytes(target, self.get_bytes(key))
+            # Streamed to a temporary sibling, then renamed: a gigabyte WARC never sits in memory.
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(temp_name(target.name))
+            try:
+                self._fs.get_file(
+                    self._object(key), str(tmp), chunksize=TRANSFER_PART_BYTES, max_concurrency=TRANSFER_CONCURRENCY
+                )
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+            remove_stale_temps(target.parent, target.name)
             atomic_write_bytes(etag_file, etag.encode())
         return target
+
+    def _etag_file(self, key: str) -> Path:
+        return self.cache_dir.parent / f"{self.cache_dir.name}.etags" / key
+
+    def temp_path(self, key: str) -> Path:
+        """A fresh temporary file name beside where ``key``'s local file lives (the lake folder, or the S3 lake's
+        cache), for a writer that fills a file before :meth:`put_file` takes it; never listed as a key."""
+        key = _check_key(key)
+        target = self.cache_dir / key if self.is_s3 else self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target.with_name(temp_name(target.name))
+
+    def put_file(self, key: str, source: str | os.PathLike[str], *, move: bool = False) -> str:
+        """Store the local file ``source`` under ``key`` without reading it into memory, atomically.
+
+        Local lake: copied to a temporary sibling and renamed into place (``move=True``: renamed directly when on
+        the same file system). S3: a multipart upload (one PUT when small); with ``move=True`` the file then
+        becomes the local cache copy, so :meth:`local_path` finds it without downloading it again."""
+        source = Path(source)
+        if self.is_s3:
+            obj = self._object(key)
+            self._fs.put_file(str(source), obj, chunksize=TRANSFER_PART_BYTES, max_concurrency=TRANSFER_CONCURRENCY)
+            if move:
+                target = self.cache_dir / _check_key(key)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(temp_name(target.name))
+                try:
+                    shutil.move(source, tmp)
+                    os.replace(tmp, target)
+                finally:
+                    tmp.unlink(missing_ok=True)
+                atomic_write_bytes(self._etag_file(_check_key(key)), str(self._fs.info(obj).get("ETag", "")).encode())
+            return key
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if move:
+            try:
+                os.replace(source, target)
+                remove_stale_temps(target.parent, target.name)
+                return key
+            except OSError:
+                pass  # another file system: copy below
+        tmp = target.with_name(temp_name(target.name))
+        try:
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        if move:
+            source.unlink(missing_ok=True)
+        remove_stale_temps(target.parent, target.name)
+        return key
 
     def put_dir(self, key: str, source: str | os.PathLike[str]) -> str:
         """Copy a local folder (a model or checkpoint) into the lake under ``key``, replacing what was there."""

@@ -53,6 +53,7 @@ from functools import cache
 from typing import Any
 
 from mella_assets.languages import REGISTRY, Language
+from mella_assets.lib.page_language import language_tag_prefix
 from mella_assets.lib.serbo_croatian import has_non_serbo_croatian_words, serbian_evidence
 from mella_assets.lib.text import SCRIPTS, normalize_text, script_of
 
@@ -520,11 +521,8 @@ class LanguageIdentifier:
 
 
 def _lang_prefix(value: str | None) -> str | None:
-    """``"cs-CZ"`` / ``"sr_Latn"`` / ``"CS"`` -> ``"cs"``; None or blank -> None."""
-    if not value:
-        return None
-    prefix = value.strip().replace("_", "-").split("-")[0].lower()
-    return prefix or None
+    """``"cs-CZ"`` / ``"sr_Latn"`` / ``"CS"`` -> ``"cs"``; None, blank or a tag naming no language -> None."""
+    return language_tag_prefix(value)
 
 
 def identify_many(

@@ -1,20 +1,30 @@
 """Registered external WARC sources: a plain list per language in the lake (``sources/<code>.txt``).
 
-One entry per line: a local path (absolute, ``~``, or ``file://``) or an ``http(s)://`` URL (e.g. a Common
-Crawl WARC). ``#`` starts a comment. URLs are downloaded once into the lake (``external/<code>/<hash>.warc.gz``,
-named by the URL's sha256 so a rerun finds it) through the guarded fetcher; failures become reasons.
+One entry per line: a local path (absolute, ``~``, or ``file://``), an ``http(s)://`` URL, or a bare Common Crawl
+path as listed in a crawl's ``warc.paths.gz`` (``crawl-data/CC-MAIN-2024-33/segments/.../x.warc.gz``, read as
+``https://data.commoncrawl.org/<path>``). ``#`` starts a comment.
+
+URLs are downloaded once into the lake (``external/<code>/<hash>.warc.gz``, named by the full URL's sha256, so a
+rerun finds it and a bare Common Crawl path shares the key of its URL) through the guarded fetcher, streamed to a
+temporary file with its sha256 computed on the way and resumed after a dropped connection when the server allows
+it (a Common Crawl WARC is ~1.0-1.3 GB); only a complete file appears under the key. Failures become reasons.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from mella_assets.lib.http import HttpFetcher
+from mella_assets.lib.http import DownloadResult, HttpFetcher
+from mella_assets.lib.lake import LakeStore
 
 WARC_SUFFIXES = (".warc.gz", ".warc")
+COMMON_CRAWL_BASE = "https://data.commoncrawl.org/"
+# A path inside Common Crawl's bucket: safe characters only, no "..", a WARC at the end.
+_COMMON_CRAWL_PATH = re.compile(r"crawl-data/CC-MAIN-[A-Za-z0-9._/-]+\.warc(\.gz)?")
 
 
 def registry_key(language: str) -> str:
@@ -39,7 +49,12 @@ def parse_registry(text: str) -> list[SourceEntry]:
             continue
         seen.add(value)
         scheme = urlsplit(value).scheme.lower()
-        if scheme in {"http", "https"}:
+        if _COMMON_CRAWL_PATH.fullmatch(value) and ".." not in value.split("/"):
+            url = COMMON_CRAWL_BASE + value
+            if url not in seen:
+                seen.add(url)
+                entries.append(SourceEntry(value, url=url))
+        elif scheme in {"http", "https"}:
             entries.append(SourceEntry(value, url=value))
         elif scheme == "file":
             entries.append(SourceEntry(value, path=Path(unquote(urlsplit(value).path))))
@@ -54,7 +69,16 @@ def download_key(language: str, url: str) -> str:
     return f"external/{language}/{hashlib.sha256(url.encode()).hexdigest()[:24]}{suffix}"
 
 
-def download_source(url: str, fetcher: HttpFetcher) -> tuple[bytes | None, str | None, int | None]:
-    """``(body, reason, http_status)`` for a remote WARC: body on success, else a fetcher reason code."""
-    result = fetcher.fetch(url, check_robots=False, any_content_type=True)
-    return result.body, result.error_reason, result.status
+def download_source(url: str, key: str, store: LakeStore, fetcher: HttpFetcher) -> DownloadResult:
+    """Download a remote WARC into the lake under ``key``; the result's ``error_reason`` is a fetcher reason code.
+
+    The body streams into a temporary file beside the key's local file (the S3 lake's cache for S3), which the
+    lake then takes whole; on failure it is removed, so nothing partial is ever under ``key``."""
+    tmp = store.temp_path(key)
+    try:
+        result = fetcher.download(url, tmp)
+        if result.error_reason is None:
+            store.put_file(key, tmp, move=True)
+        return result
+    finally:
+        tmp.unlink(missing_ok=True)
