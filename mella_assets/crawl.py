@@ -12,6 +12,7 @@ from pydantic import Field
 
 from mella_assets.lib.html import RAW_CRAWL_SCHEMA, extract_warc
 from mella_assets.lib.http import HttpFetcher
+from mella_assets.lib.lake import file_fingerprint
 from mella_assets.lib.sources import WARC_SUFFIXES, download_key, download_source, parse_registry, registry_key
 from mella_assets.lib.warc import WarcStats
 from mella_assets.lib.watchdog import check_deadline, watched_stage
@@ -41,6 +42,27 @@ def _sha256_file(path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_memo_key(name: str, size: int, version: str) -> str:
+    """Where the sha256 of one version of a registered file is remembered (``name``: lake key or file URI)."""
+    identity = "\n".join((name, str(size), version))
+    return f"cache/sha256/{hashlib.sha256(identity.encode()).hexdigest()[:32]}"
+
+
+def source_sha256(store, key: str | None, path: Path | None) -> tuple[str, int]:
+    """``(sha256, size)`` of a registered WARC (a lake ``key``, or a local ``path`` outside the lake).
+
+    Remembered in the lake by name, size and version (S3 ETag, or modification time and inode), so a rerun, or a fresh
+    worker whose S3 cache is empty, neither downloads nor re-reads gigabytes it has hashed before (raw_crawl's
+    extraction cache is keyed by this sha256 and needs the file only for a WARC it has not extracted)."""
+    size, version = store.fingerprint(key) if key is not None else file_fingerprint(path)
+    memo = sha256_memo_key(key if key is not None else path.as_uri(), size, version)
+    if store.exists(memo):
+        return store.get_bytes(memo).decode("ascii").strip(), size
+    sha = _sha256_file(store.local_path(key) if key is not None else path)
+    store.put_bytes(memo, sha.encode("ascii"))
+    return sha, size
 
 
 CRAWL_SOURCE_REJECTS_SCHEMA = {"language": pl.String, "uri": pl.String, "reason": pl.String, "http_status": pl.Int64}
@@ -83,7 +105,8 @@ class CrawlSourcesConfig(dg.Config):
 
 
 def _external_sources(language: str, lake: Lake, config: CrawlSourcesConfig) -> tuple[list[tuple], list[dict]]:
-    """(files, rejects) of the registry ``sources/<code>.txt``: files as (uri, key or None, local path)."""
+    """(files, rejects) of the registry ``sources/<code>.txt``: files as (uri, lake key, None) for downloads and
+    (uri, None, local path) for local files."""
     store = lake.store
     if not store.exists(registry_key(language)):
         return [], []
@@ -105,7 +128,7 @@ def _external_sources(language: str, lake: Lake, config: CrawlSourcesConfig) -> 
                         }
                     )
                     continue
-            files.append((entry.url, key, store.local_path(key)))
+            files.append((entry.url, key, None))
         elif entry.path is not None and entry.path.is_file():
             files.append((entry.path.resolve().as_uri(), None, entry.path.resolve()))
         else:
@@ -130,7 +153,7 @@ def crawl_sources(context: dg.AssetExecutionContext, config: CrawlSourcesConfig,
     first_seen = dict(zip(previous["sha256"], previous["registered_at"], strict=True)) if previous.height else {}
     now = datetime.now(UTC).isoformat(timespec="seconds")
     files = [
-        (store.uri(key), key, store.local_path(key), "crawler" if "/crawl-" in key else "landing")
+        (store.uri(key), key, None, "crawler" if "/crawl-" in key else "landing")
         for key in store.list(landing_prefix(language))
         if key.endswith(WARC_SUFFIXES)
     ]
@@ -138,14 +161,15 @@ def crawl_sources(context: dg.AssetExecutionContext, config: CrawlSourcesConfig,
     files += [(uri, key, path, "external") for uri, key, path in external]
     rows = []
     for uri, key, path, origin in files:
-        sha = _sha256_file(path)
+        check_deadline()
+        sha, size = source_sha256(store, key, path)
         rows.append(
             {
                 "language": language,
                 "uri": uri,
                 "key": key,
                 "path": None if key else str(path),  # a lake key says where keyed files are
-                "size": path.stat().st_size,
+                "size": size,
                 "sha256": sha,
                 "origin": origin,
                 "registered_at": first_seen.get(sha, now),

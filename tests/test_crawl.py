@@ -134,3 +134,31 @@ def test_nearby_context_is_opt_in_and_switching_it_extracts_again(tmp_path: Path
     again = materialize(lake, raw_crawl_config={"nearby_context": False})["raw_crawl"]
     assert (again["warc_files_extracted"], again["warc_files_cached"]) == (0, 1)
     assert contexts() == [(None, None)]
+
+
+def test_a_registered_file_is_hashed_once_until_it_changes(tmp_path: Path, monkeypatch):
+    from mella_assets import crawl as crawl_module
+
+    hashed: list[str] = []
+    real = crawl_module._sha256_file
+    monkeypatch.setattr(crawl_module, "_sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
+    lake = Lake(root=str(tmp_path / "lake"))
+    store = lake.store
+    store.put_bytes("landing/cs/a.warc.gz", warc_bytes([("http://a.cz/1", page("Pražský hrad v zimě"), [])]))
+    outside = tmp_path / "elsewhere.warc.gz"
+    outside.write_bytes(warc_bytes([("http://c.cz/1", page("Karlův most ráno"), [])]))
+    store.put_bytes("sources/cs.txt", f"{outside}\n".encode())
+    materialize(lake)
+    materialize(lake)
+    assert sorted(hashed) == ["a.warc.gz", "elsewhere.warc.gz"]  # the rerun hashed nothing
+
+    changed = warc_bytes([("http://a.cz/2", page("Staroměstský orloj v noci"), [])])
+    store.put_bytes("landing/cs/a.warc.gz", changed)
+    metadata = materialize(lake)["raw_crawl"]
+    assert sorted(hashed) == ["a.warc.gz", "a.warc.gz", "elsewhere.warc.gz"]
+    sources = lake.read_table("crawl_sources", "cs")
+    import hashlib
+
+    assert hashlib.sha256(changed).hexdigest() in sources["sha256"].to_list()
+    assert (metadata["warc_files_extracted"], metadata["warc_files_cached"]) == (1, 1)
+    assert sorted(lake.read_table("raw_crawl", "cs")["page_url"]) == ["http://a.cz/2", "http://c.cz/1"]

@@ -275,3 +275,43 @@ def test_mella_crawl_writes_its_warc_into_an_s3_lake(s3, tmp_path, monkeypatch, 
     assert [p.page_url for p in iter_html_responses(store.local_path(keys[0]))] == [f"{site.base_url}/a"]
     assert f"1 pages -> s3://mella/crawled/{keys[0]}" in capsys.readouterr().out
     assert temp_files(tmp_path / "cache") == [] and os.listdir(tmp_path / "cache" / "mella" / "crawled") == ["landing"]
+
+
+def test_a_fresh_worker_registers_and_extracts_known_warcs_without_downloading_them(s3, tmp_path, monkeypatch):
+    import dagster as dg
+
+    from mella_assets.crawl import crawl_sources, raw_crawl
+    from mella_assets.testing.corpus import warc_bytes
+    from resources.lake import Lake
+
+    def run(cache: Path) -> dict:
+        monkeypatch.setattr(lake_module, "DEFAULT_CACHE", cache)
+        result = dg.materialize(
+            [crawl_sources, raw_crawl], partition_key="cs", resources={"lake": Lake(root="s3://mella/fresh-worker")}
+        )
+        return {e.asset_key.path[-1]: {k: v.value for k, v in e.materialization.metadata.items()}
+                for e in result.get_asset_materialization_events()}  # fmt: skip
+
+    def warcs(cache: Path) -> list[str]:
+        """WARC copies in a worker's cache (the ETag notes beside it, ``*.etags/``, are not copies)."""
+        found = cache.rglob("*.warc.gz") if cache.exists() else []
+        return sorted(p.name for p in found if not any(part.endswith(".etags") for part in p.parts))
+
+    page = '<html lang="cs"><body><img src="/i.jpg" alt="{}"></body></html>'
+    store = LakeStore("s3://mella/fresh-worker", cache_dir=tmp_path / "writer")
+    first_bytes = warc_bytes([("http://a.cz/1", page.format("Pražský hrad v zimě"), [])])
+    store.put_bytes("landing/cs/a.warc.gz", first_bytes)
+    assert run(tmp_path / "worker-1")["raw_crawl"]["warc_files_extracted"] == 1
+    assert warcs(tmp_path / "worker-1") == ["a.warc.gz"]
+
+    # A new pod with an empty cache: the WARC is known by its ETag and its extraction is cached.
+    again = run(tmp_path / "worker-2")["raw_crawl"]
+    assert (again["warc_files_extracted"], again["warc_files_cached"]) == (0, 1)
+    assert warcs(tmp_path / "worker-2") == []
+
+    # The object is replaced: a new ETag, so it is downloaded, hashed and extracted again.
+    store.put_bytes("landing/cs/a.warc.gz", warc_bytes([("http://a.cz/2", page.format("Karlův most ráno"), [])]))
+    changed = run(tmp_path / "worker-3")["raw_crawl"]
+    assert (changed["warc_files_extracted"], changed["warc_files_cached"]) == (1, 0)
+    assert warcs(tmp_path / "worker-3") == ["a.warc.gz"]
+    assert Lake(root="s3://mella/fresh-worker").read_table("raw_crawl", "cs")["page_url"].to_list() == ["http://a.cz/2"]

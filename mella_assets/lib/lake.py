@@ -174,6 +174,12 @@ def s3_filesystem():
     )
 
 
+def file_fingerprint(path: Path) -> tuple[int, str]:
+    """``(size, "<mtime ns>:<inode>")`` of a local file: changes whenever the file is rewritten or replaced."""
+    stat = path.stat()
+    return stat.st_size, f"{stat.st_mtime_ns}:{stat.st_ino}"
+
+
 class LakeStore:
     """A lake rooted in a local folder or an S3 prefix; the same methods serve both."""
 
@@ -244,6 +250,15 @@ class LakeStore:
 
     def size(self, key: str) -> int:
         return int(self._fs.size(self._object(key))) if self.is_s3 else self.path(key).stat().st_size
+
+    def fingerprint(self, key: str) -> tuple[int, str]:
+        """``(size, version)`` of a blob without reading it: the version is the S3 ETag, or the local file's
+        modification time in nanoseconds and inode (every lake write replaces the file, so a new inode). A blob
+        whose fingerprint is unchanged holds the same bytes."""
+        if self.is_s3:
+            info = self._fs.info(self._object(key))
+            return int(info["size"]), str(info.get("ETag", ""))
+        return file_fingerprint(self.path(key))
 
     def list(self, prefix: str, suffix: str = "") -> Iterator[str]:
         """Keys under ``prefix`` ending with ``suffix``, sorted, temporary files skipped."""

@@ -50,8 +50,9 @@ STAGES = (
 VARYING_COLUMNS: dict[str, dict[str, str]] = {
     "crawl_sources": {"registered_at": "wall-clock time the file was first registered"},
 }
-# Inputs the pipeline only reads: not digested (they are copies of one build).
-STATIC_PREFIXES = ("demo/", "models/")
+# Inputs the pipeline only reads: not digested (they are copies of one build). Plus the memo of registered files'
+# sha256, named by each file's modification time (crawl.source_sha256): a cache, different in every lake.
+STATIC_PREFIXES = ("demo/", "models/", "cache/sha256/")
 LOCATION_TOKEN = "<lake>"
 
 
