@@ -14,6 +14,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def s3():
+    """A moto_server S3 API on loopback with the bucket ``mella``, its credentials in the environment."""
+    from mella_assets.testing.s3 import MotoServer, apply_env, restore_env
+
+    with MotoServer() as server:
+        previous = apply_env(server.env)
+        server.create_bucket("mella")
+        yield server
+        restore_env(previous)
+
+
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory):
     """The whole graph materialized once for every configured language on the demo corpus with the tiny models,

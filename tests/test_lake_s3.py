@@ -4,16 +4,6 @@ import polars as pl
 import pytest
 
 from mella_assets.lib.lake import LakeStore, TableNotFoundError
-from mella_assets.testing.s3 import MotoServer, apply_env, restore_env
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with MotoServer() as server:
-        previous = apply_env(server.env)
-        server.create_bucket("mella")
-        yield server
-        restore_env(previous)
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ from mella_assets.lib.http import HttpFetcher
 from mella_assets.lib.lake import TMP_PREFIX, LakeStore
 from mella_assets.lib.sources import COMMON_CRAWL_BASE, download_key, download_source, parse_registry
 from mella_assets.lib.warc import iter_html_responses
-from mella_assets.testing.s3 import MotoServer, apply_env, restore_env
 from mella_assets.testing.site import Route, ScriptedSite
 
 WARC_PATH = "/crawl-data/CC-MAIN-2024-33/segments/1/warc/part-00000.warc.gz"
@@ -218,13 +217,6 @@ def test_a_bare_common_crawl_path_reads_as_its_url_and_shares_its_download_key()
 
 
 # -- S3 lake (moto_server on loopback) ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def s3():
-    with MotoServer() as server:
-        previous = apply_env(server.env)
-        server.create_bucket("mella")
-        yield server
-        restore_env(previous)
 
 
 def test_put_file_uploads_in_parts_and_local_path_finds_the_moved_file_without_downloading(

@@ -26,7 +26,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
@@ -174,6 +174,17 @@ def s3_filesystem():
     )
 
 
+def _replace_via_temp(target: Path, fill: Callable[[Path], object]) -> None:
+    """``fill`` a temporary sibling of ``target``, then rename it into place: readers see the old file or the
+    whole new one, and a failure leaves no temporary file."""
+    tmp = target.with_name(temp_name(target.name))
+    try:
+        fill(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def file_fingerprint(path: Path) -> tuple[int, str]:
     """``(size, "<mtime ns>:<inode>")`` of a local file: changes whenever the file is rewritten or replaced."""
     stat = path.stat()
@@ -297,14 +308,12 @@ class LakeStore:
         if not target.exists() or not etag_file.exists() or etag_file.read_text() != etag:
             # Streamed to a temporary sibling, then renamed: a gigabyte WARC never sits in memory.
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(temp_name(target.name))
-            try:
-                self._fs.get_file(
+            _replace_via_temp(
+                target,
+                lambda tmp: self._fs.get_file(
                     self._object(key), str(tmp), chunksize=TRANSFER_PART_BYTES, max_concurrency=TRANSFER_CONCURRENCY
-                )
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
+                ),
+            )
             remove_stale_temps(target.parent, target.name)
             atomic_write_bytes(etag_file, etag.encode())
         return target
@@ -333,12 +342,7 @@ class LakeStore:
             if move:
                 target = self.cache_dir / _check_key(key)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(temp_name(target.name))
-                try:
-                    shutil.move(source, tmp)
-                    os.replace(tmp, target)
-                finally:
-                    tmp.unlink(missing_ok=True)
+                _replace_via_temp(target, lambda tmp: shutil.move(source, tmp))
                 atomic_write_bytes(self._etag_file(_check_key(key)), str(self._fs.info(obj).get("ETag", "")).encode())
             return key
         target = self.path(key)
@@ -350,12 +354,7 @@ class LakeStore:
                 return key
             except OSError:
                 pass  # another file system: copy below
-        tmp = target.with_name(temp_name(target.name))
-        try:
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        _replace_via_temp(target, lambda tmp: shutil.copyfile(source, tmp))
         if move:
             source.unlink(missing_ok=True)
         remove_stale_temps(target.parent, target.name)
