@@ -15,22 +15,13 @@ import pytest
 from conftest import free_port
 
 from mella_assets.demo import demo_summary
+from mella_assets.jobs import LANGUAGE_PIPELINE_ASSETS
 from mella_assets.languages import LANGUAGES
 
 pytestmark = pytest.mark.slow
 CODES = list(LANGUAGES)
-PER_LANGUAGE_ASSETS = [
-    "crawl_sources",
-    "raw_crawl",
-    "alt_text_pairs",
-    "images",
-    "d_know",
-    "mllm_captions",
-    "translations",
-    "d_ling",
-    "mella_dataset",
-    "evaluation_scores",
-]
+# The language pipeline job's stages (mella_assets/jobs.py), then evaluation.
+PER_LANGUAGE_ASSETS = [*(asset.key.path[-1] for asset in LANGUAGE_PIPELINE_ASSETS), "evaluation_scores"]
 GLOBAL_ASSETS = ["mella_export", "finetuned_checkpoint", "evaluation_report"]
 
 
