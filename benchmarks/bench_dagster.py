@@ -61,14 +61,14 @@ def run(quick: bool = False) -> list[Row]:
 
 
 def _measure(lake_root: Path, dagster_home: Path, port: int, runs: int) -> tuple[list[float], list[float]]:
-    from mella_assets.demo import QUIET_RUN_CONFIG, configure_demo_environment, quiet_libraries
+    from mella_assets.demo.run import QUIET_RUN_CONFIG, configure_demo_environment, quiet_libraries
 
     configure_demo_environment(str(lake_root), str(dagster_home), port)
     quiet_libraries()
     import dagster as dg
+    from mella_assets.resources.profile import build_resources
 
-    from mella_assets.jobs import LANGUAGE_PIPELINE_ASSETS
-    from resources.profile import build_resources
+    from mella_assets.definitions import language_pipeline_assets
 
     resources = build_resources(lake_root=str(lake_root), demo_site=True, demo_site_port=port)
     instance = dg.DagsterInstance.get()
@@ -76,7 +76,7 @@ def _measure(lake_root: Path, dagster_home: Path, port: int, runs: int) -> tuple
     def through_dagster() -> float:
         started = time.perf_counter()
         result = dg.materialize(
-            LANGUAGE_PIPELINE_ASSETS,
+            language_pipeline_assets(),
             partition_key=LANGUAGE,
             resources=resources,
             instance=instance,
@@ -88,7 +88,7 @@ def _measure(lake_root: Path, dagster_home: Path, port: int, runs: int) -> tuple
     def direct() -> float:
         started = time.perf_counter()
         with dg.build_asset_context(partition_key=LANGUAGE, resources=resources) as context:
-            for asset_def in LANGUAGE_PIPELINE_ASSETS:
+            for asset_def in language_pipeline_assets():
                 asset_def(context, **_config_kwargs(asset_def))
         return time.perf_counter() - started
 

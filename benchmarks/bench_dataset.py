@@ -20,7 +20,7 @@ import polars as pl
 
 from benchmarks.dataset_baseline import python_build_sft_records
 from benchmarks.harness import Row, compare, measure
-from mella_assets.lib.dataset import SplitPolicy, build_sft_records, near_duplicate_pairs
+from mella_assets.dataset.build import SplitPolicy, build_sft_records, near_duplicate_pairs
 
 # Czech words and one with quotes, so the conversations' JSON escaping is exercised.
 WORDS = ["hrad", "most", "řeka", "kostel", "náměstí", "zima", "léto", "staré", "město", "tramvaj"]

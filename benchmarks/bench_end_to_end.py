@@ -45,8 +45,8 @@ def _free_port() -> int:
 
 def prepare(lake_root: Path, copies: int, language: str = LANGUAGE) -> dict[str, int]:
     """The demo corpus of ``language`` at ``copies`` x and the tiny models in a new lake; its size."""
-    from mella_assets.testing.corpus import build_demo_corpus, demo_texts
-    from mella_assets.testing.tiny_models import build_tiny_models
+    from mella_assets.demo.corpus import build_demo_corpus, demo_texts
+    from mella_assets.demo.tiny_models import build_tiny_models
 
     # The site's base URL is rewritten by nothing: the worker serves the site on the port baked in here.
     port = _free_port()
@@ -60,7 +60,7 @@ def worker(template: Path, language: str, runs: int) -> dict:
     """(The subprocess side.) Materialize ``language`` ``1 + runs`` times, each on a fresh copy of the prepared
     lake ``template`` with an ephemeral Dagster instance: a cold first run (imports, model and detector loading)
     and ``runs`` timed ones; seconds of each and the process's peak RSS."""
-    from mella_assets.demo import QUIET_RUN_CONFIG, configure_demo_environment, quiet_libraries
+    from mella_assets.demo.run import QUIET_RUN_CONFIG, configure_demo_environment, quiet_libraries
 
     port = int((template / "bench_port").read_text())
     workspace = Path(tempfile.mkdtemp(prefix="mella-e2e-runs-"))
@@ -68,9 +68,9 @@ def worker(template: Path, language: str, runs: int) -> dict:
         configure_demo_environment(str(template), str(workspace / "dagster_home"), port)
         quiet_libraries()
         import dagster as dg
+        from mella_assets.resources.profile import build_resources
 
         from mella_assets.definitions import build_definitions
-        from resources.profile import build_resources
 
         # One lake path and one set of resources for every run (loaded models and detectors stay, as in a
         # long-lived code server); the lake itself is restored from the template before each run.

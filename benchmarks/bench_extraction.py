@@ -35,8 +35,8 @@ from urllib.parse import urldefrag, urljoin, urlsplit
 import polars as pl
 
 from benchmarks.harness import Measurement, Row, compare
-from mella_assets.lib.html import extract_warc
-from mella_assets.testing.corpus import warc_bytes
+from mella_assets.crawl.html import extract_warc
+from mella_assets.demo.corpus import warc_bytes
 
 WORDS = [
     "Praha", "hrad", "most", "řeka", "Vltava", "zámek", "náměstí", "kostel", "katedrála", "muzeum", "galerie",
@@ -165,7 +165,7 @@ def candidates(frame: pl.DataFrame) -> list[tuple]:
     ]
 
 
-# The nearby-text definition of mella_assets.lib.html, by tag name (see its _nearby_text docstring).
+# The nearby-text definition of mella_assets.crawl.html, by tag name (see its _nearby_text docstring).
 _BS4_TEXT_BLOCKS = {"p", "li", "td", "th", "dd", "dt", "caption", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6"}
 _BS4_INLINE = {
     *("a", "span", "picture", "b", "i", "em", "strong", "small", "u", "s", "mark", "font", "label", "cite"),
@@ -226,7 +226,7 @@ def _bs4_sibling_text(siblings) -> str:
 
 
 def _bs4_nearby(img) -> str | None:
-    """The text around an image, as mella_assets.lib.html defines it, by plain BeautifulSoup navigation."""
+    """The text around an image, as mella_assets.crawl.html defines it, by plain BeautifulSoup navigation."""
     branch, block = img, img.parent
     for _level in range(4):
         if block is None or block.name not in _BS4_INLINE:

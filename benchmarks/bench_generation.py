@@ -15,10 +15,10 @@ from pathlib import Path
 from PIL import Image
 
 from benchmarks.harness import Measurement, Row, compare, measure
-from mella_assets.lib.translation import Translator
+from mella_assets.demo.corpus import demo_texts
+from mella_assets.demo.tiny_models import build_tiny_models
 from mella_assets.lib.vlm import VisionLanguageModel, load_caption_prompt
-from mella_assets.testing.corpus import demo_texts
-from mella_assets.testing.tiny_models import build_tiny_models
+from mella_assets.ling.translation import Translator
 
 BATCH_SIZES = (1, 8, 32)
 NEW_TOKENS = 24

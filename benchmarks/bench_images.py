@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from benchmarks.harness import Row, compare, measure
-from mella_assets.lib.images import JPEG_QUALITY, ValidatedImage, dhash, validate_image
+from mella_assets.know.images import JPEG_QUALITY, ValidatedImage, dhash, validate_image
 
 SIZES = [(800, 600), (1024, 768), (1280, 960), (1600, 1200), (2000, 1500), (1200, 1600), (4000, 3000)]
 # Phone-size originals are common on the web; a fixed share keeps the mix the same at every input size.

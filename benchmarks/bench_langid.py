@@ -43,8 +43,8 @@ from pathlib import Path
 import polars as pl
 
 from benchmarks.harness import Measurement, Row, compare
+from mella_assets.know.filters import page_priors
 from mella_assets.languages import REGISTRY
-from mella_assets.lib.filters import page_priors
 from mella_assets.lib.langid import LanguageIdentifier
 from mella_assets.lib.text import normalize_text
 

@@ -1,6 +1,6 @@
 """A pure-Python ``build_sft_records`` (lists, dicts, hashlib, json) for the benchmark's baseline.
 
-It does what :func:`mella_assets.lib.dataset.build_sft_records` does with the default policies and no previous
+It does what :func:`mella_assets.dataset.build.build_sft_records` does with the default policies and no previous
 table (merge the two sources with provenance, drop duplicate records, drop empty answers and missing images,
 cluster images by sha256 and dHash, draw the test clusters, pick prompts, write the conversations, sort) and
 gives the same records; the benchmark asserts that. The quadratic dHash pair search is the same numpy
@@ -14,7 +14,7 @@ import json
 import math
 from collections import defaultdict
 
-from mella_assets.lib.dataset import (
+from mella_assets.dataset.build import (
     IMAGE_TOKEN,
     MIX_SALT,
     SOURCES,

@@ -10,7 +10,7 @@ Models (random weights, bf16 on CUDA, nothing downloaded):
   model of TinyLlama-1.1B shape (22 layers, 2048 wide, GQA 32/4 heads, 32k vocabulary): ≈ 1.4 B parameters;
 - an NLLB-600M-shape translator (M2M100: 12 + 12 layers, 1024 wide, 256k vocabulary).
 
-The tokenizer is the project's byte-level BPE (``mella_assets.testing.tiny_models``), trained here on the demo
+The tokenizer is the project's byte-level BPE (``mella_assets.demo.tiny_models``), trained here on the demo
 texts; the processor is the project's LLaVA processor at 336 px. Model vocabularies keep their real sizes (the
 tokenizer uses the first few thousand ids), so the LM head costs what it costs in the real model.
 
@@ -105,8 +105,8 @@ def build_tokenizer_and_processor(sizes: Sizes):
     from transformers import LlavaProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    from mella_assets.testing import tiny_models
-    from mella_assets.testing.corpus import corpus_languages, demo_texts
+    from mella_assets.demo import tiny_models
+    from mella_assets.demo.corpus import corpus_languages, demo_texts
 
     tokenizer = tiny_models._train_tokenizer(demo_texts(corpus_languages()))
     image_processor = CLIPImageProcessorPil(
@@ -131,7 +131,7 @@ def _special_ids(tokenizer) -> dict[str, int]:
 def build_vlm(torch, sizes: Sizes, tokenizer, device: str, dtype):
     from transformers import CLIPVisionConfig, GenerationConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    from mella_assets.testing.tiny_models import IMAGE_TOKEN
+    from mella_assets.demo.tiny_models import IMAGE_TOKEN
 
     vision = CLIPVisionConfig(
         hidden_size=sizes.vision_hidden,
@@ -203,8 +203,8 @@ def sft_section(torch, model, processor, tokenizer, sizes: Sizes, device: str, s
     import numpy as np
     from PIL import Image
 
+    from mella_assets.demo.corpus import demo_texts
     from mella_assets.lib.vlm import user_turn
-    from mella_assets.testing.corpus import demo_texts
 
     sentences = demo_texts(["cs"])
     answer = " ".join(sentences)  # ≈ 3,000 tokens: every sequence is cut at sft_seq
@@ -338,8 +338,8 @@ def build_translator(torch, sizes: Sizes, tokenizer, device: str, dtype):
 
 
 def translation_section(torch, model, tokenizer, sizes: Sizes, device: str) -> dict:
-    from mella_assets.lib.translation import Translator
-    from mella_assets.testing.corpus import english_sentences
+    from mella_assets.demo.corpus import english_sentences
+    from mella_assets.ling.translation import Translator
 
     translator = Translator(model, tokenizer, "random-nllb-600m-shape", device)
     english = english_sentences()

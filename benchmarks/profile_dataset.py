@@ -2,7 +2,7 @@
 
     python -m benchmarks.profile_dataset [--before REV] [--rows N] [--images N]
 
-``--before`` names a git revision whose ``mella_assets/lib/dataset.py`` is loaded as a separate module (default:
+``--before`` names a git revision whose ``mella_assets/dataset/build.py`` is loaded as a separate module (default:
 b40ca24, the last revision before the dataset stage was moved onto whole columns); the working tree's module is
 "after". Both run on the same input (``bench_dataset.candidate_frames``), their records are asserted equal, and
 pyinstrument's call trees go to ``benchmarks/results/profile_dataset_{before,after}.txt`` with a summary of the
@@ -44,9 +44,13 @@ WATCHED = (
 
 
 def load_revision(revision: str):
-    """``mella_assets.lib.dataset`` as it was at ``revision``, imported under another name."""
+    """``mella_assets.dataset.build`` as it was at ``revision``, imported under another name."""
     source = subprocess.run(
-        ["git", "show", f"{revision}:mella_assets/lib/dataset.py"], cwd=ROOT, capture_output=True, text=True, check=True
+        ["git", "show", f"{revision}:mella_assets/dataset/build.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     # Its prompt bank path is relative to its own file: point it at the working tree's bank.
     source = source.replace(
@@ -97,7 +101,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--images", type=int, default=50_000)
     args = parser.parse_args()
-    from mella_assets.lib import dataset as after
+    from mella_assets.dataset import build as after
 
     before = load_revision(args.before)
     know, ling = candidate_frames(args.rows, args.images)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from mella_assets.commands import crawl, extract, langid, score
-from mella_assets.demo import DEFAULT_DAGSTER_HOME, DEFAULT_SITE_PORT
+from mella_assets.demo.run import DEFAULT_DAGSTER_HOME, DEFAULT_SITE_PORT
 
 # Each entry is the `register(subparsers)` of a module in mella_assets/commands/.
 COMMAND_REGISTRARS: list = [score.register, crawl.register, extract.register, langid.register]
@@ -19,7 +19,7 @@ def _lake_default() -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from mella_assets.demo import run_demo
+    from mella_assets.demo.run import run_demo
 
     languages = [c.strip() for c in args.languages.split(",")] if args.languages else None
     run_demo(args.lake, args.dagster_home, languages, args.port)
@@ -46,7 +46,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from mella_assets.demo import configure_demo_environment
+    from mella_assets.demo.run import configure_demo_environment
 
     configure_demo_environment(args.lake, args.dagster_home, args.port)
     command = [

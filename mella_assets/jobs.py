@@ -1,45 +1,41 @@
-"""Jobs: the per-language pipeline, training, evaluation, and the report."""
+"""Jobs, derived from the asset graph: the per-language pipeline, training, evaluation, and the report.
+
+No job lists its assets: each selects a table and what the graph puts upstream of it, so adding a stage to the
+graph adds it to the job (docs/architecture.md, "The asset graph").
+"""
 
 import dagster as dg
 
-from mella_assets.alt_text import alt_text_pairs
-from mella_assets.captions import mllm_captions
-from mella_assets.crawl import crawl_sources, raw_crawl
-from mella_assets.dataset import mella_dataset, mella_export
-from mella_assets.evaluation import evaluation_report, evaluation_scores
-from mella_assets.images import d_know, images
-from mella_assets.training import finetuned_checkpoint
-from mella_assets.translations import d_ling, translations
 
-LANGUAGE_PIPELINE_ASSETS = [
-    crawl_sources,
-    raw_crawl,
-    alt_text_pairs,
-    images,
-    d_know,
-    mllm_captions,
-    translations,
-    d_ling,
-    mella_dataset,
-]
+def _with_neighbors(selection: dg.AssetSelection) -> dg.AssetSelection:
+    """A selection plus the tables written together with it (a stage's rejects table)."""
+    return selection.required_multi_asset_neighbors()
+
+
+# Everything per-language upstream of the dataset: crawl files → D_know and D_ling → SFT records.
+LANGUAGE_PIPELINE_SELECTION = _with_neighbors(dg.AssetSelection.assets("mella_dataset").upstream())
 
 language_pipeline_job = dg.define_asset_job(
     "language_pipeline_job",
-    selection=dg.AssetSelection.assets(*LANGUAGE_PIPELINE_ASSETS),
+    selection=LANGUAGE_PIPELINE_SELECTION,
     description="Crawl files → D_know and D_ling → SFT records, for one language.",
 )
 training_job = dg.define_asset_job(
     "training_job",
-    selection=dg.AssetSelection.assets(mella_export, finetuned_checkpoint),
+    selection=_with_neighbors(dg.AssetSelection.groups("training") | dg.AssetSelection.assets("mella_export")),
     description="Export the dataset and fine-tune the base model on every language's train split.",
     # The deployment's run queue admits one run of this pool at a time (deploy/dagster.yaml).
     tags={"mella/pool": "training"},
 )
 evaluation_job = dg.define_asset_job(
     "evaluation_job",
-    selection=dg.AssetSelection.assets(evaluation_scores),
+    selection=_with_neighbors(dg.AssetSelection.assets("evaluation_scores")),
     description="Base vs fine-tuned model on one language's test split.",
 )
 report_job = dg.define_asset_job(
-    "report_job", selection=dg.AssetSelection.assets(evaluation_report), description="Cross-language report."
+    "report_job",
+    selection=_with_neighbors(dg.AssetSelection.assets("evaluation_report")),
+    description="Cross-language report.",
 )
+
+ALL_JOBS = [language_pipeline_job, training_job, evaluation_job, report_job]

@@ -3,13 +3,13 @@
 `build_resources()` is the one place that chooses them from the environment (see README, Configuration).
 """
 
-from resources.catalog import Catalog
-from resources.fetch import ImageFetcher
-from resources.lake import Lake
-from resources.langid import LanguageIdentification
-from resources.models import Captioner, Translator
-from resources.profile import build_resources
-from resources.training import Training
+from mella_assets.resources.catalog import Catalog
+from mella_assets.resources.fetch import ImageFetcher
+from mella_assets.resources.lake import Lake
+from mella_assets.resources.langid import LanguageIdentification
+from mella_assets.resources.models import Captioner, Translator
+from mella_assets.resources.profile import build_resources
+from mella_assets.resources.training import Training
 
 __all__ = [
     "Captioner",

@@ -2,9 +2,9 @@
 
 import dagster as dg
 import duckdb
+from mella_assets.resources.lake import Lake
 
 from mella_assets.lib.catalog import open_catalog
-from resources.lake import Lake
 
 
 class Catalog(dg.ConfigurableResource):

@@ -4,9 +4,9 @@ guard, size and time caps, and the limits an image must meet to be kept."""
 import dagster as dg
 from pydantic import Field
 
+from mella_assets.know.image_fetch import ImageLimits
+from mella_assets.know.images import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_NEAR_DUPLICATE_BITS
 from mella_assets.lib.http import DEFAULT_USER_AGENT, IMAGE_CONTENT_TYPES, HttpFetcher
-from mella_assets.lib.image_fetch import ImageLimits
-from mella_assets.lib.images import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_NEAR_DUPLICATE_BITS
 from mella_assets.lib.robots import RobotsCache
 
 
@@ -48,7 +48,7 @@ class ImageFetcher(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         if self.demo_site_dir:
-            from mella_assets.testing.site import ensure_demo_site_server
+            from mella_assets.demo.site import ensure_demo_site_server
 
             ensure_demo_site_server(self.demo_site_dir, self.demo_site_port)
 

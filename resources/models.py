@@ -23,9 +23,9 @@ from mella_assets.lib.openai_backend import (
     OpenAITranslator,
     load_translation_prompt,
 )
-from mella_assets.lib.translation import DEFAULT_MAX_SENTENCE_CHARS
-from mella_assets.lib.translation import Translator as HFTranslator
 from mella_assets.lib.vlm import DEFAULT_MAX_PIXELS, VisionLanguageModel
+from mella_assets.ling.translation import DEFAULT_MAX_SENTENCE_CHARS
+from mella_assets.ling.translation import Translator as HFTranslator
 
 TINY_CAPTIONER = "lake://models/tiny/captioner"
 TINY_TRANSLATOR = "lake://models/tiny/translator"
@@ -164,7 +164,7 @@ class Translator(_RemoteSettings):
     length_ratio_bounds: dict[str, list[float]] = Field(
         default_factory=dict,
         description='Per-language [min, max] output/source character ratio, e.g. {"ko": [0.15, 1.5]}; '
-        "languages not named keep the defaults of mella_assets/lib/translation_qa.py.",
+        "languages not named keep the defaults of mella_assets/ling/translation_qa.py.",
     )
 
     def model_path(self, resolve: Callable[[str], str]) -> str:

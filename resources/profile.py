@@ -10,13 +10,12 @@ Arguments given to :func:`build_resources` win over the environment (tests use t
 import os
 
 import dagster as dg
-
-from resources.catalog import Catalog
-from resources.fetch import ImageFetcher
-from resources.lake import Lake
-from resources.langid import LanguageIdentification
-from resources.models import Captioner, Translator
-from resources.training import Training
+from mella_assets.resources.catalog import Catalog
+from mella_assets.resources.fetch import ImageFetcher
+from mella_assets.resources.lake import Lake
+from mella_assets.resources.langid import LanguageIdentification
+from mella_assets.resources.models import Captioner, Translator
+from mella_assets.resources.training import Training
 
 
 def build_resources(

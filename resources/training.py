@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from mella_assets.resources.models import TINY_CAPTIONER
 from pydantic import Field
 
-from resources.models import TINY_CAPTIONER
-
-TRAIN_SCRIPT_MODULE = "mella_assets.external.train"
+TRAIN_SCRIPT_MODULE = "mella_assets.training.train"
 RUNNERS = ("subprocess", "k8s")
 SCRATCH_MOUNT = "/scratch"
 # Variables a training pod may copy from the orchestrator's environment: where the lake and the hub are, never
@@ -102,7 +101,7 @@ class Training(dg.ConfigurableResource):
     seed: int = Field(0, description="Seed for data order and initialisation.")
     log_every: int = Field(5, description="Steps between progress reports (loss, tokens/s, peak memory).")
     save_every: int = Field(10, description="Steps between resume checkpoints in the work folder.")
-    python: str = Field(sys.executable, description="Interpreter that runs mella_assets/external/train.py.")
+    python: str = Field(sys.executable, description="Interpreter that runs mella_assets/training/train.py.")
     nproc_per_node: int = Field(
         default_factory=lambda: int(os.environ.get("MELLA_TRAINING_NPROC", "1")),
         description="Processes (GPUs) per node. Above 1, or with launcher 'torchrun', the script runs under "

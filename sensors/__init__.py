@@ -1,13 +1,13 @@
 """Sensors: new crawl data → a language run; dataset growth → retraining; new checkpoint → evaluation → report;
 failed training → a clear log line."""
 
-from sensors.evaluation import (
+from mella_assets.sensors.evaluation import (
     evaluation_after_training_sensor,
     report_after_evaluation_sensor,
     training_failure_sensor,
 )
-from sensors.landing import crawl_landing_sensor
-from sensors.retraining import retraining_sensor
+from mella_assets.sensors.landing import crawl_landing_sensor
+from mella_assets.sensors.retraining import retraining_sensor
 
 ALL_SENSORS = [
     crawl_landing_sensor,

@@ -2,13 +2,13 @@
 and a clear log line for every failed training run."""
 
 import dagster as dg
+from mella_assets.resources.lake import Lake
+from mella_assets.resources.training import Training
 
 from mella_assets.jobs import evaluation_job, report_job, training_job
 from mella_assets.languages import LANGUAGES
 from mella_assets.lib.checkpoints import checkpoint_id, dataset_languages, read_latest_checkpoint
-from mella_assets.lib.sft import resume_info
-from resources.lake import Lake
-from resources.training import Training
+from mella_assets.training.sft import resume_info
 
 
 @dg.run_status_sensor(

@@ -4,10 +4,10 @@ import hashlib
 import json
 
 import dagster as dg
+from mella_assets.resources.lake import Lake
 
+from mella_assets.crawl.landing import new_landing_files
 from mella_assets.languages import LANGUAGES
-from mella_assets.lib.landing import new_landing_files
-from resources.lake import Lake
 
 LANGUAGE_PIPELINE_JOB = "language_pipeline_job"
 

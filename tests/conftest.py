@@ -17,7 +17,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def s3():
     """A moto_server S3 API on loopback with the bucket ``mella``, its credentials in the environment."""
-    from mella_assets.testing.s3 import MotoServer, apply_env, restore_env
+    from support.s3 import MotoServer, apply_env, restore_env
 
     with MotoServer() as server:
         previous = apply_env(server.env)
@@ -31,15 +31,15 @@ def demo(tmp_path_factory):
     """The whole graph materialized once for every configured language on the demo corpus with the tiny models,
     through a Dagster instance in a temporary DAGSTER_HOME (shared by the end-to-end tests)."""
     import dagster as dg
+    from mella_assets.resources import Training, build_resources
 
     from mella_assets.definitions import build_definitions
-    from mella_assets.demo import materialize_everything
+    from mella_assets.demo.corpus import build_demo_corpus, demo_texts
+    from mella_assets.demo.run import materialize_everything
+    from mella_assets.demo.site import ensure_demo_site_server
+    from mella_assets.demo.tiny_models import build_tiny_models
     from mella_assets.languages import LANGUAGES
     from mella_assets.lib.lake import LakeStore
-    from mella_assets.testing.corpus import build_demo_corpus, demo_texts
-    from mella_assets.testing.site import ensure_demo_site_server
-    from mella_assets.testing.tiny_models import build_tiny_models
-    from resources import Training, build_resources
 
     codes = list(LANGUAGES)
     root = tmp_path_factory.mktemp("demo")

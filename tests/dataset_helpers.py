@@ -8,7 +8,7 @@ import random
 import polars as pl
 from PIL import Image, ImageDraw
 
-from mella_assets.lib.images import ValidatedImage, image_key, validate_image
+from mella_assets.know.images import ValidatedImage, image_key, validate_image
 from mella_assets.lib.lake import LakeStore
 
 

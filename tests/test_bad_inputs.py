@@ -1,7 +1,7 @@
 """The bad-input corpus (issue #8): every hostile case ends as a reject reason or a normalised value, none
 crashes, and a hostile partition still materializes from landing WARC to stored images.
 
-The per-case table is written to ``.mella/reports/bad_inputs.md``; ``python -m mella_assets.testing.bad_inputs
+The per-case table is written to ``.mella/reports/bad_inputs.md``; ``python -m support.bad_inputs
 PATH`` regenerates it outside pytest.
 """
 
@@ -15,11 +15,10 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-
-from mella_assets.alt_text import alt_text_pairs
-from mella_assets.crawl import crawl_sources, raw_crawl
-from mella_assets.images import images
-from mella_assets.testing.bad_inputs import (
+from mella_assets.resources.fetch import ImageFetcher
+from mella_assets.resources.lake import Lake
+from mella_assets.resources.langid import LanguageIdentification
+from support.bad_inputs import (
     STAGES,
     Case,
     ReportRow,
@@ -40,10 +39,10 @@ from mella_assets.testing.bad_inputs import (
     truncated_gzip_warc,
     warc_record,
 )
-from mella_assets.testing.site import Route, ScriptedSite
-from resources.fetch import ImageFetcher
-from resources.lake import Lake
-from resources.langid import LanguageIdentification
+
+from mella_assets.crawl.assets import crawl_sources, raw_crawl
+from mella_assets.demo.site import Route, ScriptedSite
+from mella_assets.know.assets import alt_text_pairs, images
 
 REPORT = Path(__file__).resolve().parent.parent / ".mella" / "reports" / "bad_inputs.md"
 CASES = bad_input_cases()

@@ -15,18 +15,18 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+from mella_assets.resources.lake import Lake
+from mella_assets.resources.models import Captioner
 from PIL import Image
 
-from mella_assets.captions import mllm_captions
+from mella_assets.demo.tiny_models import SAMPLE_TEXTS, build_tiny_models
+from mella_assets.know.images import image_key
 from mella_assets.lib.cache import JsonCache
-from mella_assets.lib.captioning import CaptionParams, caption_images
-from mella_assets.lib.images import image_key
 from mella_assets.lib.lake import LakeStore
-from mella_assets.lib.selection import select_images_for_captioning
 from mella_assets.lib.vlm import VisionLanguageModel, load_caption_prompt
-from mella_assets.testing.tiny_models import SAMPLE_TEXTS, build_tiny_models
-from resources.lake import Lake
-from resources.models import Captioner
+from mella_assets.ling.assets import mllm_captions
+from mella_assets.ling.captioning import CaptionParams, caption_images
+from mella_assets.ling.selection import select_images_for_captioning
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = "lake://models/tiny/captioner"
@@ -140,8 +140,8 @@ def test_killed_run_resumes_with_only_unfinished_images_and_a_full_rerun_makes_n
     store_images(store, "cs", list(range(total)), ["a.cz"] * total)
     script = (
         "import sys, dagster as dg\n"
-        "from mella_assets.captions import mllm_captions\n"
-        "from resources.lake import Lake\nfrom resources.models import Captioner\n"
+        "from mella_assets.ling.assets import mllm_captions\n"
+        "from mella_assets.resources.lake import Lake\nfrom mella_assets.resources.models import Captioner\n"
         "dg.materialize([mllm_captions], partition_key='cs', resources={'lake': Lake(root=sys.argv[1]),\n"
         f"  'captioner': Captioner(model='{TINY}', backend='transformers', max_new_tokens=12, batch_size=1)}})\n"
     )

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from mella_assets.cli import main
-from mella_assets.testing.corpus import warc_bytes
+from mella_assets.demo.corpus import warc_bytes
 
 PAGE = """<html lang="sr-Latn"><head><base href="https://cdn.example.rs/m/"></head><body>
 <img src="kalemegdan.jpg" alt="Kalemegdan u sumrak">

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from mella_assets.commands.crawl import main as crawl_main
-from mella_assets.lib.crawler import crawl, html_fetcher
+from mella_assets.crawl.crawler import crawl, html_fetcher
+from mella_assets.crawl.warc import WarcStats, iter_html_responses
+from mella_assets.demo.site import Route, ScriptedSite
 from mella_assets.lib.http import DEFAULT_USER_AGENT
-from mella_assets.lib.warc import WarcStats, iter_html_responses
-from mella_assets.testing.site import Route, ScriptedSite
 
 
 def html(*links: str, alt: str = "Pražský hrad") -> bytes:

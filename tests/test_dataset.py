@@ -5,8 +5,7 @@ import polars as pl
 import pytest
 from dataset_helpers import CZECH_ALTS, CZECH_CAPTIONS, know_frame, ling_frame, near_copy, picture
 
-from mella_assets.languages import LANGUAGES
-from mella_assets.lib.dataset import (
+from mella_assets.dataset.build import (
     DATASET_SCHEMA,
     MixPolicy,
     SplitPolicy,
@@ -20,7 +19,8 @@ from mella_assets.lib.dataset import (
     schema_problems,
     split_leakage,
 )
-from mella_assets.lib.images import ValidatedImage, hamming, validate_image
+from mella_assets.know.images import ValidatedImage, hamming, validate_image
+from mella_assets.languages import LANGUAGES
 
 
 def validated(data: bytes) -> ValidatedImage:

@@ -5,7 +5,7 @@ import random
 
 import polars as pl
 
-from mella_assets.lib.dataset import (
+from mella_assets.dataset.build import (
     IMAGE_TOKEN,
     MIX_SALT,
     _rank,

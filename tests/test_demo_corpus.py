@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from warcio.archiveiterator import ArchiveIterator
 
-from mella_assets.testing.corpus import (
+from mella_assets.demo.corpus import (
     LEGACY_CHARSETS,
     build_demo_corpus,
     corpus_languages,
@@ -21,7 +21,7 @@ from mella_assets.testing.corpus import (
     english_sentences,
     load_corpus,
 )
-from mella_assets.testing.site import DemoSiteServer, ensure_demo_site_server
+from mella_assets.demo.site import DemoSiteServer, ensure_demo_site_server
 
 LANGUAGES = ["ar", "cs", "hu", "ko", "ru", "sr", "th", "vi"]
 BASE_URL = "http://127.0.0.1:18470"

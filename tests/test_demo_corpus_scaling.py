@@ -1,6 +1,6 @@
 """The demo corpus scaled for benchmarks: k copies of every page, each with new URLs and new pictures."""
 
-from mella_assets.testing.corpus import build_demo_site, load_corpus, scaled_pages
+from mella_assets.demo.corpus import build_demo_site, load_corpus, scaled_pages
 
 BASE_URL = "http://127.0.0.1:9"
 

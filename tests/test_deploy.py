@@ -16,11 +16,11 @@ from dagster._config import validate_config
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster_k8s import K8sRunLauncher
 from dagster_k8s.job import USER_DEFINED_K8S_JOB_CONFIG_SCHEMA
+from mella_assets.resources.lake import Lake
+from support.postgres import PostgresCluster, postgres_bin_dir
 
-from mella_assets.crawl import crawl_sources, raw_crawl
-from mella_assets.testing.corpus import build_demo_corpus
-from mella_assets.testing.postgres import PostgresCluster, postgres_bin_dir
-from resources.lake import Lake
+from mella_assets.crawl.assets import crawl_sources, raw_crawl
+from mella_assets.demo.corpus import build_demo_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
@@ -161,7 +161,7 @@ VERSION_LABEL = "app.kubernetes.io/version"  # dagster's version: changes with e
 
 def render_training_pod_example() -> dict:
     """The pod the k8s runner submits for one training run, with the code location's env from values.yaml."""
-    from resources.training import Training
+    from mella_assets.resources.training import Training
 
     values = yaml.safe_load((ROOT / "deploy" / "k8s" / "values.yaml").read_text())
     env = {item["name"]: item["value"] for item in values["dagster-user-deployments"]["deployments"][0]["env"]}

@@ -3,9 +3,9 @@
 import polars as pl
 import pytest
 
+from mella_assets.evaluation.report import report_table, scores_markdown
+from mella_assets.evaluation.scoring import regressions, score_samples
 from mella_assets.languages import REGISTRY
-from mella_assets.lib.evaluation import regressions, score_samples
-from mella_assets.lib.report import report_table, scores_markdown
 
 CS = REGISTRY["cs"]
 REFERENCES = ["Pražský hrad v zimě", "Karlův most v noci", "Staroměstské náměstí", "Vltava a hrad"] * 3

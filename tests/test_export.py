@@ -10,15 +10,15 @@ import duckdb
 import polars as pl
 import pytest
 import webdataset as wds
+from mella_assets.resources import build_resources
 
-from mella_assets.dataset import mella_export
+from mella_assets.dataset.assets import mella_export
 from mella_assets.definitions import build_definitions
+from mella_assets.demo.corpus import build_demo_corpus, demo_texts
+from mella_assets.demo.site import ensure_demo_site_server
+from mella_assets.demo.tiny_models import build_tiny_models
 from mella_assets.lib.catalog import run_sql
 from mella_assets.lib.lake import LakeStore
-from mella_assets.testing.corpus import build_demo_corpus, demo_texts
-from mella_assets.testing.site import ensure_demo_site_server
-from mella_assets.testing.tiny_models import build_tiny_models
-from resources import build_resources
 
 pytestmark = pytest.mark.slow
 CODES = ["cs", "vi"]

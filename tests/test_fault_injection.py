@@ -23,11 +23,8 @@ from urllib.parse import urlsplit
 import polars as pl
 import pytest
 from conftest import free_port
-
-from mella_assets.lib.catalog import open_catalog
-from mella_assets.lib.lake import LakeStore
-from mella_assets.testing import faults
-from mella_assets.testing.faults import (
+from support import faults
+from support.faults import (
     DROP,
     ERROR_503,
     STAGES,
@@ -46,11 +43,19 @@ from mella_assets.testing.faults import (
     temp_files,
 )
 
+from mella_assets.lib.catalog import open_catalog
+from mella_assets.lib.lake import LakeStore
+
 pytestmark = pytest.mark.slow
 LANGUAGE = "hu"
 SEED = int(os.environ.get("MELLA_FAULT_SEED", "20261126"))
 REPO = Path(__file__).resolve().parent.parent
-CHILD_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+CHILD_ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "PYTHONPATH": f"{REPO / 'tests'}{os.pathsep}{REPO}",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+}
 SKIP_INPUTS = shutil.ignore_patterns("demo")  # the site is served from the reference lake's own folder
 
 
@@ -94,8 +99,8 @@ class Reference:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Reference:
-    from mella_assets.testing.corpus import build_demo_corpus, demo_texts
-    from mella_assets.testing.tiny_models import build_tiny_models
+    from mella_assets.demo.corpus import build_demo_corpus, demo_texts
+    from mella_assets.demo.tiny_models import build_tiny_models
 
     root = tmp_path_factory.mktemp("fault-reference")
     lake, port = root / "lake", free_port()
@@ -150,7 +155,7 @@ def test_a_stage_killed_at_a_random_write_reruns_to_the_uninterrupted_result(ref
     lake = reference.copy(stage, tmp_path / "lake")
     started = time.monotonic()
     child = subprocess.run(
-        [sys.executable, "-m", "mella_assets.testing.faults", "stage", "--lake", str(lake), "--language", LANGUAGE,
+        [sys.executable, "-m", "support.faults", "stage", "--lake", str(lake), "--language", LANGUAGE,
          "--site-port", str(reference.port), "--site-dir", str(reference.site_dir), "--stage", stage,
          "--kill-at", str(kill_at)],
         cwd=REPO, env=CHILD_ENV, capture_output=True, text=True, timeout=300,
@@ -179,7 +184,7 @@ def test_the_whole_job_killed_at_a_random_moment_reruns_to_the_uninterrupted_res
     delay = rng.uniform(0.0, 0.8) * reference.seconds[target]
     lake = reference.copy(STAGES[0], tmp_path / "lake")
     process = subprocess.Popen(
-        [sys.executable, "-m", "mella_assets.testing.faults", "pipeline", "--lake", str(lake), "--language", LANGUAGE,
+        [sys.executable, "-m", "support.faults", "pipeline", "--lake", str(lake), "--language", LANGUAGE,
          "--site-port", str(reference.port), "--site-dir", str(reference.site_dir)],
         cwd=REPO, env=CHILD_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -262,7 +267,7 @@ def test_image_host_that_drops_stalls_and_fails_is_bounded_retried_and_healed_by
 
 
 def test_s3_endpoint_that_goes_away_mid_stage_fails_it_clearly_and_a_rerun_matches(reference, tmp_path, monkeypatch):
-    from mella_assets.testing.s3 import MotoServer
+    from support.s3 import MotoServer
 
     before, after = reference.digest_before("images"), reference.digest_after("images")
     new_objects = sorted(set(after) - set(before))
@@ -320,7 +325,7 @@ def test_a_full_disk_fails_each_stage_keeps_earlier_tables_and_a_rerun_with_room
     mounted = location_roots(tmp_path / "mnt" / "lake")  # where the stages ran (copied out afterwards)
     started = time.monotonic()
     child = subprocess.run(
-        ["unshare", "-rm", sys.executable, "-m", "mella_assets.testing.faults", "disk-full",
+        ["unshare", "-rm", sys.executable, "-m", "support.faults", "disk-full",
          "--lake", str(tmp_path / "mnt"), "--language", LANGUAGE, "--site-port", str(reference.port),
          "--site-dir", str(reference.site_dir), "--stages", ",".join(STAGES), "--states", str(reference.states),
          "--out", str(out)],
@@ -369,7 +374,7 @@ def ref_state_unchanged(ref: Reference, lake: Path, stage: str) -> bool:
 
 
 def test_the_stage_list_follows_the_language_pipeline_job() -> None:
-    from mella_assets.jobs import LANGUAGE_PIPELINE_ASSETS
+    from mella_assets.definitions import language_pipeline_assets
 
     # The harness names the stages itself (its child processes import it without Dagster's asset graph).
-    assert tuple(asset.key.to_user_string() for asset in LANGUAGE_PIPELINE_ASSETS) == STAGES
+    assert tuple(asset.key.to_user_string() for asset in language_pipeline_assets()) == STAGES

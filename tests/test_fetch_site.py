@@ -14,16 +14,16 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+from mella_assets.resources.fetch import ImageFetcher
+from mella_assets.resources.lake import Lake
 from PIL import Image, ImageDraw
 
-from mella_assets.images import images
+from mella_assets.demo.site import Route, ScriptedSite
+from mella_assets.know.assets import images
+from mella_assets.know.image_fetch import fetch_images
 from mella_assets.lib.http import DEFAULT_USER_AGENT, HttpFetcher, parse_retry_after
-from mella_assets.lib.image_fetch import fetch_images
 from mella_assets.lib.lake import LakeStore
 from mella_assets.lib.robots import RobotsCache
-from mella_assets.testing.site import Route, ScriptedSite
-from resources.fetch import ImageFetcher
-from resources.lake import Lake
 
 DELAY_S = 0.1
 # Server-side clocks see scheduling jitter (a first connection, a busy shared 2-core machine).

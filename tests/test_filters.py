@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from mella_assets.know.filters import REASONS, FilterConfig, counts_by_reason, filter_alt_texts, is_boilerplate
 from mella_assets.languages import REGISTRY
-from mella_assets.lib.filters import REASONS, FilterConfig, counts_by_reason, filter_alt_texts, is_boilerplate
 from mella_assets.lib.langid import LanguageIdentifier
 
 CZECH = REGISTRY["cs"]

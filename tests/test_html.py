@@ -7,7 +7,7 @@ from urllib.parse import urldefrag, urljoin, urlsplit
 
 import polars as pl
 
-from mella_assets.lib.html import (
+from mella_assets.crawl.html import (
     NEARBY_TEXT_MAX_CHARS,
     RAW_CRAWL_SCHEMA,
     ImageCandidate,
@@ -19,7 +19,7 @@ from mella_assets.lib.html import (
     pages_to_frame,
     parse_srcset,
 )
-from mella_assets.lib.warc import HtmlResponse
+from mella_assets.crawl.warc import HtmlResponse
 
 PAGE_URL = "https://WWW.Example.cz:8443/clanky/hrad.html?x=1#top"
 PAGE = """<!doctype html>

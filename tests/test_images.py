@@ -12,8 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image, ImageDraw
 
-from mella_assets.lib.http import DEFAULT_USER_AGENT, FetchResult, HttpFetcher, is_blocked_address
-from mella_assets.lib.images import (
+from mella_assets.know.images import (
     ImageReject,
     ValidatedImage,
     dhash,
@@ -21,6 +20,7 @@ from mella_assets.lib.images import (
     image_key,
     validate_image,
 )
+from mella_assets.lib.http import DEFAULT_USER_AGENT, FetchResult, HttpFetcher, is_blocked_address
 
 
 def encode(image: Image.Image, fmt: str, **options: object) -> bytes:

@@ -19,12 +19,12 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from mella_assets.commands.crawl import main as crawl_main
+from mella_assets.crawl.sources import COMMON_CRAWL_BASE, download_key, download_source, parse_registry
+from mella_assets.crawl.warc import iter_html_responses
+from mella_assets.demo.site import Route, ScriptedSite
 from mella_assets.lib import lake as lake_module
 from mella_assets.lib.http import HttpFetcher
 from mella_assets.lib.lake import TMP_PREFIX, LakeStore
-from mella_assets.lib.sources import COMMON_CRAWL_BASE, download_key, download_source, parse_registry
-from mella_assets.lib.warc import iter_html_responses
-from mella_assets.testing.site import Route, ScriptedSite
 
 WARC_PATH = "/crawl-data/CC-MAIN-2024-33/segments/1/warc/part-00000.warc.gz"
 
@@ -271,10 +271,10 @@ def test_mella_crawl_writes_its_warc_into_an_s3_lake(s3, tmp_path, monkeypatch, 
 
 def test_a_fresh_worker_registers_and_extracts_known_warcs_without_downloading_them(s3, tmp_path, monkeypatch):
     import dagster as dg
+    from mella_assets.resources.lake import Lake
 
-    from mella_assets.crawl import crawl_sources, raw_crawl
-    from mella_assets.testing.corpus import warc_bytes
-    from resources.lake import Lake
+    from mella_assets.crawl.assets import crawl_sources, raw_crawl
+    from mella_assets.demo.corpus import warc_bytes
 
     def run(cache: Path) -> dict:
         monkeypatch.setattr(lake_module, "DEFAULT_CACHE", cache)

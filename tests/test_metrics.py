@@ -7,9 +7,7 @@ import random
 import polars as pl
 import pytest
 
-from mella_assets.languages import REGISTRY, Language
-from mella_assets.lib.evaluation import score_samples
-from mella_assets.lib.metrics import (
+from mella_assets.evaluation.metrics import (
     MetricResult,
     chrf,
     chrf_interval,
@@ -22,6 +20,8 @@ from mella_assets.lib.metrics import (
     paired_mean_delta_interval,
     sentence_chrf,
 )
+from mella_assets.evaluation.scoring import score_samples
+from mella_assets.languages import REGISTRY, Language
 
 CS, TH, KO, SR = REGISTRY["cs"], REGISTRY["th"], REGISTRY["ko"], REGISTRY["sr"]
 

@@ -11,10 +11,16 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+from mella_assets.resources import build_resources
+from mella_assets.resources.lake import Lake
+from mella_assets.resources.langid import LanguageIdentification
+from mella_assets.resources.models import Captioner
+from mella_assets.resources.models import Translator as TranslatorResource
 from PIL import Image
+from support.openai_server import ChatCompletionsServer, Faults
 
-from mella_assets.captions import mllm_captions
-from mella_assets.lib.images import image_key
+from mella_assets.demo.tiny_models import SAMPLE_TEXTS, TinyModels, build_tiny_models
+from mella_assets.know.images import image_key
 from mella_assets.lib.lake import LakeStore
 from mella_assets.lib.openai_backend import (
     BackendUnavailable,
@@ -25,16 +31,9 @@ from mella_assets.lib.openai_backend import (
     chat_completions_url,
     parse_retry_after,
 )
-from mella_assets.lib.translation import Translator
 from mella_assets.lib.vlm import VisionLanguageModel, load_caption_prompt
-from mella_assets.testing.openai_server import ChatCompletionsServer, Faults
-from mella_assets.testing.tiny_models import SAMPLE_TEXTS, TinyModels, build_tiny_models
-from mella_assets.translations import translations
-from resources import build_resources
-from resources.lake import Lake
-from resources.langid import LanguageIdentification
-from resources.models import Captioner
-from resources.models import Translator as TranslatorResource
+from mella_assets.ling.assets import mllm_captions, translations
+from mella_assets.ling.translation import Translator
 
 PROMPT = load_caption_prompt().text
 TEXTS = ["A red tram crosses the bridge. Two children play.", "A woman reads a newspaper.", "", "Snow covers roofs."]

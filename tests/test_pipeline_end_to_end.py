@@ -14,14 +14,14 @@ import polars as pl
 import pytest
 from conftest import free_port
 
-from mella_assets.demo import demo_summary
-from mella_assets.jobs import LANGUAGE_PIPELINE_ASSETS
+from mella_assets.definitions import language_pipeline_assets
+from mella_assets.demo.run import demo_summary
 from mella_assets.languages import LANGUAGES
 
 pytestmark = pytest.mark.slow
 CODES = list(LANGUAGES)
 # The language pipeline job's stages (mella_assets/jobs.py), then evaluation.
-PER_LANGUAGE_ASSETS = [*(asset.key.path[-1] for asset in LANGUAGE_PIPELINE_ASSETS), "evaluation_scores"]
+PER_LANGUAGE_ASSETS = [*(asset.key.path[-1] for asset in language_pipeline_assets()), "evaluation_scores"]
 GLOBAL_ASSETS = ["mella_export", "finetuned_checkpoint", "evaluation_report"]
 
 

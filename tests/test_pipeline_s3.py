@@ -7,13 +7,13 @@ import json
 import dagster as dg
 import polars as pl
 import pytest
+from mella_assets.resources import Training, build_resources
+from support.s3 import MotoServer, apply_env, restore_env
 
 from mella_assets.definitions import build_definitions
-from mella_assets.demo import demo_summary, materialize_everything
+from mella_assets.demo.run import demo_summary, materialize_everything
 from mella_assets.lib.catalog import run_sql
 from mella_assets.lib.lake import LakeStore
-from mella_assets.testing.s3 import MotoServer, apply_env, restore_env
-from resources import Training, build_resources
 
 pytestmark = pytest.mark.slow
 # Columns that name where the lake is (file:// vs s3://) or when something ran, not what the data is.

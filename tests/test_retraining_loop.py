@@ -17,22 +17,22 @@ import time
 import dagster as dg
 import polars as pl
 import pytest
-
-from mella_assets.definitions import build_definitions
-from mella_assets.demo import QUIET_RUN_CONFIG
-from mella_assets.lib.lake import LakeStore
-from mella_assets.lib.sft import PID_FILE, resume_info
-from mella_assets.testing.corpus import build_demo_corpus, demo_texts
-from mella_assets.testing.site import ensure_demo_site_server
-from mella_assets.testing.tiny_models import build_tiny_models
-from resources import Captioner, Training, Translator, build_resources
-from sensors import (
+from mella_assets.resources import Captioner, Training, Translator, build_resources
+from mella_assets.sensors import (
     crawl_landing_sensor,
     evaluation_after_training_sensor,
     report_after_evaluation_sensor,
     retraining_sensor,
     training_failure_sensor,
 )
+
+from mella_assets.definitions import build_definitions
+from mella_assets.demo.corpus import build_demo_corpus, demo_texts
+from mella_assets.demo.run import QUIET_RUN_CONFIG
+from mella_assets.demo.site import ensure_demo_site_server
+from mella_assets.demo.tiny_models import build_tiny_models
+from mella_assets.lib.lake import LakeStore
+from mella_assets.training.sft import PID_FILE, resume_info
 
 pytestmark = pytest.mark.slow
 CODES = ["cs", "vi"]

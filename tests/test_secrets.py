@@ -14,19 +14,19 @@ import dagster as dg
 import duckdb
 import polars as pl
 import pytest
+from mella_assets.resources.lake import Lake
+from mella_assets.resources.models import Captioner
 from PIL import Image
+from support.openai_server import ChatCompletionsServer
+from support.s3 import MotoServer
 
-from mella_assets.captions import mllm_captions
+from mella_assets.demo.tiny_models import SAMPLE_TEXTS, build_tiny_models
+from mella_assets.know.images import image_key
 from mella_assets.lib.catalog import run_sql
-from mella_assets.lib.images import image_key
 from mella_assets.lib.lake import LakeStore
 from mella_assets.lib.openai_backend import BackendUnavailable, ChatCompletionsClient
 from mella_assets.lib.vlm import VisionLanguageModel
-from mella_assets.testing.openai_server import ChatCompletionsServer
-from mella_assets.testing.s3 import MotoServer
-from mella_assets.testing.tiny_models import SAMPLE_TEXTS, build_tiny_models
-from resources.lake import Lake
-from resources.models import Captioner
+from mella_assets.ling.assets import mllm_captions
 
 API_KEY = "sk-mella-" + secrets.token_hex(16)
 WRONG_KEY = "sk-wrong-" + secrets.token_hex(16)

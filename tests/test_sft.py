@@ -12,7 +12,9 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from mella_assets.lib.sft import (
+from mella_assets.demo.tiny_models import SAMPLE_TEXTS, TinyModels, build_tiny_models
+from mella_assets.lib.vlm import VisionLanguageModel
+from mella_assets.training.sft import (
     IGNORE_INDEX,
     SFTConfig,
     TrainingTimeout,
@@ -21,8 +23,6 @@ from mella_assets.lib.sft import (
     resume_info,
     train_sft,
 )
-from mella_assets.lib.vlm import VisionLanguageModel
-from mella_assets.testing.tiny_models import SAMPLE_TEXTS, TinyModels, build_tiny_models
 
 PROMPT = "Describe the image."
 # Native sentences (Arabic onwards) as answers, so the answers cover several scripts.
@@ -155,7 +155,7 @@ def test_train_script_reports_metadata_through_dagster_pipes(
 
     @dg.asset
     def tuned_model(context: dg.AssetExecutionContext, pipes: dg.PipesSubprocessClient) -> dg.MaterializeResult:
-        command = [sys.executable, "-m", "mella_assets.external.train"]
+        command = [sys.executable, "-m", "mella_assets.training.train"]
         invocation = pipes.run(command=command, context=context, extras=extras)
         messages.extend(invocation.get_custom_messages())
         return invocation.get_materialize_result()
@@ -237,7 +237,7 @@ def test_resume_state_of_other_settings_is_ignored(tiny: TinyModels, train_file:
 def test_the_script_runs_under_torchrun_with_one_gloo_process(
     tiny: TinyModels, train_file: Path, tmp_path: Path
 ) -> None:
-    from resources.training import Training
+    from mella_assets.resources.training import Training
 
     config = {
         "base_model": str(tiny.captioner),
@@ -260,14 +260,14 @@ def test_the_script_runs_under_torchrun_with_one_gloo_process(
 
 
 def test_launch_command_is_plain_python_or_torchrun() -> None:
-    from resources.training import Training
+    from mella_assets.resources.training import Training
 
     plain = Training(python="/py").launch_command("/w/config.json")
-    assert plain == ["/py", "-m", "mella_assets.external.train", "--config", "/w/config.json"]
+    assert plain == ["/py", "-m", "mella_assets.training.train", "--config", "/w/config.json"]
     multi = Training(python="/py", nproc_per_node=4).launch_command("/w/config.json")
     assert multi == [
         "/py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4",
-        "-m", "mella_assets.external.train", "--config", "/w/config.json",
+        "-m", "mella_assets.training.train", "--config", "/w/config.json",
     ]  # fmt: skip
     with pytest.raises(ValueError, match="launcher"):
         Training(launcher="mpirun").launch_command("/w/config.json")

@@ -11,14 +11,7 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from mella_assets.lib.translation import Translator, split_sentences, transliterate_serbian_to_latin
-from mella_assets.lib.vlm import (
-    Generation,
-    VisionLanguageModel,
-    load_caption_prompt,
-    prepare_image,
-)
-from mella_assets.testing.tiny_models import (
+from mella_assets.demo.tiny_models import (
     BUILD_FILE,
     SAMPLE_TEXTS,
     TinyModels,
@@ -26,6 +19,13 @@ from mella_assets.testing.tiny_models import (
     build_tiny_models,
     language_code_tokens,
 )
+from mella_assets.lib.vlm import (
+    Generation,
+    VisionLanguageModel,
+    load_caption_prompt,
+    prepare_image,
+)
+from mella_assets.ling.translation import Translator, split_sentences, transliterate_serbian_to_latin
 
 
 @pytest.fixture(scope="module")

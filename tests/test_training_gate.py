@@ -4,11 +4,11 @@ import dagster as dg
 import polars as pl
 import pytest
 from dataset_helpers import CZECH_ALTS, CZECH_CAPTIONS, know_frame, ling_frame, picture, store_image
+from mella_assets.resources import Lake, Training
 
-from mella_assets.lib.dataset import build_sft_records, training_gate_problems
+from mella_assets.dataset.build import build_sft_records, training_gate_problems
 from mella_assets.lib.lake import LakeStore
-from mella_assets.training import finetuned_checkpoint
-from resources import Lake, Training
+from mella_assets.training.assets import finetuned_checkpoint
 
 
 @pytest.fixture

@@ -19,20 +19,20 @@ import polars as pl
 import pytest
 from dagster_pipes import PipesDefaultContextLoader, decode_param
 from dataset_helpers import CZECH_ALTS, CZECH_CAPTIONS, know_frame, ling_frame, picture, store_image
+from mella_assets.resources import Lake, Training
+from mella_assets.resources.training import TrainingPod
 from PIL import Image
+from support.local_pod import LocalPodPipesClient
+from support.s3 import TEST_CREDENTIALS, MotoServer, apply_env, restore_env
 
+from mella_assets.dataset.build import build_sft_records
+from mella_assets.demo.tiny_models import SAMPLE_TEXTS, build_tiny_models
 from mella_assets.lib.checkpoints import read_latest_checkpoint
-from mella_assets.lib.dataset import build_sft_records
 from mella_assets.lib.lake import LakeStore
-from mella_assets.lib.lake_training import build_job, write_job
-from mella_assets.lib.sft import RESUME_INFO
 from mella_assets.lib.vlm import VisionLanguageModel
-from mella_assets.testing.local_pod import LocalPodPipesClient
-from mella_assets.testing.s3 import TEST_CREDENTIALS, MotoServer, apply_env, restore_env
-from mella_assets.testing.tiny_models import SAMPLE_TEXTS, build_tiny_models
-from mella_assets.training import finetuned_checkpoint
-from resources import Lake, Training
-from resources.training import TrainingPod
+from mella_assets.training.assets import finetuned_checkpoint
+from mella_assets.training.lake_job import build_job, write_job
+from mella_assets.training.sft import RESUME_INFO
 
 LAKE_ROOT = "s3://mella/lake"
 BASE_MODEL = "lake://models/tiny/captioner"
@@ -103,7 +103,7 @@ def test_a_pod_with_only_lake_credentials_trains_and_publishes_the_checkpoint_to
     container = pod.spec.containers[0]
     assert container.image == IMAGE
     job_uri = f"{LAKE_ROOT}/work/training/{checkpoint_key.split('/')[1]}/job.json"
-    assert container.command == ["python", "-m", "mella_assets.external.train", "--config", job_uri]
+    assert container.command == ["python", "-m", "mella_assets.training.train", "--config", job_uri]
     assert [source.secret_ref.name for source in container.env_from] == [SECRET]
     env = {variable.name: variable.value for variable in container.env}
     assert env["AWS_ENDPOINT_URL"] == server.endpoint
@@ -150,7 +150,7 @@ def test_a_pod_killed_after_a_save_resumes_from_the_lake_in_a_fresh_scratch_fold
         home.mkdir()
         pod_env = {**env, "HOME": str(home), "MELLA_TRAINING_SCRATCH": str(home / "scratch")}
         pod_env["MELLA_LAKE_CACHE"] = str(home / "cache")
-        command = [sys.executable, "-m", "mella_assets.external.train", "--config", location]
+        command = [sys.executable, "-m", "mella_assets.training.train", "--config", location]
         done = subprocess.run(command, env=pod_env, cwd=home, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
@@ -233,7 +233,7 @@ def test_the_pod_spec_carries_image_command_gpus_service_account_and_the_secret_
     assert container["image"] == "registry.example.org/mella-train:1.0"
     assert container["command"] == [
         "python", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "mella_assets.external.train", "--config", "s3://mella/lake/work/training/abc/job.json",
+        "-m", "mella_assets.training.train", "--config", "s3://mella/lake/work/training/abc/job.json",
     ]  # fmt: skip
     assert container["resources"] == {
         "limits": {"memory": "120Gi", "nvidia.com/gpu": "2"},

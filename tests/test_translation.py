@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import pytest
 
+from mella_assets.demo.tiny_models import SAMPLE_TEXTS, build_tiny_models
 from mella_assets.languages import DEFAULT_LANGUAGE_CODES, LANGUAGES, REGISTRY
 from mella_assets.lib.cache import JsonCache
 from mella_assets.lib.lake import LakeStore
 from mella_assets.lib.langid import LanguageIdentifier
-from mella_assets.lib.translation import (
+from mella_assets.ling.translation import (
     Translator,
     nllb_language_name,
     split_for_translation,
     translate_cached,
     transliterate_serbian_to_latin,
 )
-from mella_assets.lib.translation_qa import check_translation, check_translations, length_bounds
-from mella_assets.testing.tiny_models import SAMPLE_TEXTS, build_tiny_models
+from mella_assets.ling.translation_qa import check_translation, check_translations, length_bounds
 
 LONG_CAPTION = (
     "A red tram crosses the old stone bridge in the morning. Two children are playing football in a small park. "

@@ -10,7 +10,7 @@ from pathlib import Path
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from mella_assets.lib.warc import HtmlResponse, WarcStats, iter_html_responses
+from mella_assets.crawl.warc import HtmlResponse, WarcStats, iter_html_responses
 
 DATE = "2024-05-01T10:00:00Z"
 PAGE_A = b"<html lang='cs'><body><img src='a.jpg' alt='Hrad'></body></html>"

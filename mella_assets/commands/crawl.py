@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mella_assets.lib.crawler import crawl, html_fetcher
+from mella_assets.crawl.crawler import crawl, html_fetcher
 from mella_assets.lib.http import DEFAULT_USER_AGENT
 from mella_assets.lib.lake import LakeStore
 

@@ -8,8 +8,8 @@ import sys
 
 import polars as pl
 
-from mella_assets.lib.html import extract_warc
-from mella_assets.lib.warc import WarcStats
+from mella_assets.crawl.html import extract_warc
+from mella_assets.crawl.warc import WarcStats
 
 COLUMNS = [
     "page_url",
@@ -33,7 +33,7 @@ COLUMNS = [
 
 def candidates(paths: list[str], stats: WarcStats, nearby_context: bool = False) -> pl.DataFrame:
     """The image candidates of the pages in ``paths`` (columns :data:`COLUMNS`); ``nearby_context``: as in
-    :func:`mella_assets.lib.html.extract_warc`."""
+    :func:`mella_assets.crawl.html.extract_warc`."""
     frames = [extract_warc(path, stats, nearby_context=nearby_context) for path in paths]
     pages = pl.concat(frames, how="vertical_relaxed")
     return (

@@ -25,8 +25,8 @@ def _read_items(path: str) -> list[str]:
 
 def score_files(metric: str, language_code: str, references: list[str], predictions: list[str]) -> dict:
     """Per-item scores and the corpus score with its bootstrap interval (seed 0)."""
+    from mella_assets.evaluation import metrics
     from mella_assets.languages import REGISTRY
-    from mella_assets.lib import metrics
 
     if language_code not in REGISTRY:
         raise ValueError(f"unknown language {language_code!r}; known: {', '.join(sorted(REGISTRY))}")

@@ -269,7 +269,7 @@ class TranslationPrompt:
     text: str
 
     def render(self, text: str, source_code: str, target_code: str) -> list[dict[str, Any]]:
-        from mella_assets.lib.translation import nllb_language_name
+        from mella_assets.ling.translation import nllb_language_name
 
         user = self.text.format(
             source_name=nllb_language_name(source_code),

@@ -3,7 +3,7 @@
 The orchestrator writes a *job* into the lake: the SFT settings plus lake keys for the train records, the
 checkpoint to produce and the resume state. The training process reads the job, copies what it needs into a
 local scratch folder (the lake's ETag-checked cache for images and the base model), trains with the ordinary
-:func:`mella_assets.lib.sft.train_sft`, mirrors its resume state back to the lake while it trains, and publishes
+:func:`mella_assets.training.sft.train_sft`, mirrors its resume state back to the lake while it trains, and publishes
 the finished checkpoint under the job's output key. Nothing in a job is a path on the orchestrator's disk.
 
 Layout of one job (``work/training/<checkpoint id>/``)::
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mella_assets.lib.lake import LakeStore, atomic_write_bytes
-from mella_assets.lib.sft import RESUME_DIR, RESUME_INFO, RESUME_STATE, SFTConfig
+from mella_assets.training.sft import RESUME_DIR, RESUME_INFO, RESUME_STATE, SFTConfig
 
 LAKE_MODEL_PREFIX = "lake://"
 JOB_FILE = "job.json"

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 import PIL
 import polars as pl
 
-from mella_assets.lib.http import HttpFetcher
-from mella_assets.lib.images import (
+from mella_assets.know.images import (
     DEFAULT_MAX_ASPECT_RATIO,
     DEFAULT_NEAR_DUPLICATE_BITS,
     ImageReject,
@@ -32,6 +31,7 @@ from mella_assets.lib.images import (
     mark_duplicates,
     validate_image,
 )
+from mella_assets.lib.http import HttpFetcher
 from mella_assets.lib.watchdog import map_with_deadline
 
 IMAGES_SCHEMA = {

@@ -6,7 +6,7 @@ lake with an uninterrupted run row by row.
   legitimately vary left out: :data:`VARYING_COLUMNS`), every other file by its bytes, temporary files listed apart.
 - :class:`RenameTrap` stands in for ``os`` inside ``lib/lake.py``: it counts the lake's renames (each atomic write
   ends in one) and can SIGKILL the process just before or just after the n-th, which is where a crash changes what
-  is on disk. ``python -m mella_assets.testing.faults`` runs one stage that way (the child of the kill tests).
+  is on disk. ``python -m support.faults`` runs one stage that way (the child of the kill tests).
 - :class:`FaultySite` serves the demo site and misbehaves on chosen paths (drop, stall, 5xx).
 - :class:`TcpOutage` is a TCP proxy in front of an endpoint (moto_server) that can be taken down and brought back
   on the same port: the endpoint disappears for the client while its data survives.
@@ -30,11 +30,11 @@ from pathlib import Path
 
 import polars as pl
 
+from mella_assets.demo.site import _Handler, _SiteHTTPServer
 from mella_assets.lib import lake as lake_module
 from mella_assets.lib.lake import TMP_PREFIX
-from mella_assets.testing.site import _Handler, _SiteHTTPServer
 
-# The per-language stages in job order (mella_assets/jobs.py LANGUAGE_PIPELINE_ASSETS).
+# The per-language stages in job order (mella_assets.definitions.language_pipeline_assets).
 STAGES = (
     "crawl_sources",
     "raw_crawl",
@@ -173,7 +173,7 @@ def stage_resources(lake_root: Path, site_port: int, site_dir: Path, **fetcher: 
     """The code location's resources on ``lake_root`` with the demo site served elsewhere (``site_dir``), short
     generations (the tiny models' text is random anyway: this only saves time) and ``fetcher`` overriding image
     fetcher fields (timeouts, retries)."""
-    from resources import Captioner, ImageFetcher, Translator, build_resources
+    from mella_assets.resources import Captioner, ImageFetcher, Translator, build_resources
 
     resources = build_resources(
         lake_root=str(lake_root),
@@ -195,9 +195,9 @@ def materialize_stage(stage: str, language: str, resources: dict[str, object]):
     """Materialize one stage for one language in this process; returns the Dagster result (no raise)."""
     import dagster as dg
 
-    from mella_assets.jobs import LANGUAGE_PIPELINE_ASSETS
+    from mella_assets.definitions import language_pipeline_assets
 
-    (asset,) = [a for a in LANGUAGE_PIPELINE_ASSETS if a.key.path[-1] == stage]
+    (asset,) = [a for a in language_pipeline_assets() if a.key.path[-1] == stage]
     return dg.materialize([asset], partition_key=language, resources=resources, raise_on_error=False)
 
 
@@ -217,9 +217,9 @@ def materialize_pipeline(language: str, resources: dict[str, object]):
     """Every stage of the language pipeline in one run, in this process (no raise)."""
     import dagster as dg
 
-    from mella_assets.jobs import LANGUAGE_PIPELINE_ASSETS
+    from mella_assets.definitions import language_pipeline_assets
 
-    return dg.materialize(LANGUAGE_PIPELINE_ASSETS, partition_key=language, resources=resources, raise_on_error=False)
+    return dg.materialize(language_pipeline_assets(), partition_key=language, resources=resources, raise_on_error=False)
 
 
 # -- a disk that fills up: a real tmpfs of a chosen size (needs a mount namespace: `unshare -rm`) ----------------------

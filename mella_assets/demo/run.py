@@ -64,10 +64,10 @@ def configure_demo_environment(lake_root: str, dagster_home: str, port: int) -> 
 
 def prepare_demo_inputs(lake_root: str, languages: list[str], port: int) -> dict[str, float]:
     """Demo web site + landing WARCs + tiny models in the lake; returns seconds per step."""
+    from mella_assets.demo.corpus import build_demo_corpus, demo_texts
+    from mella_assets.demo.site import ensure_demo_site_server
+    from mella_assets.demo.tiny_models import build_tiny_models
     from mella_assets.lib.lake import LakeStore
-    from mella_assets.testing.corpus import build_demo_corpus, demo_texts
-    from mella_assets.testing.site import ensure_demo_site_server
-    from mella_assets.testing.tiny_models import build_tiny_models
 
     store = LakeStore(lake_root)
     timings = {}

@@ -5,7 +5,7 @@ pixels, file-name alts, legacy charsets, broken images...) is added here by code
 Everything is deterministic: the same inputs give byte-identical images, HTML and WARC files.
 
 Page URLs use fake per-language host names and exist only inside the WARC files; every image URL points to the
-loopback site (``base_url``), served by :class:`mella_assets.testing.site.DemoSiteServer`.
+loopback site (``base_url``), served by :class:`mella_assets.demo.site.DemoSiteServer`.
 """
 
 from __future__ import annotations

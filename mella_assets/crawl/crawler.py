@@ -22,7 +22,7 @@ from selectolax.lexbor import LexborHTMLParser
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from mella_assets.lib.html import decode_html
+from mella_assets.crawl.html import decode_html
 from mella_assets.lib.http import FetchResult, HttpFetcher
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")

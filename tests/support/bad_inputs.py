@@ -3,20 +3,20 @@ assets call, each with the outcome it must have: a reject reason, a count of ski
 
 Stages and the code each case goes through:
 
-- ``warc``: :func:`mella_assets.lib.html.extract_warc` (what ``raw_crawl`` runs per file) on a WARC file;
+- ``warc``: :func:`mella_assets.crawl.html.extract_warc` (what ``raw_crawl`` runs per file) on a WARC file;
   outcome ``pages=<rows> images=<candidates> malformed=<count>``.
-- ``html``: :func:`mella_assets.lib.html.extract_page` on one response body; outcome the charset and the alt
+- ``html``: :func:`mella_assets.crawl.html.extract_page` on one response body; outcome the charset and the alt
   text after :func:`mella_assets.lib.text.normalize_text`, or the image URLs kept and skipped.
-- ``alt_text``: :func:`mella_assets.lib.filters.filter_alt_texts` (what ``alt_text_pairs`` runs) with lingua;
+- ``alt_text``: :func:`mella_assets.know.filters.filter_alt_texts` (what ``alt_text_pairs`` runs) with lingua;
   outcome ``kept '<alt_text>'`` or ``reject <reason>``.
-- ``images``: :func:`mella_assets.lib.images.validate_image` (what ``images`` runs on every body); outcome
+- ``images``: :func:`mella_assets.know.images.validate_image` (what ``images`` runs on every body); outcome
   ``kept WxH from <mode> (<what the pixels show>)`` or ``reject <reason>``.
 - ``urls``: :meth:`mella_assets.lib.http.HttpFetcher.fetch` against a loopback echo server; outcome
   ``fetched path=<path the server saw> host=<Host header>`` or ``reject <reason> (requests=<n>)``.
 
 ``run_bad_input_report()`` runs every case and returns one :class:`ReportRow` each (an exception becomes the
 outcome ``crash: ...``, never propagates); ``render_report(rows)`` makes the Markdown table.
-Regenerate it with ``python -m mella_assets.testing.bad_inputs [report.md]``.
+Regenerate it with ``python -m support.bad_inputs [report.md]``.
 """
 
 from __future__ import annotations
@@ -446,8 +446,8 @@ def _echo_resolver(port_host: str) -> Callable[[str, int], list[str]]:
 # -- stage runners -----------------------------------------------------------------------------------------
 def _warc(data: bytes, name: str = "bad.warc.gz") -> Callable[[Context], str]:
     def run(context: Context) -> str:
-        from mella_assets.lib.html import extract_warc
-        from mella_assets.lib.warc import WarcStats
+        from mella_assets.crawl.html import extract_warc
+        from mella_assets.crawl.warc import WarcStats
 
         path = context.workdir / name
         path.write_bytes(data() if callable(data) else data)
@@ -464,7 +464,7 @@ def _warc(data: bytes, name: str = "bad.warc.gz") -> Callable[[Context], str]:
 
 def _charset(charset: str, declare: str = "meta") -> Callable[[Context], str]:
     def run(context: Context) -> str:
-        from mella_assets.lib.html import extract_page
+        from mella_assets.crawl.html import extract_page
         from mella_assets.lib.text import normalize_text
 
         body, content_type = charset_page(charset, declare)
@@ -477,7 +477,7 @@ def _charset(charset: str, declare: str = "meta") -> Callable[[Context], str]:
 
 def _page(body: bytes | Callable[[], bytes], content_type: str = "text/html") -> Callable[[Context], str]:
     def run(context: Context) -> str:
-        from mella_assets.lib.html import extract_page
+        from mella_assets.crawl.html import extract_page
 
         page = extract_page(body() if callable(body) else body, PAGE_URL, content_type)
         return f"images={[image.image_url for image in page.images]} skipped={page.skipped_urls}"
@@ -489,8 +489,8 @@ def _alt(alt: str | None, language: str = "cs", html_lang: str | None = None) ->
     def run(context: Context) -> str:
         import polars as pl
 
+        from mella_assets.know.filters import filter_alt_texts
         from mella_assets.languages import REGISTRY
-        from mella_assets.lib.filters import filter_alt_texts
 
         frame = pl.DataFrame(
             {
@@ -521,7 +521,7 @@ def _normalised(text: str) -> Callable[[Context], str]:
 
 def _image(data: bytes | Callable[[], bytes]) -> Callable[[Context], str]:
     def run(context: Context) -> str:
-        from mella_assets.lib.images import ImageReject, validate_image
+        from mella_assets.know.images import ImageReject, validate_image
 
         checked = validate_image(data() if callable(data) else data)
         if isinstance(checked, ImageReject):
@@ -841,7 +841,7 @@ def _joined(sample: tuple[str, str, str, str]) -> str:
 
 def _page_alt(body: bytes) -> Callable[[Context], str]:
     def run(context: Context) -> str:
-        from mella_assets.lib.html import extract_page
+        from mella_assets.crawl.html import extract_page
         from mella_assets.lib.text import normalize_text
 
         page = extract_page(body, PAGE_URL, "text/html")

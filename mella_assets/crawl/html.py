@@ -29,12 +29,12 @@ import polars as pl
 import pyarrow as pa
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from mella_assets.lib.warc import WarcStats, iter_html_responses
+from mella_assets.crawl.warc import WarcStats, iter_html_responses
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from mella_assets.lib.warc import HtmlResponse
+    from mella_assets.crawl.warc import HtmlResponse
 
 CONTEXT_TEXT_MAX_CHARS = 300
 # Nearby text (the fallback context of an image without a <figcaption>): at most this many characters, cut at the

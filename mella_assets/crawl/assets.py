@@ -10,15 +10,15 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from mella_assets.lib.html import RAW_CRAWL_SCHEMA, extract_warc
+from mella_assets.crawl.html import RAW_CRAWL_SCHEMA, extract_warc
+from mella_assets.crawl.sources import WARC_SUFFIXES, download_key, download_source, parse_registry, registry_key
+from mella_assets.crawl.warc import WarcStats
 from mella_assets.lib.http import HttpFetcher
 from mella_assets.lib.lake import file_fingerprint
-from mella_assets.lib.sources import WARC_SUFFIXES, download_key, download_source, parse_registry, registry_key
-from mella_assets.lib.warc import WarcStats
 from mella_assets.lib.watchdog import check_deadline, watched_stage
 from mella_assets.metadata import StageTimer, counts_by, table_metadata
 from mella_assets.partitions import LANGUAGE_PARTITIONS
-from resources.lake import Lake
+from mella_assets.resources.lake import Lake
 
 CRAWL_SOURCES_SCHEMA = {
     "language": pl.String,

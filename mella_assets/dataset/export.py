@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from mella_assets.lib.dataset import IMAGE_TOKEN, SPLITS
+from mella_assets.dataset.build import IMAGE_TOKEN, SPLITS
 from mella_assets.lib.lake import LakeStore
 
 EXPORT_NAME = "mella"

@@ -4,20 +4,20 @@ cross-language report, and a check that warns on regressions."""
 import dagster as dg
 import polars as pl
 
-from mella_assets.captions import load_image
-from mella_assets.dataset import mella_dataset
+from mella_assets.dataset.assets import mella_dataset
+from mella_assets.evaluation.report import render_score_chart, scores_markdown
+from mella_assets.evaluation.scoring import SCORES_SCHEMA, regressions, score_samples
 from mella_assets.languages import LANGUAGES
 from mella_assets.lib.cache import JsonCache, batches, content_key, model_fingerprint
 from mella_assets.lib.checkpoints import read_latest_checkpoint
-from mella_assets.lib.evaluation import SCORES_SCHEMA, regressions, score_samples
-from mella_assets.lib.report import render_score_chart, scores_markdown
 from mella_assets.lib.watchdog import watched_stage
+from mella_assets.ling.assets import load_image
 from mella_assets.metadata import StageTimer, preview_markdown, table_metadata
 from mella_assets.partitions import LANGUAGE_PARTITIONS
-from mella_assets.training import finetuned_checkpoint
-from resources.lake import Lake
-from resources.models import load_vlm
-from resources.training import Training
+from mella_assets.resources.lake import Lake
+from mella_assets.resources.models import load_vlm
+from mella_assets.resources.training import Training
+from mella_assets.training.assets import finetuned_checkpoint
 
 
 class EvaluationConfig(dg.Config):

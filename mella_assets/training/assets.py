@@ -9,7 +9,8 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from mella_assets.dataset import dataset_version, mella_dataset
+from mella_assets.dataset.assets import dataset_version, mella_dataset
+from mella_assets.dataset.build import training_gate_problems
 from mella_assets.lib.cache import content_key
 from mella_assets.lib.checkpoints import (
     CHECKPOINT_CONFIG_FILE,
@@ -17,14 +18,13 @@ from mella_assets.lib.checkpoints import (
     read_latest_checkpoint,
     write_latest_checkpoint,
 )
-from mella_assets.lib.dataset import training_gate_problems
 from mella_assets.lib.lake import atomic_write_bytes
-from mella_assets.lib.lake_training import LAKE_MODEL_PREFIX, build_job, job_prefix, write_job
-from mella_assets.lib.sft import RESUME_INFO, SFTConfig, resume_info
 from mella_assets.lib.watchdog import stage_timeout_s
 from mella_assets.metadata import StageTimer, counts_by, preview_markdown
-from resources.lake import Lake
-from resources.training import Training
+from mella_assets.resources.lake import Lake
+from mella_assets.resources.training import Training
+from mella_assets.training.lake_job import LAKE_MODEL_PREFIX, build_job, job_prefix, write_job
+from mella_assets.training.sft import RESUME_INFO, SFTConfig, resume_info
 
 
 def write_train_file(records: pl.DataFrame, lake: Lake, path: Path) -> None:

@@ -6,18 +6,18 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from mella_assets.images import d_know
+from mella_assets.dataset import build as ds
+from mella_assets.dataset.export import ExportOptions, write_export
+from mella_assets.know.assets import d_know
 from mella_assets.languages import LANGUAGES
-from mella_assets.lib import dataset as ds
 from mella_assets.lib.catalog import run_sql
-from mella_assets.lib.export import ExportOptions, write_export
 from mella_assets.lib.watchdog import watched_stage
+from mella_assets.ling.assets import d_ling
 from mella_assets.metadata import StageTimer, counts_by, table_metadata
 from mella_assets.partitions import LANGUAGE_PARTITIONS
-from mella_assets.translations import d_ling
-from resources.lake import Lake
-from resources.langid import LanguageIdentification
-from resources.models import Translator
+from mella_assets.resources.lake import Lake
+from mella_assets.resources.langid import LanguageIdentification
+from mella_assets.resources.models import Translator
 
 # Blocking: share of answers language ID must confirm as the partition's language (per source kind).
 MIN_LANGUAGE_PURITY = 0.9

@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from mella_assets.languages import Language
-from mella_assets.lib.metrics import (
+from mella_assets.evaluation.metrics import (
     DEFAULT_RESAMPLES,
     chrf_from_statistics,
     chrf_interval,
@@ -19,6 +18,7 @@ from mella_assets.lib.metrics import (
     paired_chrf_delta_interval,
     paired_mean_delta_interval,
 )
+from mella_assets.languages import Language
 
 METRICS = ("keyword_accuracy", "meteor", "chrf")
 METRIC_SOURCE = {"keyword_accuracy": "know", "meteor": "ling", "chrf": "ling"}

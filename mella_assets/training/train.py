@@ -1,10 +1,10 @@
 """The SFT training process Dagster launches through Pipes (``PipesSubprocessClient`` locally).
 
-Launched as ``python -m mella_assets.external.train [--config config.json]`` or under ``torchrun
---nproc_per_node N -m mella_assets.external.train --config config.json``. The config comes from ``--config``
+Launched as ``python -m mella_assets.training.train [--config config.json]`` or under ``torchrun
+--nproc_per_node N -m mella_assets.training.train --config config.json``. The config comes from ``--config``
 (a local file or an ``s3://`` URI; every torchrun process reads the same one) or, without it, from the Pipes
 ``extras``. It is either a plain SFTConfig with local paths (``PipesSubprocessClient`` on the orchestrator's
-machine) or a *lake job* (``mella_assets.lib.lake_training``: lake keys only, for a Kubernetes pod that holds
+machine) or a *lake job* (``mella_assets.training.lake_job``: lake keys only, for a Kubernetes pod that holds
 nothing but lake credentials): the script then copies its inputs from the lake, mirrors resume state back while
 it trains and publishes the checkpoint to the lake. Only rank 0 talks to Dagster: progress as log lines and
 custom messages while it trains, the result as the materialization's metadata (through whatever channel the
@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, fields
 from typing import Any
 
-from mella_assets.lib.lake_training import (
+from mella_assets.training.lake_job import (
     is_lake_job,
     mirroring_log,
     prepare_local_run,
@@ -30,7 +30,7 @@ from mella_assets.lib.lake_training import (
     read_job,
     scratch_dir,
 )
-from mella_assets.lib.sft import SFTConfig, SFTResult, distributed_context, train_sft
+from mella_assets.training.sft import SFTConfig, SFTResult, distributed_context, train_sft
 
 
 def config_from_mapping(values: Mapping[str, Any]) -> SFTConfig:

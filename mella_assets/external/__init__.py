@@ -1,1 +1,0 @@
-"""Scripts that run outside the Dagster process (launched through Dagster Pipes); they never import dagster."""
