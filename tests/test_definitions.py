@@ -5,28 +5,36 @@ import dagster as dg
 from mella_assets.definitions import defs
 from mella_assets.languages import DEFAULT_LANGUAGE_CODES
 
+# Each rejects table (and evaluation_samples) is written with its table and has the same parents.
 LINEAGE = {
     "crawl_sources": set(),
+    "crawl_source_rejects": set(),
     "raw_crawl": {"crawl_sources"},
     "alt_text_pairs": {"raw_crawl"},
+    "alt_text_rejects": {"raw_crawl"},
     "images": {"alt_text_pairs"},
+    "image_rejects": {"alt_text_pairs"},
     "d_know": {"alt_text_pairs", "images"},
     "mllm_captions": {"images"},
+    "caption_rejects": {"images"},
     "translations": {"mllm_captions"},
+    "translation_rejects": {"mllm_captions"},
     "d_ling": {"translations", "images"},
     "mella_dataset": {"d_know", "d_ling"},
+    "mella_dataset_rejects": {"d_know", "d_ling"},
     "mella_export": {"mella_dataset"},
     "finetuned_checkpoint": {"mella_dataset"},
     "evaluation_scores": {"mella_dataset", "finetuned_checkpoint"},
+    "evaluation_samples": {"mella_dataset", "finetuned_checkpoint"},
     "evaluation_report": {"evaluation_scores"},
 }
 GROUPS = {
-    "crawl": {"crawl_sources", "raw_crawl"},
-    "know": {"alt_text_pairs", "images", "d_know"},
-    "ling": {"mllm_captions", "translations", "d_ling"},
-    "dataset": {"mella_dataset", "mella_export"},
+    "crawl": {"crawl_sources", "crawl_source_rejects", "raw_crawl"},
+    "know": {"alt_text_pairs", "alt_text_rejects", "images", "image_rejects", "d_know"},
+    "ling": {"mllm_captions", "caption_rejects", "translations", "translation_rejects", "d_ling"},
+    "dataset": {"mella_dataset", "mella_dataset_rejects", "mella_export"},
     "training": {"finetuned_checkpoint"},
-    "evaluation": {"evaluation_scores", "evaluation_report"},
+    "evaluation": {"evaluation_scores", "evaluation_samples", "evaluation_report"},
 }
 UNPARTITIONED = {"mella_export", "finetuned_checkpoint", "evaluation_report"}
 

@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 from mella_assets.demo.site import Route, ScriptedSite
 from mella_assets.know.assets import images
 from mella_assets.know.image_fetch import fetch_images
+from mella_assets.languages import LANGUAGES
 from mella_assets.lib.http import DEFAULT_USER_AGENT, HttpFetcher, parse_retry_after
 from mella_assets.lib.lake import LakeStore
 from mella_assets.lib.robots import RobotsCache
@@ -151,7 +152,7 @@ def outcome(sites, tmp_path_factory):
     store = LakeStore(tmp_path_factory.mktemp("lake"))
     urls = [f"{site.base_url}{path}" for path in [*EXPECTED_KEPT, *EXPECTED_REJECTS]]
     fetcher = site_fetcher()
-    result = fetch_images("cs", urls, fetcher, exists=store.exists, put=store.put_bytes, max_workers=8)
+    result = fetch_images(LANGUAGES["cs"], urls, fetcher, exists=store.exists, put=store.put_bytes, max_workers=8)
     return result, store, fetcher
 
 

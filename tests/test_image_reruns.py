@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 from mella_assets.demo.site import Route, ScriptedSite
 from mella_assets.know.assets import images
 from mella_assets.know.image_fetch import ImageFetchOutcome, ImageLimits, fetch_images
+from mella_assets.languages import LANGUAGES
 from mella_assets.lib.http import HttpFetcher
 from mella_assets.lib.lake import LakeStore
 
@@ -86,7 +87,7 @@ def run(
     # No retries within a run: the 503 of /flaky.jpg stays a reject until the next run.
     fetcher = HttpFetcher(allowed_networks=["127.0.0.1/32"], max_retries=0, accept_content_types=("image/",))
     return fetch_images(
-        "cs",
+        LANGUAGES["cs"],
         [f"{site.base_url}{path}" for path in paths],
         fetcher,
         exists=store.exists,

@@ -10,26 +10,16 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from mella_assets.crawl.html import RAW_CRAWL_SCHEMA, extract_warc
+from mella_assets.crawl.html import extract_warc
 from mella_assets.crawl.sources import WARC_SUFFIXES, download_key, download_source, parse_registry, registry_key
 from mella_assets.crawl.warc import WarcStats
 from mella_assets.lib.http import HttpFetcher
 from mella_assets.lib.lake import file_fingerprint
 from mella_assets.lib.watchdog import check_deadline, watched_stage
 from mella_assets.metadata import StageTimer, counts_by, table_metadata
-from mella_assets.partitions import LANGUAGE_PARTITIONS
 from mella_assets.resources.lake import Lake
-
-CRAWL_SOURCES_SCHEMA = {
-    "language": pl.String,
-    "uri": pl.String,
-    "key": pl.String,
-    "path": pl.String,
-    "size": pl.Int64,
-    "sha256": pl.String,
-    "origin": pl.String,
-    "registered_at": pl.String,
-}
+from mella_assets.specs import language_of, stage_specs, table_result
+from mella_assets.tables import CRAWL_SOURCE_REJECTS, CRAWL_SOURCES, RAW_CRAWL
 
 
 def landing_prefix(language: str) -> str:
@@ -65,7 +55,6 @@ def source_sha256(store, key: str | None, path: Path | None) -> tuple[str, int]:
     return sha, size
 
 
-CRAWL_SOURCE_REJECTS_SCHEMA = {"language": pl.String, "uri": pl.String, "reason": pl.String, "http_status": pl.Int64}
 # Bump when extraction changes, so cached per-WARC results are recomputed (v4: nearby-text context became opt-in,
 # so a v3 entry, computed with it, is not the default's result).
 EXTRACTION_VERSION = "v4"
@@ -136,9 +125,11 @@ def _external_sources(language: str, lake: Lake, config: CrawlSourcesConfig) -> 
     return files, rejects
 
 
-@dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="crawl", kinds={"parquet"})
+@dg.multi_asset(name="crawl_sources", specs=stage_specs("crawl_sources"))
 @watched_stage
-def crawl_sources(context: dg.AssetExecutionContext, config: CrawlSourcesConfig, lake: Lake) -> dg.MaterializeResult:
+def crawl_sources(
+    context: dg.AssetExecutionContext, config: CrawlSourcesConfig, lake: Lake
+) -> tuple[dg.MaterializeResult, ...]:
     """WARC files registered for the language: every file in ``landing/<code>/`` (origin ``landing``, or
     ``crawler`` for files the polite crawler wrote) plus the paths and URLs listed in ``sources/<code>.txt``
     (origin ``external``; URLs downloaded once into ``external/<code>/``), with size and sha256.
@@ -147,17 +138,17 @@ def crawl_sources(context: dg.AssetExecutionContext, config: CrawlSourcesConfig,
     cannot be read go to ``crawl_source_rejects`` with a reason.
     """
     timer = StageTimer()
-    language = context.partition_key
+    language = language_of(context)
     store = lake.store
-    previous = lake.read_table_or_empty("crawl_sources", language)
+    previous = lake.read_or_empty(CRAWL_SOURCES, language)
     first_seen = dict(zip(previous["sha256"], previous["registered_at"], strict=True)) if previous.height else {}
     now = datetime.now(UTC).isoformat(timespec="seconds")
     files = [
         (store.uri(key), key, None, "crawler" if "/crawl-" in key else "landing")
-        for key in store.list(landing_prefix(language))
+        for key in store.list(landing_prefix(language.code))
         if key.endswith(WARC_SUFFIXES)
     ]
-    external, rejects = _external_sources(language, lake, config)
+    external, rejects = _external_sources(language.code, lake, config)
     files += [(uri, key, path, "external") for uri, key, path in external]
     rows = []
     for uri, key, path, origin in files:
@@ -165,7 +156,7 @@ def crawl_sources(context: dg.AssetExecutionContext, config: CrawlSourcesConfig,
         sha, size = source_sha256(store, key, path)
         rows.append(
             {
-                "language": language,
+                "language": language.code,
                 "uri": uri,
                 "key": key,
                 "path": None if key else str(path),  # a lake key says where keyed files are
@@ -175,12 +166,14 @@ def crawl_sources(context: dg.AssetExecutionContext, config: CrawlSourcesConfig,
                 "registered_at": first_seen.get(sha, now),
             }
         )
-    frame = pl.DataFrame(rows, schema=CRAWL_SOURCES_SCHEMA)
-    reject_frame = pl.DataFrame(rejects, schema=CRAWL_SOURCE_REJECTS_SCHEMA)
-    lake.write_table("crawl_sources", language, frame)
-    lake.write_table("crawl_source_rejects", language, reject_frame)
-    return dg.MaterializeResult(
-        metadata=table_metadata(
+    frame = pl.DataFrame(rows, schema=CRAWL_SOURCES.schema)
+    reject_frame = pl.DataFrame(rejects, schema=CRAWL_SOURCE_REJECTS.schema)
+    lake.write(CRAWL_SOURCES, language, frame)
+    lake.write(CRAWL_SOURCE_REJECTS, language, reject_frame)
+    return table_result(
+        CRAWL_SOURCES,
+        frame,
+        table_metadata(
             timer=timer,
             rows_in=frame.height + reject_frame.height,
             output=frame,
@@ -191,8 +184,8 @@ def crawl_sources(context: dg.AssetExecutionContext, config: CrawlSourcesConfig,
                 "new_files": sum(r["registered_at"] == now for r in rows),
                 "files_by_origin": dg.MetadataValue.json(counts_by(frame, "origin")),
             },
-        )
-    )
+        ),
+    ), table_result(CRAWL_SOURCE_REJECTS, reject_frame)
 
 
 class RawCrawlConfig(dg.Config):
@@ -205,7 +198,7 @@ class RawCrawlConfig(dg.Config):
     )
 
 
-@dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="crawl", deps=[crawl_sources], kinds={"parquet"})
+@dg.multi_asset(name="raw_crawl", specs=stage_specs("raw_crawl", deps=[CRAWL_SOURCES]))
 @watched_stage
 def raw_crawl(context: dg.AssetExecutionContext, config: RawCrawlConfig, lake: Lake) -> dg.MaterializeResult:
     """One row per HTML response of the registered WARCs, with every unfiltered image candidate of the page.
@@ -216,8 +209,8 @@ def raw_crawl(context: dg.AssetExecutionContext, config: RawCrawlConfig, lake: L
     Non-HTML, non-200 and malformed records are skipped and counted, never fatal.
     """
     timer = StageTimer()
-    language = context.partition_key
-    sources = lake.read_table("crawl_sources", language)
+    language = language_of(context)
+    sources = lake.read(CRAWL_SOURCES, language)
     store = lake.store
     stats, frames, extracted, cached = WarcStats(), [], 0, 0
     for row in sources.iter_rows(named=True):
@@ -239,12 +232,14 @@ def raw_crawl(context: dg.AssetExecutionContext, config: RawCrawlConfig, lake: L
         frames.append(frame.with_columns(pl.lit(row["uri"]).alias("warc_uri")))
         for name, value in file_stats.as_dict().items():
             setattr(stats, name, getattr(stats, name) + value)
-    frame = pl.concat(frames, how="vertical_relaxed") if frames else RAW_CRAWL_SCHEMA.to_frame()
-    frame = frame.with_columns(pl.lit(language).alias("language"))
-    lake.write_table("raw_crawl", language, frame)
+    frame = pl.concat(frames, how="vertical_relaxed") if frames else RAW_CRAWL.empty().drop("language")
+    frame = frame.with_columns(pl.lit(language.code).alias("language"))
+    lake.write(RAW_CRAWL, language, frame)
     candidates = int(frame["images"].list.len().sum() or 0) if frame.height else 0
-    return dg.MaterializeResult(
-        metadata=table_metadata(
+    return table_result(
+        RAW_CRAWL,
+        frame,
+        table_metadata(
             timer=timer,
             rows_in=stats.records,
             output=frame.drop("images"),
@@ -267,7 +262,7 @@ def raw_crawl(context: dg.AssetExecutionContext, config: RawCrawlConfig, lake: L
                     }
                 ),
             },
-        )
+        ),
     )
 
 

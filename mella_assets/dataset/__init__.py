@@ -1,0 +1,7 @@
+"""Dataset stage: SFT records with native prompts, mix caps and a leak-free train/test split; the exports.
+
+The public API other stages may use (training re-verifies the dataset before it spends GPU time)."""
+
+from mella_assets.dataset.build import dataset_version, training_gate_problems
+
+__all__ = ["dataset_version", "training_gate_problems"]

@@ -1,6 +1,5 @@
 """Dataset group: the merged SFT records per language (with blocking checks) and the exports."""
 
-import hashlib
 
 import dagster as dg
 import polars as pl
@@ -8,16 +7,15 @@ from pydantic import Field
 
 from mella_assets.dataset import build as ds
 from mella_assets.dataset.export import ExportOptions, write_export
-from mella_assets.know.assets import d_know
 from mella_assets.languages import LANGUAGES
 from mella_assets.lib.catalog import run_sql
 from mella_assets.lib.watchdog import watched_stage
-from mella_assets.ling.assets import d_ling
 from mella_assets.metadata import StageTimer, counts_by, table_metadata
-from mella_assets.partitions import LANGUAGE_PARTITIONS
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.langid import LanguageIdentification
 from mella_assets.resources.models import Translator
+from mella_assets.specs import language_of, stage_specs, table_result
+from mella_assets.tables import D_KNOW, D_LING, MELLA_DATASET, MELLA_DATASET_REJECTS, MELLA_EXPORT
 
 # Blocking: share of answers language ID must confirm as the partition's language (per source kind).
 MIN_LANGUAGE_PURITY = 0.9
@@ -37,31 +35,35 @@ class DatasetConfig(dg.Config):
     max_per_domain: int | None = Field(None, description="At most this many records from one web domain.")
 
 
-@dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="dataset", deps=[d_know, d_ling], kinds={"parquet"})
+@dg.multi_asset(name="mella_dataset", specs=stage_specs("mella_dataset", deps=[D_KNOW, D_LING]))
 @watched_stage
-def mella_dataset(context: dg.AssetExecutionContext, lake: Lake, config: DatasetConfig) -> dg.MaterializeResult:
+def mella_dataset(
+    context: dg.AssetExecutionContext, lake: Lake, config: DatasetConfig
+) -> tuple[dg.MaterializeResult, ...]:
     """SFT records: a native prompt from the prompt bank and the answer (alt text for `know`, translated
     caption for `ling`) with page, domain and image provenance; mix caps; a train / test split by near-duplicate
     image cluster that keeps every earlier test image in test. Capped or unusable candidates go to
     ``mella_dataset_rejects`` with a reason."""
     timer = StageTimer()
-    language = context.partition_key
-    know = lake.read_table("d_know", language)
-    ling = lake.read_table("d_ling", language)
-    previous = lake.read_table_or_empty("mella_dataset", language)
+    language = language_of(context)
+    know = lake.read(D_KNOW, language)
+    ling = lake.read(D_LING, language)
+    previous = lake.read_or_empty(MELLA_DATASET, language)
     build = ds.build_sft_records(
         know,
         ling,
-        language,
+        language.code,
         split=ds.SplitPolicy(config.test_groups_per_source, config.max_test_share, config.near_duplicate_max_distance),
         mix=ds.MixPolicy(config.max_per_source, config.ling_per_know, config.max_per_domain),
         previous=previous if previous.height else None,
     )
-    lake.write_table("mella_dataset", language, build.records)
-    lake.write_table("mella_dataset_rejects", language, build.rejects)
+    lake.write(MELLA_DATASET, language, build.records)
+    lake.write(MELLA_DATASET_REJECTS, language, build.rejects)
     frame = build.records
-    return dg.MaterializeResult(
-        metadata=table_metadata(
+    return table_result(
+        MELLA_DATASET,
+        frame,
+        table_metadata(
             timer=timer,
             rows_in=know.height + ling.height,
             output=frame.drop("conversation"),
@@ -73,8 +75,8 @@ def mella_dataset(context: dg.AssetExecutionContext, lake: Lake, config: Dataset
                 "test_rows": int((frame["split"] == "test").sum()),
                 "split_stats": dg.MetadataValue.json(build.stats),
             },
-        )
-    )
+        ),
+    ), table_result(MELLA_DATASET_REJECTS, build.rejects)
 
 
 def _partition(context: dg.AssetCheckExecutionContext) -> str | None:
@@ -82,14 +84,14 @@ def _partition(context: dg.AssetCheckExecutionContext) -> str | None:
 
 
 def _records(context: dg.AssetCheckExecutionContext, lake: Lake) -> pl.DataFrame:
-    language = _partition(context)
-    if language is None:
-        return lake.store.read_table_all_languages("mella_dataset")
-    return lake.read_table_or_empty("mella_dataset", language)
+    """The records a check judges: the run's language, or every language for a run without a partition."""
+    if not context.has_partition_key:
+        return lake.read_all_languages(MELLA_DATASET)
+    return lake.read_or_empty(MELLA_DATASET, language_of(context))
 
 
 @dg.asset_check(
-    asset=mella_dataset, blocking=True, description="Columns, types, required values and ids match the contract."
+    asset="mella_dataset", blocking=True, description="Columns, types, required values and ids match the contract."
 )
 def mella_dataset_schema(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
     frame = _records(context, lake)
@@ -97,7 +99,7 @@ def mella_dataset_schema(context: dg.AssetCheckExecutionContext, lake: Lake) -> 
     return dg.AssetCheckResult(passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)})
 
 
-@dg.asset_check(asset=mella_dataset, blocking=True, description="The language has train and test records.")
+@dg.asset_check(asset="mella_dataset", blocking=True, description="The language has train and test records.")
 def mella_dataset_not_empty(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
     frame = _records(context, lake)
     splits = counts_by(frame, "split")
@@ -106,7 +108,7 @@ def mella_dataset_not_empty(context: dg.AssetCheckExecutionContext, lake: Lake) 
 
 
 @dg.asset_check(
-    asset=mella_dataset,
+    asset="mella_dataset",
     blocking=True,
     description="No image, nor a near-duplicate of it (dHash clusters recomputed here), is in both splits.",
 )
@@ -117,7 +119,7 @@ def mella_dataset_split_leakage(context: dg.AssetCheckExecutionContext, lake: La
 
 
 @dg.asset_check(
-    asset=mella_dataset,
+    asset="mella_dataset",
     blocking=True,
     description=f"At least {MIN_LANGUAGE_PURITY:.0%} of answers are in the partition's language (language ID); "
     "for ling only while translation language QA is enforced.",
@@ -144,7 +146,7 @@ def mella_dataset_language_purity(
     )
 
 
-@dg.asset_check(asset=mella_dataset, blocking=True, description="Every record's image file is in the lake.")
+@dg.asset_check(asset="mella_dataset", blocking=True, description="Every record's image file is in the lake.")
 def mella_dataset_images_present(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
     frame = _records(context, lake)
     keys = frame["image_key"].drop_nulls().unique().to_list() if "image_key" in frame.columns else []
@@ -158,7 +160,7 @@ def mella_dataset_images_present(context: dg.AssetCheckExecutionContext, lake: L
 
 
 @dg.asset_check(
-    asset=mella_dataset,
+    asset="mella_dataset",
     description=f"At most {MAX_DUPLICATE_ANSWER_RATE:.0%} of answers repeat another answer of the same source.",
 )
 def mella_dataset_duplicate_answers(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
@@ -172,7 +174,7 @@ def mella_dataset_duplicate_answers(context: dg.AssetCheckExecutionContext, lake
 
 
 @dg.asset_check(
-    asset=mella_dataset,
+    asset="mella_dataset",
     description=f"At most {MAX_OUT_OF_BOUNDS_SHARE:.0%} of answers fall outside the length bounds of their source.",
 )
 def mella_dataset_answer_length(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
@@ -190,14 +192,6 @@ def mella_dataset_answer_length(context: dg.AssetCheckExecutionContext, lake: La
     )
 
 
-def dataset_version(records: pl.DataFrame) -> str:
-    """Content version of a set of records: a hash of their ids and splits."""
-    digest = hashlib.sha256()
-    for rid, split in records.select("id", "split").sort("id").iter_rows():
-        digest.update(f"{rid}:{split}\n".encode())
-    return digest.hexdigest()[:16]
-
-
 class ExportConfig(dg.Config):
     """What `mella_export` writes besides the JSON, Parquet and card."""
 
@@ -206,26 +200,26 @@ class ExportConfig(dg.Config):
     shard_max_bytes: int = Field(256 * 1024 * 1024, description="Size cap of one WebDataset tar shard.")
 
 
-@dg.asset(group_name="dataset", deps=[mella_dataset], kinds={"json", "parquet"})
+@dg.multi_asset(name="mella_export", specs=stage_specs("mella_export", deps=[MELLA_DATASET]))
 def mella_export(lake: Lake, config: ExportConfig) -> dg.MaterializeResult:
     """Every language's records exported for other trainers under ``exports/<version>/``: ShareGPT JSON with a
     LLaMA-Factory ``dataset_info.json``, ms-swift messages JSONL, Parquet, WebDataset tar shards, a dataset card
     with the run's statistics, and ``MANIFEST.json`` + ``SHA256SUMS`` over every file."""
     timer = StageTimer()
     store = lake.store
-    records = store.read_table_all_languages("mella_dataset")
-    if records.is_empty():
-        records = pl.DataFrame(schema=ds.DATASET_SCHEMA)
-    version = dataset_version(records)
+    records = lake.read_all_languages(MELLA_DATASET)
+    version = ds.dataset_version(records)
     funnel = run_sql(store, "SELECT * FROM funnel_by_language") if records.height else pl.DataFrame()
     rejects = run_sql(store, "SELECT * FROM rejects_by_reason") if records.height else pl.DataFrame()
     options = ExportOptions(config.copy_images, config.embed_images_in_parquet, config.shard_max_bytes)
     manifest = write_export(store, f"exports/{version}", records, version, options, funnel=funnel, rejects=rejects)
     store.put_bytes("exports/LATEST", version.encode())
     files = manifest.with_columns(pl.lit(version).alias("version"))
-    lake.write_table("mella_export", None, files)
-    return dg.MaterializeResult(
-        metadata=table_metadata(
+    lake.write(MELLA_EXPORT, None, files)
+    return table_result(
+        MELLA_EXPORT,
+        files,
+        table_metadata(
             timer=timer,
             rows_in=records.height,
             output=files.filter(pl.col("kind") != "image"),
@@ -236,5 +230,5 @@ def mella_export(lake: Lake, config: ExportConfig) -> dg.MaterializeResult:
                 "files_by_kind": dg.MetadataValue.json(counts_by(files, "kind")),
                 "bytes_written": int(files["bytes"].sum() or 0),
             },
-        )
+        ),
     )

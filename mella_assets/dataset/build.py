@@ -31,6 +31,7 @@ import polars as pl
 
 from mella_assets.languages import Language
 from mella_assets.lib.langid import LanguageIdentifier
+from mella_assets.tables import MELLA_DATASET, MELLA_DATASET_REJECTS
 
 PROMPT_BANK_PATH = Path(__file__).resolve().parent.parent / "prompts" / "prompt_bank.json"
 SPLIT_SALT = "mella-split-v2"
@@ -40,36 +41,10 @@ SOURCES = ("know", "ling")
 SPLITS = ("train", "test")
 _PHASH = re.compile(r"^[0-9a-f]{16}$")
 
-DATASET_SCHEMA = {
-    "id": pl.String,
-    "language": pl.String,
-    "source": pl.String,
-    "source_table": pl.String,
-    "image_sha256": pl.String,
-    "image_key": pl.String,
-    "phash": pl.String,
-    "split_group": pl.String,
-    "split": pl.String,
-    "prompt": pl.String,
-    "text": pl.String,
-    "caption_en": pl.String,
-    "keywords": pl.List(pl.String),
-    "page_url": pl.String,
-    "domain": pl.String,
-    "image_url": pl.String,
-    "conversation": pl.String,
-}
+DATASET_SCHEMA = dict(MELLA_DATASET.columns)
 # Columns every record must fill (the rest are provenance that some sources lack, e.g. keywords for ling).
 REQUIRED_COLUMNS = ("id", "language", "source", "image_sha256", "image_key", "split_group", "split", "prompt", "text")
-REJECTS_SCHEMA = {
-    "language": pl.String,
-    "source": pl.String,
-    "image_sha256": pl.String,
-    "text": pl.String,
-    "page_url": pl.String,
-    "domain": pl.String,
-    "reason": pl.String,
-}
+REJECTS_SCHEMA = dict(MELLA_DATASET_REJECTS.columns)
 
 
 @dataclass(frozen=True)
@@ -573,6 +548,14 @@ def language_purity(frame: pl.DataFrame, language: Language, identifier: Languag
                 wrong[check.label] += 1
         result[source] = Purity(source, len(texts), sum(c.ok for c in checks), dict(sorted(wrong.items())))
     return result
+
+
+def dataset_version(records: pl.DataFrame) -> str:
+    """Content version of a set of records: a hash of their ids and splits."""
+    digest = hashlib.sha256()
+    for rid, split in records.select("id", "split").sort("id").iter_rows():
+        digest.update(f"{rid}:{split}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def training_gate_problems(frame: pl.DataFrame, language: str, image_exists: Callable[[str], bool]) -> list[str]:

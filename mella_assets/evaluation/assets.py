@@ -4,20 +4,24 @@ cross-language report, and a check that warns on regressions."""
 import dagster as dg
 import polars as pl
 
-from mella_assets.dataset.assets import mella_dataset
 from mella_assets.evaluation.report import render_score_chart, scores_markdown
-from mella_assets.evaluation.scoring import SCORES_SCHEMA, regressions, score_samples
-from mella_assets.languages import LANGUAGES
+from mella_assets.evaluation.scoring import regressions, score_samples
 from mella_assets.lib.cache import JsonCache, batches, content_key, model_fingerprint
 from mella_assets.lib.checkpoints import read_latest_checkpoint
+from mella_assets.lib.vlm import open_rgb_image
 from mella_assets.lib.watchdog import watched_stage
-from mella_assets.ling.assets import load_image
-from mella_assets.metadata import StageTimer, preview_markdown, table_metadata
-from mella_assets.partitions import LANGUAGE_PARTITIONS
+from mella_assets.metadata import StageTimer, counts_by, preview_markdown, table_metadata
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.models import load_vlm
 from mella_assets.resources.training import Training
-from mella_assets.training.assets import finetuned_checkpoint
+from mella_assets.specs import language_of, stage_specs, table_result
+from mella_assets.tables import (
+    EVALUATION_REPORT,
+    EVALUATION_SAMPLES,
+    EVALUATION_SCORES,
+    FINETUNED_CHECKPOINT,
+    MELLA_DATASET,
+)
 
 
 class EvaluationConfig(dg.Config):
@@ -41,7 +45,7 @@ def _generate_cached(
     def generate(missing: list[int]):
         for batch in batches(missing, config.batch_size):
             outputs = model().generate(
-                [load_image(lake, items["image_key"][i]) for i in batch],
+                [open_rgb_image(lake.store.get_bytes(items["image_key"][i])) for i in batch],
                 [items["prompt"][i] for i in batch],
                 max_new_tokens=config.max_new_tokens,
                 batch_size=len(batch),
@@ -61,22 +65,19 @@ def _checkpoint_model(lake: Lake, record: dict) -> tuple[str, str | None]:
     return checkpoint_path, None
 
 
-@dg.asset(
-    partitions_def=LANGUAGE_PARTITIONS,
-    group_name="evaluation",
-    deps=[mella_dataset, finetuned_checkpoint],
-    kinds={"pytorch", "parquet"},
+@dg.multi_asset(
+    name="evaluation_scores", specs=stage_specs("evaluation_scores", deps=[MELLA_DATASET, FINETUNED_CHECKPOINT])
 )
 @watched_stage
 def evaluation_scores(
     context: dg.AssetExecutionContext, lake: Lake, training: Training, config: EvaluationConfig
-) -> dg.MaterializeResult:
+) -> tuple[dg.MaterializeResult, ...]:
     """The base model, the previous checkpoint (when there is one) and the latest fine-tuned checkpoint answer
     every test item of the language; keyword accuracy (know), METEOR and chrF (ling) per model with seeded
     bootstrap intervals and paired deltas. Per-sample outputs go to ``evaluation_samples``."""
     timer = StageTimer()
-    language = LANGUAGES[context.partition_key]
-    test = lake.read_table("mella_dataset", language.code).filter(pl.col("split") == "test")
+    language = language_of(context)
+    test = lake.read(MELLA_DATASET, language).filter(pl.col("split") == "test")
     latest = read_latest_checkpoint(lake.store)
     if latest is None:
         raise dg.Failure("no fine-tuned checkpoint yet: materialize finetuned_checkpoint first")
@@ -106,10 +107,12 @@ def evaluation_scores(
     samples = pl.concat(frames)
     scored, scores = score_samples(samples, language, n_resamples=config.bootstrap_resamples, seed=config.seed)
     scores = scores.with_columns(pl.lit(latest["checkpoint_key"]).alias("checkpoint_key"))
-    lake.write_table("evaluation_samples", language.code, scored)
-    lake.write_table("evaluation_scores", language.code, scores)
-    return dg.MaterializeResult(
-        metadata=table_metadata(
+    lake.write(EVALUATION_SAMPLES, language, scored)
+    lake.write(EVALUATION_SCORES, language, scores)
+    return table_result(
+        EVALUATION_SCORES,
+        scores,
+        table_metadata(
             timer=timer,
             rows_in=test.height,
             output=scores,
@@ -124,43 +127,50 @@ def evaluation_scores(
                     preview_markdown(scored.select("model", "source", "reference", "output"))
                 ),
             },
-        )
+        ),
+    ), table_result(
+        EVALUATION_SAMPLES,
+        scored,
+        {
+            "by_model": dg.MetadataValue.json(counts_by(scored, "model")),
+            "preview": dg.MetadataValue.md(preview_markdown(scored.select("model", "source", "reference", "output"))),
+        },
     )
 
 
-@dg.asset(group_name="evaluation", deps=[evaluation_scores], kinds={"png", "parquet"})
+@dg.multi_asset(name="evaluation_report", specs=stage_specs("evaluation_report", deps=[EVALUATION_SCORES]))
 def evaluation_report(lake: Lake) -> dg.MaterializeResult:
     """Per-language table (base, previous, current, delta with its paired interval, current's interval) in
     Markdown metadata and a chart in the lake."""
     timer = StageTimer()
-    scores = lake.store.read_table_all_languages("evaluation_scores")
-    if scores.is_empty():
-        scores = pl.DataFrame(schema=SCORES_SCHEMA)
-    lake.write_table("evaluation_report", None, scores)
+    scores = lake.read_all_languages(EVALUATION_SCORES)
+    lake.write(EVALUATION_REPORT, None, scores)
     chart_key = "reports/evaluation_report.png"
     lake.store.put_bytes(chart_key, render_score_chart(scores))
     table = scores_markdown(scores)
     lake.store.put_bytes("reports/evaluation_report.md", table.encode("utf-8"))
     worse = regressions(scores)
-    return dg.MaterializeResult(
-        metadata={
+    return table_result(
+        EVALUATION_REPORT,
+        scores,
+        {
             "rows_in": scores.height,
             "languages": scores["language"].n_unique(),
             "report": dg.MetadataValue.md(table),
             "chart_uri": dg.MetadataValue.url(lake.store.uri(chart_key)),
             "regressions": worse.height,
             "wall_seconds": round(timer.seconds, 3),
-        }
+        },
     )
 
 
 @dg.asset_check(
-    asset=evaluation_report,
+    asset=EVALUATION_REPORT.name,
     description="Warns when the latest checkpoint is worse than the previous one beyond the paired bootstrap "
     "interval on any language and metric.",
 )
 def evaluation_report_no_regression(lake: Lake) -> dg.AssetCheckResult:
-    scores = lake.read_table_or_empty("evaluation_report")
+    scores = lake.read_or_empty(EVALUATION_REPORT)
     worse = regressions(scores)
     details = [
         f"{row['language']} {row['metric']}: {row['delta']:+.4f} "

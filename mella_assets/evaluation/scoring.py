@@ -19,27 +19,14 @@ from mella_assets.evaluation.metrics import (
     paired_mean_delta_interval,
 )
 from mella_assets.languages import Language
+from mella_assets.tables import EVALUATION_SCORES
 
 METRICS = ("keyword_accuracy", "meteor", "chrf")
 METRIC_SOURCE = {"keyword_accuracy": "know", "meteor": "ling", "chrf": "ling"}
 # Model roles in evaluation order; each is compared with the one before it that is present.
 MODEL_ROLES = ("base", "previous", "finetuned")
 
-SCORES_SCHEMA = {
-    "language": pl.String,
-    "model": pl.String,
-    "model_version": pl.String,
-    "metric": pl.String,
-    "value": pl.Float64,
-    "n_items": pl.Int64,
-    "n_skipped": pl.Int64,
-    "ci_low": pl.Float64,
-    "ci_high": pl.Float64,
-    "compared_to": pl.String,  # the model this row's delta is against (None for base)
-    "delta": pl.Float64,  # value − value of compared_to
-    "delta_ci_low": pl.Float64,  # paired bootstrap interval of the delta
-    "delta_ci_high": pl.Float64,
-}
+SCORES_SCHEMA = {c: t for c, t in EVALUATION_SCORES.columns.items() if c != "checkpoint_key"}  # the asset adds the key
 
 
 def score_items(samples: pl.DataFrame, language: Language) -> pl.DataFrame:

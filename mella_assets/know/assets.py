@@ -4,18 +4,17 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from mella_assets.crawl.assets import raw_crawl
 from mella_assets.know.filters import DEFAULT_FILTER_CONFIG as DEFAULT
 from mella_assets.know.filters import FilterConfig, filter_alt_texts
 from mella_assets.know.image_fetch import fetch_images
-from mella_assets.languages import LANGUAGES
 from mella_assets.lib.text import keywords
 from mella_assets.lib.watchdog import watched_stage
 from mella_assets.metadata import StageTimer, table_metadata
-from mella_assets.partitions import LANGUAGE_PARTITIONS
 from mella_assets.resources.fetch import ImageFetcher
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.langid import LanguageIdentification
+from mella_assets.specs import language_of, stage_specs, table_result
+from mella_assets.tables import ALT_TEXT_PAIRS, ALT_TEXT_REJECTS, D_KNOW, IMAGE_REJECTS, IMAGES, RAW_CRAWL
 
 PAGE_COLUMNS = [
     "page_url",
@@ -73,16 +72,16 @@ class AltTextFilterConfig(dg.Config):
         )
 
 
-@dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="know", deps=[raw_crawl], kinds={"parquet"})
+@dg.multi_asset(name="alt_text_pairs", specs=stage_specs("alt_text_pairs", deps=[RAW_CRAWL]))
 @watched_stage
 def alt_text_pairs(
     context: dg.AssetExecutionContext, config: AltTextFilterConfig, lake: Lake, langid: LanguageIdentification
-) -> dg.MaterializeResult:
+) -> tuple[dg.MaterializeResult, ...]:
     """(image url, native alt text) pairs that pass the text filters; the rest go to ``alt_text_rejects``
     with a reason (missing/empty alt, file name, boilerplate, length, wrong language, duplicate, opt-out…)."""
     timer = StageTimer()
-    language = LANGUAGES[context.partition_key]
-    candidates = explode_candidates(lake.read_table("raw_crawl", language.code))
+    language = language_of(context)
+    candidates = explode_candidates(lake.read(RAW_CRAWL, language))
     # Pages that opt out of AI use (robots noai / noimageai) contribute nothing, and say so.
     opted_out = candidates.filter(pl.col("opt_out"))
     result = filter_alt_texts(
@@ -94,13 +93,15 @@ def alt_text_pairs(
         pl.lit(language.code).alias("language"),
     )
     rejects = pl.concat([result.rejects, opt_out_rejects], how="diagonal_relaxed")
-    lake.write_table("alt_text_pairs", language.code, result.kept)
-    lake.write_table("alt_text_rejects", language.code, rejects)
+    lake.write(ALT_TEXT_PAIRS, language, result.kept)
+    lake.write(ALT_TEXT_REJECTS, language, rejects)
     # Pages per language prior (their lang / og:locale / domain / site): how much the page signals decided.
     priors = pl.concat([result.kept, result.rejects], how="diagonal_relaxed").unique("page_url")
     by_prior = priors.group_by("page_language").len().sort("page_language", nulls_last=True)
-    return dg.MaterializeResult(
-        metadata=table_metadata(
+    return table_result(
+        ALT_TEXT_PAIRS,
+        result.kept,
+        table_metadata(
             timer=timer,
             rows_in=candidates.height,
             output=result.kept,
@@ -110,13 +111,13 @@ def alt_text_pairs(
                     {code or "none": n for code, n in zip(by_prior["page_language"], by_prior["len"], strict=True)}
                 )
             },
-        )
-    )
+        ),
+    ), table_result(ALT_TEXT_REJECTS, rejects)
 
 
-@dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="know", deps=[alt_text_pairs], kinds={"parquet"})
+@dg.multi_asset(name="images", specs=stage_specs("images", deps=[ALT_TEXT_PAIRS]))
 @watched_stage
-def images(context: dg.AssetExecutionContext, lake: Lake, fetcher: ImageFetcher) -> dg.MaterializeResult:
+def images(context: dg.AssetExecutionContext, lake: Lake, fetcher: ImageFetcher) -> tuple[dg.MaterializeResult, ...]:
     """Every distinct image of the kept pairs, downloaded politely (robots.txt, per-host limits, retries) and
     safely (SSRF guard on every hop, size and time caps), decoded, validated, re-encoded and stored under its
     sha256; failures go to ``image_rejects`` with a reason and HTTP status. URLs already stored by an earlier
@@ -124,8 +125,8 @@ def images(context: dg.AssetExecutionContext, lake: Lake, fetcher: ImageFetcher)
     failing unchanged limits; ``fetcher.retry_rejected`` retries them); transient failures are retried. Exact
     and near duplicates point at the first copy (column ``duplicate``)."""
     timer = StageTimer()
-    language = context.partition_key
-    urls = lake.read_table("alt_text_pairs", language)["image_url"].unique(maintain_order=True).to_list()
+    language = language_of(context)
+    urls = lake.read(ALT_TEXT_PAIRS, language)["image_url"].unique(maintain_order=True).to_list()
     store = lake.store
     outcome = fetch_images(
         language,
@@ -133,16 +134,18 @@ def images(context: dg.AssetExecutionContext, lake: Lake, fetcher: ImageFetcher)
         fetcher.http(),
         exists=store.exists,
         put=store.put_bytes,
-        previous=lake.read_table_or_empty("images", language),
-        previous_rejects=lake.read_table_or_empty("image_rejects", language),
+        previous=lake.read_or_empty(IMAGES, language),
+        previous_rejects=lake.read_or_empty(IMAGE_REJECTS, language),
         limits=fetcher.limits(),
         max_workers=fetcher.max_workers,
         retry_rejected=fetcher.retry_rejected,
     )
-    lake.write_table("images", language, outcome.kept)
-    lake.write_table("image_rejects", language, outcome.rejects)
-    return dg.MaterializeResult(
-        metadata=table_metadata(
+    lake.write(IMAGES, language, outcome.kept)
+    lake.write(IMAGE_REJECTS, language, outcome.rejects)
+    return table_result(
+        IMAGES,
+        outcome.kept,
+        table_metadata(
             timer=timer,
             rows_in=len(urls),
             output=outcome.kept,
@@ -153,19 +156,19 @@ def images(context: dg.AssetExecutionContext, lake: Lake, fetcher: ImageFetcher)
                 "success_rate": round(outcome.kept.height / len(urls), 4) if urls else None,
                 **outcome.stats,
             },
-        )
-    )
+        ),
+    ), table_result(IMAGE_REJECTS, outcome.rejects)
 
 
-@dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="know", deps=[alt_text_pairs, images], kinds={"parquet"})
+@dg.multi_asset(name="d_know", specs=stage_specs("d_know", deps=[ALT_TEXT_PAIRS, IMAGES]))
 @watched_stage
 def d_know(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
     """The cultural-knowledge pairs: a stored image and its native alt text with its keywords, one row per
     distinct (image, alt text)."""
     timer = StageTimer()
-    language = LANGUAGES[context.partition_key]
-    pairs = lake.read_table("alt_text_pairs", language.code)
-    fetched = lake.read_table("images", language.code).drop("language")
+    language = language_of(context)
+    pairs = lake.read(ALT_TEXT_PAIRS, language)
+    fetched = lake.read(IMAGES, language).drop("language")
     joined = pairs.select("image_url", "alt_text", "page_url", "domain").join(
         fetched, on="image_url", how="inner", maintain_order="left"
     )
@@ -189,9 +192,11 @@ def d_know(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResul
             "image_url",
         )
     )
-    lake.write_table("d_know", language.code, frame)
-    return dg.MaterializeResult(
-        metadata=table_metadata(
+    lake.write(D_KNOW, language, frame)
+    return table_result(
+        D_KNOW,
+        frame,
+        table_metadata(
             timer=timer,
             rows_in=pairs.height,
             output=frame,
@@ -199,5 +204,5 @@ def d_know(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResul
                 "pairs_without_image": pairs.height - pairs.join(fetched, on="image_url", how="semi").height,
                 "duplicate_pairs": joined.height - frame.height,
             },
-        )
+        ),
     )

@@ -31,33 +31,13 @@ from mella_assets.know.images import (
     mark_duplicates,
     validate_image,
 )
+from mella_assets.languages import Language
 from mella_assets.lib.http import HttpFetcher
 from mella_assets.lib.watchdog import map_with_deadline
+from mella_assets.tables import IMAGE_REJECTS, IMAGES
 
-IMAGES_SCHEMA = {
-    "language": pl.String,
-    "image_url": pl.String,
-    "image_sha256": pl.String,
-    "phash": pl.String,
-    "width": pl.Int64,
-    "height": pl.Int64,
-    "format": pl.String,
-    "bytes": pl.Int64,
-    "image_key": pl.String,
-    "http_status": pl.Int64,
-    "final_url": pl.String,
-    "fetched_sha256": pl.String,
-    "duplicate": pl.String,
-    "fetched_phash": pl.String,
-}
-IMAGE_REJECTS_SCHEMA = {
-    "language": pl.String,
-    "image_url": pl.String,
-    "reason": pl.String,
-    "detail": pl.String,
-    "http_status": pl.Int64,
-    "limits_hash": pl.String,
-}
+IMAGES_SCHEMA = dict(IMAGES.columns)
+IMAGE_REJECTS_SCHEMA = dict(IMAGE_REJECTS.columns)
 # What the same URL answers again next time: gone (404/410), a URL we refuse by its text alone, a page or other
 # non-image served in place of the image. 403 is not here: hotlink and bot rules change and are often per client;
 # nor robots_disallowed / blocked_address: robots.txt, DNS and our allowed networks change, and deciding them again
@@ -122,7 +102,7 @@ class _Download:
 
 
 def fetch_images(
-    language: str,
+    language: Language,
     urls: Sequence[str],
     fetcher: HttpFetcher,
     *,
@@ -137,6 +117,7 @@ def fetch_images(
     """Fetch ``urls`` (distinct, in order) and return the ``images`` / ``image_rejects`` frames of a language.
 
     ``previous`` / ``previous_rejects``: the last run's tables of the language, reused as the module says."""
+    code = language.code
     wanted = set(urls)
     fingerprint = limits_hash(limits, fetcher.max_bytes)
     reusable = _reusable_rows(previous, wanted, exists)
@@ -163,7 +144,7 @@ def fetch_images(
         # Bounded by the stage deadline as a whole, not only by each request's timeout (lib/watchdog.py).
         downloads.update(zip(pending, map_with_deadline(download, pending, max_workers), strict=True))
         rows = [
-            {**reusable[url], "language": language} if url in reusable else _kept_row(language, url, downloads[url])
+            {**reusable[url], "language": code} if url in reusable else _kept_row(code, url, downloads[url])
             for url in urls
             if url in reusable or (url in downloads and isinstance(downloads[url].checked, ValidatedImage))
         ]
@@ -194,13 +175,13 @@ def fetch_images(
     rejects = []
     for url in urls:
         if url in carried:
-            rejects.append({**carried[url], "language": language})
+            rejects.append({**carried[url], "language": code})
         elif url in downloads and not isinstance(downloads[url].checked, ValidatedImage):
             failed = downloads[url]
             reason, detail = failed.error_reason, None
             if isinstance(failed.checked, ImageReject):
                 reason, detail = failed.checked.reason, failed.checked.detail
-            rejects.append(_reject(language, url, reason, detail, failed.status, fingerprint))
+            rejects.append(_reject(code, url, reason, detail, failed.status, fingerprint))
     kept = pl.DataFrame(rows, schema=IMAGES_SCHEMA) if rows else pl.DataFrame(schema=IMAGES_SCHEMA)
     reject_frame = (
         pl.DataFrame(rejects, schema=IMAGE_REJECTS_SCHEMA) if rejects else pl.DataFrame(schema=IMAGE_REJECTS_SCHEMA)

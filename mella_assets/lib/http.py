@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import idna
@@ -54,8 +54,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from mella_assets.lib.robots import RobotsCache
-
 DEFAULT_USER_AGENT = "MELLA/0.1 (+https://github.com/mella-project/mella)"
 MAX_REDIRECTS = 5
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -72,6 +70,14 @@ IMAGE_CONTENT_TYPES: tuple[str, ...] = ("image/", "application/octet-stream", "b
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
 # host, port -> the IP addresses (as text) a connection may use, in preference order; raises OSError on failure.
 Resolver = Callable[[str, int], Sequence[str]]
+
+
+class RobotsChecker(Protocol):
+    """What :class:`HttpFetcher` asks before each hop: :class:`~mella_assets.lib.robots.RobotsCache` (which imports
+    this module, so it is not imported here)."""
+
+    def verdict(self, url: str, fetcher: HttpFetcher) -> str | None:
+        """None when ``url`` may be fetched, else the reason it may not (``robots_disallowed``, ...)."""
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -347,7 +353,7 @@ class HttpFetcher:
         max_retries: int = 2,
         backoff_s: float = 1.0,
         max_retry_after_s: float = 60.0,
-        robots: RobotsCache | None = None,
+        robots: RobotsChecker | None = None,
         accept_content_types: Sequence[str] | None = None,
         resolver: Resolver | None = None,
     ) -> None:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from protego import Protego
 
+from mella_assets.lib.http import host_key
+
 if TYPE_CHECKING:
     from mella_assets.lib.http import HttpFetcher
 
@@ -42,8 +44,6 @@ class RobotsCache:
 
     def rules(self, url: str, fetcher: HttpFetcher) -> RobotsRules:
         """The rules of ``url``'s host, fetched on first use (one fetch per host even with many threads)."""
-        from mella_assets.lib.http import host_key
-
         host = host_key(url)
         with self._lock:
             host_lock = self._locks.setdefault(host, threading.Lock())

@@ -6,6 +6,7 @@ chat template (user turn = one image + the prompt text), so no model-specific pr
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,11 @@ from mella_assets.lib.cache import model_fingerprint
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 DEFAULT_MAX_PIXELS = 768 * 768
+
+
+def open_rgb_image(data: bytes) -> Image.Image:
+    """A stored (validated, re-encoded) image's bytes as an RGB image, as every model here takes it."""
+    return Image.open(io.BytesIO(data)).convert("RGB")
 
 
 @dataclass(frozen=True)

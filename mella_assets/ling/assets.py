@@ -1,45 +1,46 @@
 """Ling stage: English captions from an MLLM, their machine translations with QA, and D_ling (linguistic fluency)."""
 
-import io
-
 import dagster as dg
 import polars as pl
-from PIL import Image
 
-from mella_assets.know.assets import images
-from mella_assets.languages import LANGUAGES
 from mella_assets.lib.cache import JsonCache
-from mella_assets.lib.vlm import load_caption_prompt
+from mella_assets.lib.vlm import load_caption_prompt, open_rgb_image
 from mella_assets.lib.watchdog import watched_stage
 from mella_assets.ling.captioning import CaptionParams, caption_images
 from mella_assets.ling.selection import select_images_for_captioning
 from mella_assets.ling.translation import translate_cached, transliterate_serbian_to_latin
 from mella_assets.ling.translation_qa import check_translations, length_bounds
 from mella_assets.metadata import StageTimer, table_metadata
-from mella_assets.partitions import LANGUAGE_PARTITIONS
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.langid import LanguageIdentification
 from mella_assets.resources.models import Captioner, Translator
-
-
-def load_image(lake: Lake, key: str) -> Image.Image:
-    """A stored image from the lake, as RGB."""
-    return Image.open(io.BytesIO(lake.store.get_bytes(key))).convert("RGB")
+from mella_assets.specs import language_of, stage_specs, table_result
+from mella_assets.tables import (
+    ALT_TEXT_PAIRS,
+    CAPTION_REJECTS,
+    D_LING,
+    IMAGES,
+    MLLM_CAPTIONS,
+    TRANSLATION_REJECTS,
+    TRANSLATIONS,
+)
 
 
 # alt_text_pairs (read for the image domains) is upstream of images, so `images` alone orders the lineage.
-@dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="ling", deps=[images], kinds={"parquet", "pytorch"})
+@dg.multi_asset(name="mllm_captions", specs=stage_specs("mllm_captions", deps=[IMAGES]))
 @watched_stage
-def mllm_captions(context: dg.AssetExecutionContext, lake: Lake, captioner: Captioner) -> dg.MaterializeResult:
+def mllm_captions(
+    context: dg.AssetExecutionContext, lake: Lake, captioner: Captioner
+) -> tuple[dg.MaterializeResult, ...]:
     """An English caption per selected image (all validated images, or a deterministic sample with a per-domain
     cap). Each caption is cached by (image, model, prompt, params) — not by language — so a rerun, a resumed
     run or another language sharing the image only generates what is missing. Unreadable images and items a
     remote server refuses go to ``caption_rejects``."""
     timer = StageTimer()
-    language = context.partition_key
+    language = language_of(context)
     selection = select_images_for_captioning(
-        lake.read_table("images", language),
-        lake.read_table_or_empty("alt_text_pairs", language),
+        lake.read(IMAGES, language),
+        lake.read_or_empty(ALT_TEXT_PAIRS, language),
         limit=captioner.max_images_per_language,
         per_domain_cap=captioner.max_images_per_domain,
         seed=captioner.sample_seed,
@@ -48,20 +49,22 @@ def mllm_captions(context: dg.AssetExecutionContext, lake: Lake, captioner: Capt
     model_version = captioner.version(model_path)
     frame, rejects, run = caption_images(
         selection.chosen,
-        read_image=lambda key: load_image(lake, key),
+        read_image=lambda key: open_rgb_image(lake.store.get_bytes(key)),
         load_backend=lambda: captioner.load(model_path),
         model_version=model_version,
         prompt=load_caption_prompt(captioner.prompt_version),
         cache=JsonCache(lake.store, "captions"),
         params=CaptionParams(max_new_tokens=captioner.max_new_tokens, max_pixels=captioner.max_pixels),
         batch_size=captioner.batch_size,
-        language=language,
+        language=language.code,
         model_id=captioner.model,
     )
-    lake.write_table("mllm_captions", language, frame)
-    lake.write_table("caption_rejects", language, rejects)
-    return dg.MaterializeResult(
-        metadata=table_metadata(
+    lake.write(MLLM_CAPTIONS, language, frame)
+    lake.write(CAPTION_REJECTS, language, rejects)
+    return table_result(
+        MLLM_CAPTIONS,
+        frame,
+        table_metadata(
             timer=timer,
             rows_in=selection.chosen.height,
             output=frame,
@@ -76,38 +79,21 @@ def mllm_captions(context: dg.AssetExecutionContext, lake: Lake, captioner: Capt
                 "dropped_by_limit": selection.dropped_by_limit,
                 "images_per_domain": dg.MetadataValue.json(selection.per_domain),
             },
-        )
-    )
+        ),
+    ), table_result(CAPTION_REJECTS, rejects)
 
 
-TRANSLATIONS_SCHEMA = {
-    "language": pl.String,
-    "image_sha256": pl.String,
-    "caption_en": pl.String,
-    "text": pl.String,
-    "translator_id": pl.String,
-    "target_code": pl.String,
-    "qa_detected_language": pl.String,
-    "qa_language_confidence": pl.Float64,
-    "qa_language_ok": pl.Boolean,
-    "qa_length_ratio": pl.Float64,
-    "qa_repeated_trigrams": pl.Float64,
-    "qa_copied_share": pl.Float64,
-    "reason": pl.String,
-}
-
-
-@dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="ling", deps=[mllm_captions], kinds={"parquet", "pytorch"})
+@dg.multi_asset(name="translations", specs=stage_specs("translations", deps=[MLLM_CAPTIONS]))
 @watched_stage
 def translations(
     context: dg.AssetExecutionContext, lake: Lake, translator: Translator, langid: LanguageIdentification
-) -> dg.MaterializeResult:
+) -> tuple[dg.MaterializeResult, ...]:
     """Each English caption translated into the language (sentence by sentence, cached by content), with QA:
     empty output, repetition loops, untranslated copies, length ratio and output language. Failures go to
     ``translation_rejects`` with the reason."""
     timer = StageTimer()
-    language = LANGUAGES[context.partition_key]
-    captions = lake.read_table("mllm_captions", language.code)
+    language = language_of(context)
+    captions = lake.read(MLLM_CAPTIONS, language)
     model_path = translator.model_path(lake.resolve_model)
     version = translator.version(model_path)
     sources = captions["caption_en"].to_list()
@@ -132,32 +118,35 @@ def translations(
         length_bounds(language.code, translator.length_ratio_bounds),
     )
     rows = [
-        (
-            language.code,
-            sha,
-            source,
-            text,
-            translator.model,
-            language.nllb_code,
-            qa.detected_language,
-            qa.language_confidence,
-            qa.language_ok,
-            qa.length_ratio,
-            qa.repeated_trigrams,
-            qa.copied_share,
-            refusal or qa.reason,
-        )
+        {
+            "language": language.code,
+            "image_sha256": sha,
+            "caption_en": source,
+            "text": text,
+            "translator_id": translator.model,
+            "target_code": language.nllb_code,
+            "qa_detected_language": qa.detected_language,
+            "qa_language_confidence": qa.language_confidence,
+            "qa_language_ok": qa.language_ok,
+            "qa_length_ratio": qa.length_ratio,
+            "qa_repeated_trigrams": qa.repeated_trigrams,
+            "qa_copied_share": qa.copied_share,
+            "reason": refusal or qa.reason,
+        }
         for sha, source, text, refusal, qa in zip(
             captions["image_sha256"], sources, texts, refused, checks, strict=True
         )
     ]
-    frame = pl.DataFrame(rows, schema=TRANSLATIONS_SCHEMA, orient="row")
+    # Every translation with its QA verdict (the rejects' columns); the kept ones lose the empty `reason`.
+    frame = pl.DataFrame(rows, schema=TRANSLATION_REJECTS.schema)
     kept = frame.filter(pl.col("reason").is_null()).drop("reason")
     rejects = frame.filter(pl.col("reason").is_not_null())
-    lake.write_table("translations", language.code, kept)
-    lake.write_table("translation_rejects", language.code, rejects)
-    return dg.MaterializeResult(
-        metadata=table_metadata(
+    lake.write(TRANSLATIONS, language, kept)
+    lake.write(TRANSLATION_REJECTS, language, rejects)
+    return table_result(
+        TRANSLATIONS,
+        kept,
+        table_metadata(
             timer=timer,
             rows_in=captions.height,
             output=kept,
@@ -174,20 +163,20 @@ def translations(
                     list(length_bounds(language.code, translator.length_ratio_bounds))
                 ),
             },
-        )
-    )
+        ),
+    ), table_result(TRANSLATION_REJECTS, rejects)
 
 
-@dg.asset(partitions_def=LANGUAGE_PARTITIONS, group_name="ling", deps=[translations, images], kinds={"parquet"})
+@dg.multi_asset(name="d_ling", specs=stage_specs("d_ling", deps=[TRANSLATIONS, IMAGES]))
 @watched_stage
 def d_ling(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
     """The linguistic pairs: a stored image, its translated caption (``text``) and the English source."""
     timer = StageTimer()
-    language = context.partition_key
-    kept = lake.read_table("translations", language)
-    stored = lake.read_table("images", language).unique("image_sha256").select("image_sha256", "image_key", "phash")
+    language = language_of(context)
+    kept = lake.read(TRANSLATIONS, language)
+    stored = lake.read(IMAGES, language).unique("image_sha256").select("image_sha256", "image_key", "phash")
     frame = kept.join(stored, on="image_sha256", how="inner", maintain_order="left").select(
         "language", "image_sha256", "image_key", "phash", "text", "caption_en"
     )
-    lake.write_table("d_ling", language, frame)
-    return dg.MaterializeResult(metadata=table_metadata(timer=timer, rows_in=kept.height, output=frame))
+    lake.write(D_LING, language, frame)
+    return table_result(D_LING, frame, table_metadata(timer=timer, rows_in=kept.height, output=frame))

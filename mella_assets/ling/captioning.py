@@ -19,26 +19,10 @@ from PIL import Image
 
 from mella_assets.lib.cache import CachedRun, JsonCache, batches, content_key
 from mella_assets.lib.vlm import DEFAULT_MAX_PIXELS, CaptionPrompt
+from mella_assets.tables import CAPTION_REJECTS, MLLM_CAPTIONS
 
-CAPTIONS_SCHEMA = {
-    "language": pl.String,
-    "image_sha256": pl.String,
-    "image_key": pl.String,
-    "domain": pl.String,
-    "model_id": pl.String,
-    "model_version": pl.String,
-    "prompt_version": pl.String,
-    "caption_en": pl.String,
-    "prompt_tokens": pl.Int64,
-    "new_tokens": pl.Int64,
-}
-CAPTION_REJECTS_SCHEMA = {
-    "language": pl.String,
-    "image_sha256": pl.String,
-    "image_key": pl.String,
-    "reason": pl.String,
-    "detail": pl.String,
-}
+CAPTIONS_SCHEMA = dict(MLLM_CAPTIONS.columns)
+CAPTION_REJECTS_SCHEMA = dict(CAPTION_REJECTS.columns)
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from mella_assets.dataset.assets import dataset_version, mella_dataset
-from mella_assets.dataset.build import training_gate_problems
+from mella_assets.dataset import dataset_version, training_gate_problems
+from mella_assets.dataset.assets import mella_dataset
 from mella_assets.lib.cache import content_key
 from mella_assets.lib.checkpoints import (
     CHECKPOINT_CONFIG_FILE,

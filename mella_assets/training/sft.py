@@ -156,18 +156,22 @@ def distributed_context(environ: dict[str, str] | None = None) -> DistributedCon
     )
 
 
+# -- resume state: what a killed run leaves for its relaunch ------------------------------------------------------
+
+
 def resume_info(work_dir: str | Path) -> dict | None:
     """The step and time of the resume state in ``work_dir`` (None when there is none)."""
     path = Path(work_dir) / RESUME_DIR / RESUME_INFO
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _resume_key(config: SFTConfig) -> dict[str, Any]:
+def resume_key(config: SFTConfig) -> dict[str, Any]:
+    """The settings a resume state was saved under; a relaunch resumes only from a state with the same key."""
     key = {name: getattr(config, name) for name in _RESUME_KEYS}
     return {**key, "base_model": config.base_model_source} if config.base_model_source else key
 
 
-def _save_resume_state(work_dir: Path, payload: dict[str, Any]) -> None:
+def save_resume_state(work_dir: Path, payload: dict[str, Any]) -> None:
     """Write the resume state atomically (temp name, then rename), the JSON summary last."""
     import torch
 
@@ -182,20 +186,24 @@ def _save_resume_state(work_dir: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp_info, folder / RESUME_INFO)
 
 
-def _load_resume_state(work_dir: Path, config: SFTConfig) -> dict[str, Any] | None:
+def load_resume_state(work_dir: Path, config: SFTConfig) -> dict[str, Any] | None:
+    """The resume state in ``work_dir`` if it was saved under ``config``'s settings and is not finished."""
     import torch
 
     path = work_dir / RESUME_DIR / RESUME_STATE
     if not path.exists():
         return None
-    # Our own file (written by _save_resume_state): it holds the Python RNG state, so not weights-only.
+    # Our own file (written by save_resume_state): it holds the Python RNG state, so not weights-only.
     payload = torch.load(path, map_location="cpu", weights_only=False)
-    if payload.get("resume_key") != _resume_key(config) or payload["step"] >= config.max_steps:
+    if payload.get("resume_key") != resume_key(config) or payload["step"] >= config.max_steps:
         return None  # other settings (or already finished): start afresh rather than mix runs
     return payload
 
 
-def _peak_memory_mb(cuda: bool) -> tuple[float, str]:
+# -- one training run: setup, steps, progress, the result ---------------------------------------------------------
+
+
+def peak_memory_mb(cuda: bool) -> tuple[float, str]:
     """Peak memory so far: CUDA max allocated on a GPU, the process's max RSS on CPU."""
     if cuda:
         import torch
@@ -206,20 +214,103 @@ def _peak_memory_mb(cuda: bool) -> tuple[float, str]:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "process_max_rss"  # Linux: KiB
 
 
-def train_sft(config: SFTConfig, log: Callable[[dict], None] | None = None) -> SFTResult:
-    """Fine-tune ``config.base_model`` (LoRA or full) and save the result to ``config.output_dir``.
+@dataclass
+class TrainingState:
+    """One run from setup to its result: the model and optimizer, the data order, and what was trained so far
+    (the parts a resume state saves: ``order``, ``losses``, ``tokens``, ``train_seconds``, ``start_step``)."""
 
-    ``log`` receives progress entries (``event`` = ``progress`` every ``log_every`` steps with loss, tokens/s and
-    peak memory; ``resumed`` and ``checkpoint_saved`` around resume state). Under ``torchrun`` every process
-    trains on its own slice of each global batch through DDP (gloo on CPU, NCCL on CUDA); rank 0 logs and saves.
-    """
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    config: SFTConfig
+    dist: DistributedContext
+    emit: Callable[[dict], None]  # progress entries (rank 0 only; a no-op on the other ranks)
+    started: float  # perf_counter at setup: the watchdog counts model loading too
+    cuda: bool
+    device: str
+    examples: list[dict[str, str]]
+    processor: Any
+    model: Any  # the (PEFT) model whose weights are saved
+    trainable: set[str]  # names of the parameters being trained (all a resume state keeps of the weights)
+    optimizer: Any
+    rng: random.Random  # data order
+    work_dir: Path | None  # where resume state is saved (None: nowhere)
+    trained: Any = None  # what a step calls: the model, or its DDP wrapper under torchrun
+    order: list[int] = field(default_factory=list)  # example indices left in this epoch
+    losses: list[float] = field(default_factory=list)  # one per step (the mean over ranks)
+    tokens: int = 0  # tokens of the log windows reported so far
+    train_seconds: float = 0.0  # time of the log windows reported so far
+    start_step: int = 0  # the step a resumed run continues after (0: a fresh start)
 
+    @property
+    def global_batch(self) -> int:
+        return min(self.config.batch_size * self.dist.world_size, len(self.examples))
+
+
+@dataclass
+class LogWindow:
+    """Tokens and time since the last progress report."""
+
+    tokens: int = 0
+    start: float = field(default_factory=time.perf_counter)
+
+    def restart(self) -> None:
+        self.tokens, self.start = 0, time.perf_counter()
+
+
+@dataclass(frozen=True)
+class StepResult:
+    loss: float  # mean over ranks
+    tokens: int  # attention-mask tokens, summed over ranks
+
+
+def check_config(config: SFTConfig) -> None:
     if config.method not in ("lora", "full"):
         raise ValueError(f"method must be 'lora' or 'full', not {config.method!r}")
     if config.max_steps < 1 or config.log_every < 1 or config.save_every < 1:
         raise ValueError("max_steps, log_every and save_every must be at least 1")
+
+
+def load_model(config: SFTConfig, cuda: bool) -> tuple[Any, Any]:
+    """The processor and the model to train: the base model, wrapped in a LoRA adapter for method 'lora' (bf16 and
+    gradient checkpointing on a GPU)."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(config.base_model)
+    model = AutoModelForImageTextToText.from_pretrained(
+        config.base_model, dtype=torch.bfloat16 if cuda else torch.float32
+    )
+    if cuda:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if config.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        if cuda:
+            model.enable_input_require_grads()
+        lora = LoraConfig(
+            r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules=LORA_TARGET_MODULES
+        )
+        model = get_peft_model(model, lora)
+    return processor, model
+
+
+def restore_resume_state(state: TrainingState, payload: dict[str, Any]) -> None:
+    """Continue ``state`` from a saved resume state: trained weights, optimizer, RNGs, data order and losses."""
+    import torch
+
+    state.model.load_state_dict(payload["trainable"], strict=False)  # only the trained tensors were saved
+    state.optimizer.load_state_dict(payload["optimizer"])
+    state.rng.setstate(payload["rng"])
+    torch.set_rng_state(payload["torch_rng"])
+    state.order, state.losses = list(payload["order"]), list(payload["losses"])
+    state.tokens, state.train_seconds, state.start_step = payload["tokens"], payload["train_seconds"], payload["step"]
+
+
+def setup_training(config: SFTConfig, log: Callable[[dict], None] | None = None) -> TrainingState:
+    """Seed, join the torchrun process group, read the data, load the model and its optimizer, and pick up the
+    resume state in ``config.work_dir`` when one of the same settings is there."""
+    import torch
+
+    check_config(config)
     started = time.perf_counter()
     dist = distributed_context()
     emit = log if (log is not None and dist.is_main) else (lambda entry: None)
@@ -239,126 +330,149 @@ def train_sft(config: SFTConfig, log: Callable[[dict], None] | None = None) -> S
         work_dir.mkdir(parents=True, exist_ok=True)
         (work_dir / PID_FILE).write_text(str(os.getpid()))  # who holds this work dir (ops; the resume test)
 
-    processor = AutoProcessor.from_pretrained(config.base_model)
-    model = AutoModelForImageTextToText.from_pretrained(
-        config.base_model, dtype=torch.bfloat16 if cuda else torch.float32
-    )
-    if cuda:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
-    if config.method == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        if cuda:
-            model.enable_input_require_grads()
-        lora = LoraConfig(
-            r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules=LORA_TARGET_MODULES
-        )
-        model = get_peft_model(model, lora)
+    processor, model = load_model(config, cuda)
     model.to(device).train()
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
-
-    order: list[int] = []
-    losses: list[float] = []
-    total_tokens, train_seconds, start_step = 0, 0.0, 0
-    resumed = _load_resume_state(work_dir, config) if work_dir is not None else None
+    state = TrainingState(
+        config=config,
+        dist=dist,
+        emit=emit,
+        started=started,
+        cuda=cuda,
+        device=device,
+        examples=examples,
+        processor=processor,
+        model=model,
+        trainable=trainable,
+        optimizer=optimizer,
+        rng=rng,
+        work_dir=work_dir,
+    )
+    resumed = load_resume_state(work_dir, config) if work_dir is not None else None
     if resumed is not None:
-        model.load_state_dict(resumed["trainable"], strict=False)  # only the trained tensors were saved
-        optimizer.load_state_dict(resumed["optimizer"])
-        rng.setstate(resumed["rng"])
-        torch.set_rng_state(resumed["torch_rng"])
-        order, losses = list(resumed["order"]), list(resumed["losses"])
-        total_tokens, train_seconds, start_step = resumed["tokens"], resumed["train_seconds"], resumed["step"]
-        emit({"event": "resumed", "step": start_step})
-    trained = model
+        restore_resume_state(state, resumed)
+        emit({"event": "resumed", "step": state.start_step})
+    state.trained = model
     if dist.launched:
         from torch.nn.parallel import DistributedDataParallel
 
-        trained = DistributedDataParallel(model, device_ids=[dist.local_rank] if cuda else None)
+        state.trained = DistributedDataParallel(model, device_ids=[dist.local_rank] if cuda else None)
+    return state
 
-    window_tokens, window_start = 0, time.perf_counter()
-    global_batch = min(config.batch_size * dist.world_size, len(examples))
-    for step in range(start_step + 1, config.max_steps + 1):
-        batch_examples = []
-        while len(batch_examples) < global_batch:
-            if not order:  # a new epoch, shuffled reproducibly from the seed (the same on every rank)
-                order = list(range(len(examples)))
-                rng.shuffle(order)
-            batch_examples.append(examples[order.pop()])
-        mine = batch_examples[dist.rank :: dist.world_size] or batch_examples[:1]
-        batch = {key: value.to(device) for key, value in encode_batch(processor, mine, config.max_pixels).items()}
-        if cuda and "pixel_values" in batch:
-            batch["pixel_values"] = batch["pixel_values"].to(torch.bfloat16)
-        loss = trained(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
 
-        step_loss = loss.detach().float()
-        step_tokens = batch["attention_mask"].sum().float()
-        if dist.launched:  # the logged loss is the mean over ranks, tokens the sum
-            import torch.distributed as torch_dist
+def next_batch(state: TrainingState) -> list[dict[str, str]]:
+    """This rank's slice of the next global batch; a new epoch is shuffled reproducibly from the seed (the same
+    order on every rank)."""
+    batch = []
+    while len(batch) < state.global_batch:
+        if not state.order:
+            state.order = list(range(len(state.examples)))
+            state.rng.shuffle(state.order)
+        batch.append(state.examples[state.order.pop()])
+    return batch[state.dist.rank :: state.dist.world_size] or batch[:1]
 
-            torch_dist.all_reduce(step_loss)
-            torch_dist.all_reduce(step_tokens)
-            step_loss /= dist.world_size
-        losses.append(float(step_loss))
-        window_tokens += int(step_tokens)
-        if step % config.log_every == 0 or step == config.max_steps:
-            window = min((step - 1) % config.log_every + 1, step - start_step)
-            elapsed = time.perf_counter() - window_start
-            train_seconds += elapsed
-            total_tokens += window_tokens
-            memory, _ = _peak_memory_mb(cuda)
-            emit(
-                {
-                    "event": "progress",
-                    "step": step,
-                    "loss": round(sum(losses[-window:]) / window, 4),
-                    "tokens_per_s": round(window_tokens / elapsed, 1),
-                    "peak_memory_mb": memory,
-                }
-            )
-            window_tokens, window_start = 0, time.perf_counter()
-        overdue = bool(config.max_seconds) and time.perf_counter() - started > config.max_seconds
-        if dist.launched:  # every rank stops at the same step, or the others would wait in a collective
-            import torch.distributed as torch_dist
 
-            flag = torch.tensor(float(overdue), device=device)
-            torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
-            overdue = bool(flag.item())
-        save_now = step % config.save_every == 0 or overdue
-        if work_dir is not None and save_now and step < config.max_steps:
-            if dist.is_main:
-                _save_resume_state(
-                    work_dir,
-                    {
-                        "step": step,
-                        "resume_key": _resume_key(config),
-                        "trainable": {k: v.detach().cpu() for k, v in model.state_dict().items() if k in trainable},
-                        "optimizer": optimizer.state_dict(),
-                        "rng": rng.getstate(),
-                        "torch_rng": torch.get_rng_state(),
-                        "order": order,
-                        "losses": losses,
-                        "tokens": total_tokens + window_tokens,
-                        "train_seconds": train_seconds + time.perf_counter() - window_start,
-                    },
-                )
-                emit({"event": "checkpoint_saved", "step": step})
-            if dist.launched:
-                torch.distributed.barrier()
-        if overdue and step < config.max_steps:
-            saved = f"; resume state saved at step {step}: rematerialize to continue" if work_dir is not None else ""
-            raise TrainingTimeout(
-                f"training stopped at step {step} of {config.max_steps} after {time.perf_counter() - started:.1f} s, "
-                f"past its budget of {config.max_seconds:g} s (MELLA_STAGE_TIMEOUT_S_FINETUNED_CHECKPOINT or "
-                f"MELLA_STAGE_TIMEOUT_S){saved}"
-            )
+def train_step(state: TrainingState, examples: Sequence[dict[str, str]]) -> StepResult:
+    """One optimisation step on ``examples``; the loss is the mean over ranks, the tokens their sum."""
+    import torch
 
-    # Both losses are means over a log window (the first and the last), so one easy or hard batch cannot
-    # decide whether training helped; a resumed run keeps the losses of the steps before the kill.
+    encoded = encode_batch(state.processor, examples, state.config.max_pixels)
+    batch = {key: value.to(state.device) for key, value in encoded.items()}
+    if state.cuda and "pixel_values" in batch:
+        batch["pixel_values"] = batch["pixel_values"].to(torch.bfloat16)
+    loss = state.trained(**batch).loss
+    loss.backward()
+    state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+
+    step_loss = loss.detach().float()
+    step_tokens = batch["attention_mask"].sum().float()
+    if state.dist.launched:
+        import torch.distributed as torch_dist
+
+        torch_dist.all_reduce(step_loss)
+        torch_dist.all_reduce(step_tokens)
+        step_loss /= state.dist.world_size
+    return StepResult(loss=float(step_loss), tokens=int(step_tokens))
+
+
+def report_progress(state: TrainingState, step: int, window: LogWindow) -> None:
+    """Emit the ``progress`` entry of the log window ending at ``step`` and start the next window."""
+    config = state.config
+    steps = min((step - 1) % config.log_every + 1, step - state.start_step)
+    elapsed = time.perf_counter() - window.start
+    state.train_seconds += elapsed
+    state.tokens += window.tokens
+    memory, _ = peak_memory_mb(state.cuda)
+    state.emit(
+        {
+            "event": "progress",
+            "step": step,
+            "loss": round(sum(state.losses[-steps:]) / steps, 4),
+            "tokens_per_s": round(window.tokens / elapsed, 1),
+            "peak_memory_mb": memory,
+        }
+    )
+    window.restart()
+
+
+def past_budget(state: TrainingState) -> bool:
+    """Whether the run is past ``max_seconds``; under torchrun every rank gets the same answer, so all stop at the
+    same step (or the others would wait in a collective)."""
+    config = state.config
+    overdue = bool(config.max_seconds) and time.perf_counter() - state.started > config.max_seconds
+    if state.dist.launched:
+        import torch
+        import torch.distributed as torch_dist
+
+        flag = torch.tensor(float(overdue), device=state.device)
+        torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
+        overdue = bool(flag.item())
+    return overdue
+
+
+def checkpoint_resume_state(state: TrainingState, step: int, window: LogWindow) -> None:
+    """Save the resume state after ``step`` (rank 0; the others wait for it); nothing without a work folder."""
+    if state.work_dir is None:
+        return
+    if state.dist.is_main:
+        import torch
+
+        payload = {
+            "step": step,
+            "resume_key": resume_key(state.config),
+            "trainable": {k: v.detach().cpu() for k, v in state.model.state_dict().items() if k in state.trainable},
+            "optimizer": state.optimizer.state_dict(),
+            "rng": state.rng.getstate(),
+            "torch_rng": torch.get_rng_state(),
+            "order": state.order,
+            "losses": state.losses,
+            "tokens": state.tokens + window.tokens,
+            "train_seconds": state.train_seconds + time.perf_counter() - window.start,
+        }
+        save_resume_state(state.work_dir, payload)
+        state.emit({"event": "checkpoint_saved", "step": step})
+    if state.dist.launched:
+        import torch.distributed
+
+        torch.distributed.barrier()
+
+
+def training_timeout(state: TrainingState, step: int) -> TrainingTimeout:
+    """The error of a run stopped past its time budget after ``step`` (its resume state already saved)."""
+    config = state.config
+    saved = f"; resume state saved at step {step}: rematerialize to continue" if state.work_dir is not None else ""
+    return TrainingTimeout(
+        f"training stopped at step {step} of {config.max_steps} after {time.perf_counter() - state.started:.1f} s, "
+        f"past its budget of {config.max_seconds:g} s (MELLA_STAGE_TIMEOUT_S_FINETUNED_CHECKPOINT or "
+        f"MELLA_STAGE_TIMEOUT_S){saved}"
+    )
+
+
+def loss_summary(losses: Sequence[float], config: SFTConfig) -> tuple[float, float, list[list[float]]]:
+    """First and final loss (means over the first and the last log window, so one easy or hard batch cannot
+    decide whether training helped) and the curve of window means."""
     first_window = min(config.log_every, len(losses))
     first_loss = sum(losses[:first_window]) / first_window
     last_window = (config.max_steps - 1) % config.log_every + 1
@@ -367,25 +481,36 @@ def train_sft(config: SFTConfig, log: Callable[[dict], None] | None = None) -> S
         [step, round(sum(losses[max(0, step - config.log_every) : step]) / min(step, config.log_every), 4)]
         for step in range(config.log_every, config.max_steps + 1, config.log_every)
     ]
-    peak, peak_kind = _peak_memory_mb(cuda)
+    return first_loss, final_loss, curve
+
+
+def finish_training(state: TrainingState) -> SFTResult:
+    """Save the trained model (a PEFT model saves only its adapter), its processor and ``training_state.json`` to
+    ``output_dir`` (rank 0), leave the process group, and return the result."""
+    config = state.config
+    # A resumed run keeps the losses of the steps before the kill.
+    first_loss, final_loss, curve = loss_summary(state.losses, config)
+    peak, peak_kind = peak_memory_mb(state.cuda)
     output_dir = Path(config.output_dir)
-    if dist.is_main:
+    if state.dist.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(output_dir)  # a PEFT model saves only its adapter
-        processor.save_pretrained(output_dir)
-        state = {
+        state.model.save_pretrained(output_dir)
+        state.processor.save_pretrained(output_dir)
+        record = {
             "steps": config.max_steps,
             "first_loss": first_loss,
             "final_loss": final_loss,
-            "train_examples": len(examples),
+            "train_examples": len(state.examples),
             "method": config.method,
             "base_model": config.base_model,
-            "resumed_from_step": start_step,
-            "world_size": dist.world_size,
+            "resumed_from_step": state.start_step,
+            "world_size": state.dist.world_size,
             "config": asdict(config),
         }
-        (output_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
-    if dist.launched:
+        (output_dir / STATE_FILE).write_text(json.dumps(record, indent=2))
+    if state.dist.launched:
+        import torch.distributed
+
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return SFTResult(
@@ -393,12 +518,36 @@ def train_sft(config: SFTConfig, log: Callable[[dict], None] | None = None) -> S
         steps=config.max_steps,
         first_loss=first_loss,
         final_loss=final_loss,
-        train_examples=len(examples),
-        tokens_per_s=round(total_tokens / train_seconds, 1) if train_seconds else 0.0,
-        seconds=round(time.perf_counter() - started, 3),
-        resumed_from_step=start_step,
+        train_examples=len(state.examples),
+        tokens_per_s=round(state.tokens / state.train_seconds, 1) if state.train_seconds else 0.0,
+        seconds=round(time.perf_counter() - state.started, 3),
+        resumed_from_step=state.start_step,
         peak_memory_mb=peak,
         peak_memory_kind=peak_kind,
-        world_size=dist.world_size,
+        world_size=state.dist.world_size,
         loss_curve=curve,
     )
+
+
+def train_sft(config: SFTConfig, log: Callable[[dict], None] | None = None) -> SFTResult:
+    """Fine-tune ``config.base_model`` (LoRA or full) and save the result to ``config.output_dir``.
+
+    ``log`` receives progress entries (``event`` = ``progress`` every ``log_every`` steps with loss, tokens/s and
+    peak memory; ``resumed`` and ``checkpoint_saved`` around resume state). Under ``torchrun`` every process
+    trains on its own slice of each global batch through DDP (gloo on CPU, NCCL on CUDA); rank 0 logs and saves.
+    Past ``max_seconds`` the run saves its resume state and raises :class:`TrainingTimeout`.
+    """
+    state = setup_training(config, log)
+    window = LogWindow()
+    for step in range(state.start_step + 1, config.max_steps + 1):
+        result = train_step(state, next_batch(state))
+        state.losses.append(result.loss)
+        window.tokens += result.tokens
+        if step % config.log_every == 0 or step == config.max_steps:
+            report_progress(state, step, window)
+        overdue = past_budget(state)
+        if step < config.max_steps and (step % config.save_every == 0 or overdue):
+            checkpoint_resume_state(state, step, window)
+            if overdue:
+                raise training_timeout(state, step)
+    return finish_training(state)

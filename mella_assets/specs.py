@@ -1,0 +1,64 @@
+"""Asset specs and materialization results from the table registry (``mella_assets/tables.py``).
+
+Every stage declares its assets through :func:`stage_specs`, so each table a stage writes — its rejects table too
+— is an asset in the graph with its partitions, columns and description, and each write reports through
+:func:`table_result` (docs/architecture.md, "The table contract").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from mella_assets.languages import LANGUAGES, Language
+from mella_assets.metadata import counts_by, preview_markdown
+from mella_assets.partitions import LANGUAGE_PARTITIONS
+from mella_assets.tables import TABLES, Table, tables_written_by
+
+
+def column_schema(table: Table) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in table.columns.items()])
+
+
+def table_spec(table: Table, deps: Iterable[Table] = ()) -> dg.AssetSpec:
+    """The asset spec of one registered table."""
+    return dg.AssetSpec(
+        key=table.name,
+        deps=[dep.name for dep in deps],
+        description=table.description,
+        group_name=table.stage,
+        partitions_def=LANGUAGE_PARTITIONS if table.partitioned else None,
+        kinds=set(table.kinds),
+        metadata={"dagster/column_schema": column_schema(table)},
+    )
+
+
+def stage_specs(writer: str, deps: Iterable[Table] = ()) -> list[dg.AssetSpec]:
+    """The specs of every table the asset ``writer`` writes (its own table first, then its rejects or companion
+    tables), each depending on ``deps``."""
+    deps = list(deps)
+    tables = tables_written_by(writer)
+    if not tables:
+        raise ValueError(f"no table in mella_assets/tables.py is written by {writer!r}")
+    return [table_spec(table, deps) for table in tables]
+
+
+def language_of(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> Language:
+    """The run's language partition, resolved once into the registry's ``Language``."""
+    return LANGUAGES[context.partition_key]
+
+
+def table_result(table: Table, frame: pl.DataFrame, metadata: Mapping[str, Any] | None = None) -> dg.MaterializeResult:
+    """The materialization of one table: rows, rows by reason for a rejects table, a preview, and ``metadata``."""
+    base: dict[str, Any] = {"dagster/row_count": frame.height}
+    if table.is_rejects:
+        base["rows_by_reason"] = dg.MetadataValue.json(counts_by(frame, "reason"))
+        base["preview"] = dg.MetadataValue.md(preview_markdown(frame))
+    return dg.MaterializeResult(asset_key=table.name, metadata={**base, **(metadata or {})})
+
+
+def registered(name: str) -> Table:
+    return TABLES[name]
