@@ -561,3 +561,9 @@ def rejects_table(name: str) -> Table | None:
 def tables_written_by(writer: str) -> list[Table]:
     """The tables one asset (op) writes: its own first, then its rejects or companion tables."""
     return sorted((t for t in TABLES.values() if t.writer == writer), key=lambda t: t.name != writer)
+
+
+def funnel_tables() -> list[Table]:
+    """The per-language tables rows flow through from the first filter to the dataset (their rejects beside them),
+    in declaration order, which is the asset graph's order."""
+    return [t for t in TABLES.values() if t.partitioned and not t.is_rejects and t.stage in ("know", "ling", "dataset")]

@@ -122,3 +122,12 @@ def test_conform_orders_columns_casts_all_null_columns_and_names_a_mismatch():
     assert conformed.columns == ["language", "uri", "reason", "http_status"]
     assert conformed.schema["http_status"] == pl.Int64
     assert table.conform(pl.DataFrame()).schema == table.schema
+
+
+def test_the_registry_declares_tables_in_graph_order():
+    """The catalog's funnel takes its order from the registry: every table comes after the tables it reads."""
+    graph = defs.resolve_asset_graph()
+    position = {name: i for i, name in enumerate(TABLES)}
+    for name in TABLES:
+        for parent in graph.get(dg.AssetKey(name)).parent_keys:
+            assert position[parent.to_user_string()] < position[name], f"{name} is declared before {parent}"

@@ -16,16 +16,14 @@ import polars as pl
 
 from mella_assets.lib.duckdb_s3 import enable_s3
 from mella_assets.lib.lake import LakeStore
+from mella_assets.tables import funnel_tables, rejects_table
 
-# (step, stage, kept table, rejects table or None): the order rows flow through the pipeline.
-FUNNEL_STAGES = (
-    (1, "alt_text_pairs", "alt_text_pairs", "alt_text_rejects"),
-    (2, "images", "images", "image_rejects"),
-    (3, "d_know", "d_know", None),
-    (4, "mllm_captions", "mllm_captions", None),
-    (5, "translations", "translations", "translation_rejects"),
-    (6, "d_ling", "d_ling", None),
-    (7, "mella_dataset", "mella_dataset", "mella_dataset_rejects"),
+# (step, stage, kept table, rejects table or None): the order rows flow through the pipeline — the registry's
+# per-language tables from the first filter to the dataset, in graph order (tests/test_tables.py keeps the
+# registry's order a topological order of the asset graph).
+FUNNEL_STAGES = tuple(
+    (step, table.name, table.name, rejects.name if (rejects := rejects_table(table.name)) else None)
+    for step, table in enumerate(funnel_tables(), start=1)
 )
 DERIVED_VIEWS = ("funnel_by_language", "rejects_by_reason", "pairs_per_domain", "split_sizes")
 

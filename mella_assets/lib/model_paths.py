@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from mella_assets.settings import Settings, load_settings
+
 LAKE_PREFIX = "lake://"
 MODEL_ROOTS_ENV = "MELLA_MODEL_ROOTS"
 # huggingface_hub's repo id rule: [namespace/]name, letters, digits, '-', '_', '.', at most 96 characters,
@@ -34,10 +36,10 @@ def _looks_like_path(model: str) -> bool:
     )
 
 
-def allowed_model_roots(environ: dict[str, str] | None = None) -> list[Path]:
-    """Folders a local model must lie in, from ``MELLA_MODEL_ROOTS`` (``os.pathsep``-separated); empty = any."""
-    value = (environ if environ is not None else os.environ).get(MODEL_ROOTS_ENV, "")
-    return [Path(part).expanduser().resolve() for part in value.split(os.pathsep) if part.strip()]
+def allowed_model_roots(settings: Settings | None = None) -> list[Path]:
+    """Folders a local model must lie in: the setting ``MELLA_MODEL_ROOTS`` (``os.pathsep``-separated) of
+    ``settings`` (default: the settings loaded now); empty = any."""
+    return list((settings if settings is not None else load_settings()).model_roots)
 
 
 def check_model_reference(model: str, roots: list[Path] | None = None) -> str:

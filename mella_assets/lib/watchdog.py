@@ -4,8 +4,9 @@ Every network call carries its own timeout (the HTTP fetcher: connect / read per
 the OpenAI-compatible backend: per request with bounded retries; S3: botocore connect / read timeouts and a bounded
 number of attempts, see ``lib/lake.py``). On top of those, each stage has a deadline: ``MELLA_STAGE_TIMEOUT_S``
 seconds (default 6 hours), or ``MELLA_STAGE_TIMEOUT_S_<STAGE>`` for one stage (``MELLA_STAGE_TIMEOUT_S_IMAGES``).
-The long loops of a stage check it (between downloads, model batches, WARC files) and raise :class:`StageTimeout`
-naming the stage, the time it ran and the setting to change.
+Both are :class:`mella_assets.settings.Settings` fields, loaded when a stage starts. The long loops of a stage
+check it (between downloads, model batches, WARC files) and raise :class:`StageTimeout` naming the stage, the
+time it ran and the setting to change.
 
 Dagster's ``dagster/max_runtime`` tag would bound a whole run, but only the daemon's run monitoring enforces it,
 so an in-process run (tests, ``mella demo``) would still hang; this deadline is checked by the stage itself.
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,8 +24,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-DEFAULT_STAGE_TIMEOUT_S = 6 * 3600.0
-STAGE_TIMEOUT_ENV = "MELLA_STAGE_TIMEOUT_S"
+from mella_assets.settings import DEFAULT_STAGE_TIMEOUT_S as DEFAULT_STAGE_TIMEOUT_S  # re-exported
+from mella_assets.settings import STAGE_TIMEOUT_ENV as STAGE_TIMEOUT_ENV
+from mella_assets.settings import Settings, load_settings
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -45,16 +46,10 @@ class StageTimeout(RuntimeError):
         self.setting = setting
 
 
-def stage_timeout_s(stage: str) -> tuple[float, str]:
-    """(seconds, where they came from) for ``stage``: its own variable, the global one, or the default."""
-    for name in (f"{STAGE_TIMEOUT_ENV}_{stage.upper()}", STAGE_TIMEOUT_ENV):
-        value = os.environ.get(name, "").strip()
-        if value:
-            seconds = float(value)
-            if seconds <= 0:
-                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
-            return seconds, f"{name}={value}"
-    return DEFAULT_STAGE_TIMEOUT_S, f"default; set {STAGE_TIMEOUT_ENV} or {STAGE_TIMEOUT_ENV}_{stage.upper()}"
+def stage_timeout_s(stage: str, settings: Settings | None = None) -> tuple[float, str]:
+    """(seconds, where they came from) for ``stage``: its own setting, the global one, or the default
+    (``settings``: default, the settings loaded now)."""
+    return (settings if settings is not None else load_settings()).stage_timeout(stage)
 
 
 @dataclass
@@ -95,9 +90,12 @@ def check_deadline() -> None:
 
 
 @contextmanager
-def stage_deadline(stage: str, seconds: float | None = None) -> Iterator[StageDeadline]:
-    """Run a block as ``stage`` with a deadline (``seconds``, else from the environment)."""
-    limit, setting = (seconds, f"{seconds:g} s given") if seconds is not None else stage_timeout_s(stage)
+def stage_deadline(
+    stage: str, seconds: float | None = None, settings: Settings | None = None
+) -> Iterator[StageDeadline]:
+    """Run a block as ``stage`` with a deadline (``seconds``, else from ``settings``, default the settings loaded
+    when the block starts)."""
+    limit, setting = (seconds, f"{seconds:g} s given") if seconds is not None else stage_timeout_s(stage, settings)
     deadline = StageDeadline(stage, limit, setting)
     token = _CURRENT.set(deadline)
     try:
