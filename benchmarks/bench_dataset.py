@@ -21,10 +21,13 @@ import polars as pl
 from benchmarks.dataset_baseline import python_build_sft_records
 from benchmarks.harness import Row, compare, measure
 from mella_assets.dataset.build import SplitPolicy, build_sft_records, near_duplicate_pairs
+from mella_assets.languages import LANGUAGES
 
 # Czech words and one with quotes, so the conversations' JSON escaping is exercised.
 WORDS = ["hrad", "most", "řeka", "kostel", "náměstí", "zima", "léto", "staré", "město", "tramvaj"]
 WORDS += ["večer", "ráno", "socha", "zahrada", "palác", '"Vltava"', "les", "hora", "vesnice", "trh"]
+
+CZECH = LANGUAGES["cs"]
 
 
 def _hashes(n: int, seed: int = 0) -> list[str]:
@@ -105,14 +108,14 @@ def _records_row(quick: bool) -> Row:
     check_know, check_ling = candidate_frames(100_000, 10_000)
     columns = ["id", "source", "split_group", "split", "prompt", "conversation"]
     expected = python_build_sft_records(check_know.to_dicts(), check_ling.to_dicts(), "cs")
-    assert build_sft_records(check_know, check_ling, "cs").records.select(columns).to_dicts() == expected
+    assert build_sft_records(check_know, check_ling, CZECH).records.select(columns).to_dicts() == expected
     know, ling = candidate_frames(rows, images)
     know_rows, ling_rows = know.to_dicts(), ling.to_dicts()
-    records_out = build_sft_records(know, ling, "cs").records.height
+    records_out = build_sft_records(know, ling, CZECH).records.height
     runs = 5
 
     def ours() -> int:
-        build_sft_records(know, ling, "cs")
+        build_sft_records(know, ling, CZECH)
         return rows
 
     def baseline() -> int:

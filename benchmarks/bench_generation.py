@@ -4,7 +4,7 @@ and 32, each batched row against batch size 1 measured in the same run (medians 
 The models are the tiny random ones the tests and demo use, loaded through the same ``from_pretrained`` code as
 real checkpoints; greedy decoding with a fixed number of new tokens (EOS disabled) so every batch size does the
 same work per item. What the ratio shows is how much per-call overhead batching amortises on this CPU; real-size
-figures need a GPU (see MEASURED.md for an H200).
+figures need a GPU (`python -m benchmarks.gpu_check`).
 """
 
 from __future__ import annotations

@@ -67,13 +67,13 @@ def load_revision(revision: str):
     return module
 
 
-def profile(module, know, ling):
+def profile(module, know, ling, language):
     from pyinstrument import Profiler
 
     profiler = Profiler(interval=0.002)
     started = time.perf_counter()
     profiler.start()
-    build = module.build_sft_records(know, ling, "cs")
+    build = module.build_sft_records(know, ling, language)
     profiler.stop()
     return build, time.perf_counter() - started, profiler
 
@@ -102,11 +102,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=50_000)
     args = parser.parse_args()
     from mella_assets.dataset import build as after
+    from mella_assets.languages import LANGUAGES
 
     before = load_revision(args.before)
     know, ling = candidate_frames(args.rows, args.images)
-    old, old_seconds, old_profile = profile(before, know, ling)
-    new, new_seconds, new_profile = profile(after, know, ling)
+    # The old revision took the language code; the working tree takes the registry's Language.
+    old, old_seconds, old_profile = profile(before, know, ling, "cs")
+    new, new_seconds, new_profile = profile(after, know, ling, LANGUAGES["cs"])
     assert_frame_equal(old.records, new.records)
     assert_frame_equal(old.rejects, new.rejects)
     RESULTS.mkdir(exist_ok=True)

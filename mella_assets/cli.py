@@ -15,7 +15,9 @@ COMMAND_REGISTRARS: list = [score.register, crawl.register, extract.register, la
 
 
 def _lake_default() -> str:
-    return os.environ.get("MELLA_LAKE", ".mella/lake")
+    from mella_assets.settings import load_settings
+
+    return load_settings().lake
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -9,16 +9,17 @@ The list is read when the code location loads, so the partitions shown in the UI
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from mella_assets.settings import load_settings
 
 DEFAULT_LANGUAGE_CODES: tuple[str, ...] = ("ar", "cs", "hu", "ko", "ru", "sr", "th", "vi")
 
 
 @dataclass(frozen=True)
 class Language:
-    """Facts the pipeline needs about one language (see DESIGN §4)."""
+    """Facts the pipeline needs about one language."""
 
     code: str  # ISO 639-1
     name: str  # English name
@@ -27,7 +28,8 @@ class Language:
     word_tokenizer: str = "regex"  # "regex", "pythainlp" (no spaces between words) or "kiwi" (Korean morphemes)
     stemmer: str | None = None  # PyStemmer algorithm name, None where Snowball has none
     # Language-ID labels (ISO 639-1) that count as this language. Serbian in Latin script is read as Croatian or
-    # Bosnian by every detector we measured (MEASURED.md), so those labels count as Serbian *for sr only*.
+    # Bosnian by every detector we measured (benchmarks/bench_langid.py), so those labels count as Serbian *for sr
+    # only*.
     langid_labels: tuple[str, ...] = ()
     # Languages a short text of this one is most easily mistaken for (or vice versa). The language-ID cascade always
     # offers them to lingua when the fast detector (CLD2) does not settle a text.
@@ -212,11 +214,14 @@ REGISTRY: dict[str, Language] = {
 def load_languages(codes: str | None = None, languages_file: str | None = None) -> dict[str, Language]:
     """The configured languages, in the configured order.
 
-    ``codes`` defaults to ``MELLA_LANGUAGES`` (else the paper's eight); ``languages_file`` to
-    ``MELLA_LANGUAGES_FILE``. Unknown codes are an error that names the way to describe them.
+    ``codes`` defaults to the setting ``MELLA_LANGUAGES`` (else the paper's eight); ``languages_file`` to
+    ``MELLA_LANGUAGES_FILE`` (mella_assets/settings.py). Unknown codes are an error that names the way to describe
+    them.
     """
     registry = dict(REGISTRY)
-    languages_file = languages_file if languages_file is not None else os.environ.get("MELLA_LANGUAGES_FILE")
+    settings = load_settings() if codes is None or languages_file is None else None
+    if languages_file is None:
+        languages_file = settings.languages_file
     if languages_file:
         known = {f.name for f in fields(Language)}
         for record in json.loads(Path(languages_file).read_text(encoding="utf-8")):
@@ -234,7 +239,7 @@ def load_languages(codes: str | None = None, languages_file: str | None = None) 
                 if record.get(key) is not None:
                     record[key] = tuple(record[key])
             registry[record["code"]] = Language(**record)
-    raw = codes if codes is not None else os.environ.get("MELLA_LANGUAGES", "")
+    raw = codes if codes is not None else ",".join(settings.languages)
     wanted = [c.strip() for c in raw.split(",") if c.strip()] or list(DEFAULT_LANGUAGE_CODES)
     missing = [c for c in wanted if c not in registry]
     if missing:

@@ -1,6 +1,7 @@
 """Configurable resources: where data lives (lake, catalog), how it is fetched, and which models run.
 
-`build_resources()` is the one place that chooses them from the environment (see README, Configuration).
+`build_resources()` is the one place that chooses them, from the settings (mella_assets/settings.py; README,
+Configuration).
 """
 
 from mella_assets.resources.catalog import Catalog

@@ -1,23 +1,26 @@
 """The lake resource: every asset reads and writes its tables and blobs through it."""
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from mella_assets.languages import Language
-from mella_assets.lib.lake import LakeStore
+from mella_assets.lib.lake import LakeStore, open_lake
 from mella_assets.lib.model_paths import check_model_reference
+from mella_assets.settings import Settings, load_settings
 from mella_assets.tables import Table
 
-DEFAULT_LAKE = ".mella/lake"
+DEFAULT_LAKE = Settings.lake
 LAKE_URI_PREFIX = "lake://"
 
 
 def default_lake_root() -> str:
-    return os.environ.get("MELLA_LAKE", DEFAULT_LAKE)
+    """``MELLA_LAKE`` (mella_assets/settings.py), read when the resource is made."""
+    return load_settings().lake
 
 
 class Lake(dg.ConfigurableResource):
@@ -28,9 +31,74 @@ class Lake(dg.ConfigurableResource):
         description="Lake folder (default .mella/lake) or s3://bucket/prefix (credentials and endpoint from AWS_*).",
     )
 
+    _store: LakeStore | None = PrivateAttr(default=None)
+
     @property
     def store(self) -> LakeStore:
-        return LakeStore(self.root)
+        """The lake (:class:`LakeStore`: a ``LocalLake`` or an ``S3Lake``), made on first use and kept for the
+        resource's life: one S3 client per resource, the settings (endpoint, cache, timeouts) loaded then."""
+        if self._store is None:
+            self._store = open_lake(self.root)
+        return self._store
+
+    # -- blobs (pass-throughs to the store) --------------------------------------------------------------------
+    @property
+    def local_root(self) -> Path:
+        """A local folder for scratch work and cached copies: the lake itself, or the S3 lake's download cache."""
+        return self.store.local_root
+
+    def uri(self, key: str) -> str:
+        """Where a key lives, as a URI (file:// or s3://)."""
+        return self.store.uri(key)
+
+    def location(self, key: str) -> str:
+        """How another process with access to the lake opens the key: a local path, or an s3:// URI."""
+        return self.store.location(key)
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.store.get_bytes(key)
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        """Store ``data`` under ``key``, atomically; returns the key."""
+        return self.store.put_bytes(key, data)
+
+    def exists(self, key: str) -> bool:
+        return self.store.exists(key)
+
+    def size(self, key: str) -> int:
+        return self.store.size(key)
+
+    def fingerprint(self, key: str) -> tuple[int, str]:
+        """``(size, version)`` of a blob without reading it (the S3 ETag, or mtime and inode of a local file)."""
+        return self.store.fingerprint(key)
+
+    def list(self, prefix: str, suffix: str = "") -> Iterator[str]:
+        """Keys under ``prefix`` ending with ``suffix``, sorted, temporary files skipped."""
+        return self.store.list(prefix, suffix)
+
+    def temp_path(self, key: str) -> Path:
+        """A fresh temporary file beside where ``key``'s local file lives, for a writer that fills a file before
+        :meth:`put_file` takes it."""
+        return self.store.temp_path(key)
+
+    def put_file(self, key: str, source: str | os.PathLike[str], *, move: bool = False) -> str:
+        """Store a local file under ``key`` without reading it into memory, atomically."""
+        return self.store.put_file(key, source, move=move)
+
+    def put_dir(self, key: str, source: str | os.PathLike[str]) -> str:
+        """Copy a local folder (a model or checkpoint) into the lake under ``key``, replacing what was there."""
+        return self.store.put_dir(key, source)
+
+    def delete(self, key: str) -> int:
+        """Remove the blob ``key`` or every blob under the folder ``key``; returns how many files went."""
+        return self.store.delete(key)
+
+    def has_table(self, asset: str, language: str | None = None) -> bool:
+        return self.store.has_table(asset, language)
+
+    def tables(self) -> dict[str, str]:
+        """Table name → glob of its Parquet files, for every table in the lake."""
+        return self.store.tables()
 
     # -- registered tables (mella_assets/tables.py) ------------------------------------------------------------
     def read(self, table: Table, language: Language | None = None) -> pl.DataFrame:

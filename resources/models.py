@@ -3,13 +3,14 @@ OpenAI-compatible chat-completions server such as vLLM, SGLang or TGI).
 
 Models are named by hub id, local path, or ``lake://models/...`` (a folder in the lake, e.g. the tiny demo
 models); with the ``openai`` backend ``model`` is the name the server serves. Loaded models are kept per process,
-so the partitions of one run load each model once. Environment (read here, shown in the launchpad defaults):
-``MELLA_CAPTIONER_BACKEND`` / ``MELLA_TRANSLATOR_BACKEND`` (``transformers`` | ``openai``),
-``MELLA_CAPTIONER_MODEL`` / ``MELLA_TRANSLATOR_MODEL``, ``MELLA_CAPTIONER_URL`` / ``MELLA_TRANSLATOR_URL``; the
-API key is read at request time from the variable named by ``api_key_env`` and never stored or logged.
+so the partitions of one run load each model once. Settings (mella_assets/settings.py, read when a resource is
+made and shown in the launchpad defaults): ``MELLA_CAPTIONER_BACKEND`` / ``MELLA_TRANSLATOR_BACKEND``
+(``transformers`` | ``openai``), ``MELLA_CAPTIONER_MODEL`` / ``MELLA_TRANSLATOR_MODEL``, ``MELLA_CAPTIONER_URL`` /
+``MELLA_TRANSLATOR_URL``. The API key is the ``api_key`` field — ``build_resources`` sets it to
+``dg.EnvVar("MELLA_CAPTIONER_API_KEY")`` (resolved at run time, shown in the UI by name only) — or, when unset, the
+setting named by ``api_key_env`` read when the backend is loaded; it is never shown in a repr or logged.
 """
 
-import os
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -26,9 +27,10 @@ from mella_assets.lib.openai_backend import (
 from mella_assets.lib.vlm import DEFAULT_MAX_PIXELS, VisionLanguageModel
 from mella_assets.ling.translation import DEFAULT_MAX_SENTENCE_CHARS
 from mella_assets.ling.translation import Translator as HFTranslator
+from mella_assets.settings import TINY_CAPTIONER as TINY_CAPTIONER  # the demo's models, re-exported
+from mella_assets.settings import TINY_TRANSLATOR as TINY_TRANSLATOR
+from mella_assets.settings import load_settings
 
-TINY_CAPTIONER = "lake://models/tiny/captioner"
-TINY_TRANSLATOR = "lake://models/tiny/translator"
 BACKENDS = ("transformers", "openai")
 
 
@@ -47,8 +49,9 @@ def load_vlm(path: str, adapter: str | None = None, device: str = "auto", dtype:
     return _load_vlm(path, adapter, device, dtype)
 
 
-def _env(name: str, default: str) -> Callable[[], str]:
-    return lambda: os.environ.get(name, default)
+def _setting(name: str) -> Callable[[], object]:
+    """A default factory: the setting ``name`` of mella_assets/settings.py, read when the resource is made."""
+    return lambda: getattr(load_settings(), name)
 
 
 class _RemoteSettings(dg.ConfigurableResource):
@@ -57,6 +60,12 @@ class _RemoteSettings(dg.ConfigurableResource):
     backend: str = "transformers"
     url: str = ""
     api_key_env: str = ""
+    api_key: str | None = Field(
+        None,
+        repr=False,
+        description="openai backend: the API key; set it as an environment variable reference (dg.EnvVar) so it "
+        "is resolved at run time and never shown. Unset: the setting named by api_key_env.",
+    )
     concurrency: int = Field(8, description="openai backend: requests in flight at once.")
     timeout_s: float = Field(120.0, description="openai backend: seconds to wait for one response.")
     max_retries: int = Field(5, description="openai backend: retries of a 429 / 5xx / timeout (backoff 0.5 s × 2^n).")
@@ -67,10 +76,17 @@ class _RemoteSettings(dg.ConfigurableResource):
         if self.backend == "openai" and not self.url:
             raise ValueError("the openai backend needs a server URL (MELLA_CAPTIONER_URL / MELLA_TRANSLATOR_URL)")
 
+    def _api_key(self) -> str | None:
+        """The key to send: the ``api_key`` field, else the setting named by ``api_key_env`` (read now)."""
+        if self.api_key:
+            return self.api_key
+        return load_settings().by_env(self.api_key_env) if self.api_key_env else None
+
     def client(self, model: str) -> ChatCompletionsClient:
         return ChatCompletionsClient(
             self.url,
             model,
+            api_key=self._api_key(),
             api_key_env=self.api_key_env or None,
             concurrency=self.concurrency,
             timeout_s=self.timeout_s,
@@ -82,20 +98,21 @@ class Captioner(_RemoteSettings):
     """The MLLM that writes detailed English captions for D_ling, and which images it captions."""
 
     backend: str = Field(
-        default_factory=_env("MELLA_CAPTIONER_BACKEND", "transformers"),
+        default_factory=_setting("captioner_backend"),
         description="'transformers' (in-process, any AutoModelForImageTextToText) or 'openai' (chat completions).",
     )
     model: str = Field(
-        default_factory=_env("MELLA_CAPTIONER_MODEL", TINY_CAPTIONER),
+        default_factory=_setting("captioner_model"),
         description="Hub id, local path or lake:// folder of an image-text-to-text checkpoint; for the openai "
         "backend, the served model name.",
     )
     url: str = Field(
-        default_factory=_env("MELLA_CAPTIONER_URL", ""),
+        default_factory=_setting("captioner_url"),
         description="openai backend: server base URL, e.g. http://gpu-box:8000/v1.",
     )
     api_key_env: str = Field(
-        "MELLA_CAPTIONER_API_KEY", description="openai backend: name of the environment variable with the API key."
+        "MELLA_CAPTIONER_API_KEY",
+        description="openai backend: the variable the API key comes from (a setting; named in errors, never the key).",
     )
     prompt_version: str = Field("caption-v1", description="Version of the caption prompt (mella_assets/prompts).")
     max_new_tokens: int = Field(48, description="Longest caption, in tokens.")
@@ -132,20 +149,21 @@ class Translator(_RemoteSettings):
     """The machine translation model that carries English captions into the target language, and its QA."""
 
     backend: str = Field(
-        default_factory=_env("MELLA_TRANSLATOR_BACKEND", "transformers"),
+        default_factory=_setting("translator_backend"),
         description="'transformers' (in-process, any AutoModelForSeq2SeqLM) or 'openai' (chat completions).",
     )
     model: str = Field(
-        default_factory=_env("MELLA_TRANSLATOR_MODEL", TINY_TRANSLATOR),
+        default_factory=_setting("translator_model"),
         description="Hub id, local path or lake:// folder of a seq2seq checkpoint (NLLB-200 by default in prod); "
         "for the openai backend, the served model name.",
     )
     url: str = Field(
-        default_factory=_env("MELLA_TRANSLATOR_URL", ""),
+        default_factory=_setting("translator_url"),
         description="openai backend: server base URL, e.g. http://gpu-box:8000/v1.",
     )
     api_key_env: str = Field(
-        "MELLA_TRANSLATOR_API_KEY", description="openai backend: name of the environment variable with the API key."
+        "MELLA_TRANSLATOR_API_KEY",
+        description="openai backend: the variable the API key comes from (a setting; named in errors, never the key).",
     )
     prompt_version: str = Field("translate-v1", description="openai backend: version of the translation prompt.")
     max_new_tokens: int = Field(64, description="Longest translated sentence (openai: caption), in tokens.")
@@ -157,7 +175,7 @@ class Translator(_RemoteSettings):
     dtype: str = Field("auto", description="'auto' (bf16 on CUDA, fp32 on CPU), 'bfloat16', 'float32'.")
     serbian_script: str = Field("cyrillic", description="'cyrillic' or 'latin' (transliterated) for sr output.")
     enforce_output_language: bool = Field(
-        default_factory=lambda: os.environ.get("MELLA_TRANSLATION_LANGUAGE_QA", "enforce") == "enforce",
+        default_factory=lambda: load_settings().translation_language_qa == "enforce",
         description="Reject translations whose detected language is not the target. The tiny demo models "
         "write gibberish, so the demo records this check without enforcing it.",
     )

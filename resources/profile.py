@@ -1,21 +1,28 @@
-"""Choose every resource from the environment, in one place.
+"""Choose every resource from the settings (mella_assets/settings.py), in one place.
 
-Variables (all optional): ``MELLA_LAKE`` (lake folder), ``MELLA_CAPTIONER_MODEL``, ``MELLA_TRANSLATOR_MODEL``,
+Settings (all optional): ``MELLA_LAKE`` (lake folder), ``MELLA_CAPTIONER_MODEL``, ``MELLA_TRANSLATOR_MODEL``,
 ``MELLA_BASE_MODEL`` (hub ids, paths or lake:// folders; default: the tiny demo models),
 ``MELLA_LANGID_BACKEND`` (lingua | langdetect), ``MELLA_TRANSLATION_LANGUAGE_QA`` (enforce | record) and
-``MELLA_DEMO_SITE=1`` (serve the demo web site on loopback and allow fetching from it).
-Arguments given to :func:`build_resources` win over the environment (tests use them).
+``MELLA_DEMO_SITE=1`` (serve the demo web site on loopback and allow fetching from it). The openai backends' API
+keys become ``dg.EnvVar`` fields: resolved when a run starts, shown in the UI by name only.
+Arguments given to :func:`build_resources` win over the settings (tests use them).
 """
 
-import os
-
 import dagster as dg
+
 from mella_assets.resources.catalog import Catalog
 from mella_assets.resources.fetch import ImageFetcher
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.langid import LanguageIdentification
 from mella_assets.resources.models import Captioner, Translator
 from mella_assets.resources.training import Training
+from mella_assets.settings import load_settings
+
+# Secrets a resource takes as a dg.EnvVar field: (resource key, field, variable).
+SECRET_FIELDS = (
+    ("captioner", "api_key", "MELLA_CAPTIONER_API_KEY"),
+    ("translator", "api_key", "MELLA_TRANSLATOR_API_KEY"),
+)
 
 
 def build_resources(
@@ -29,27 +36,31 @@ def build_resources(
 
     The demo web site is served from ``demo/site`` of a local lake, or from ``demo_site_dir`` (an S3 lake keeps
     no local folder)."""
+    settings = load_settings()
     lake = Lake(root=lake_root) if lake_root else Lake()
     if demo_site is None:
-        demo_site = os.environ.get("MELLA_DEMO_SITE") == "1"
-    port = demo_site_port or int(os.environ.get("MELLA_DEMO_SITE_PORT", "18470"))
+        demo_site = settings.demo_site
+    port = demo_site_port or settings.demo_site_port
     fetcher = ImageFetcher(
         allow_private_addresses=demo_site,
         demo_site_dir=(demo_site_dir or str(lake.store.path("demo/site"))) if demo_site else None,
         demo_site_port=port,
     )
-    translator = (
-        Translator(enforce_output_language=enforce_translation_language)
-        if enforce_translation_language is not None
-        else Translator()
-    )
+    # A key set now is passed by reference (dg.EnvVar, resolved when a run starts); a key that is not set now
+    # is looked up in the settings when the backend is loaded (an unset EnvVar would fail every run).
+    secrets = {
+        resource: {name: dg.EnvVar(env)} for resource, name, env in SECRET_FIELDS if settings.by_env(env) is not None
+    }
+    translator_options = dict(secrets.get("translator", {}))
+    if enforce_translation_language is not None:
+        translator_options["enforce_output_language"] = enforce_translation_language
     return {
         "lake": lake,
         "catalog": Catalog(lake=lake),
         "fetcher": fetcher,
-        "langid": LanguageIdentification(backend=os.environ.get("MELLA_LANGID_BACKEND", "lingua")),
-        "captioner": Captioner(),
-        "translator": translator,
+        "langid": LanguageIdentification(backend=settings.langid_backend),
+        "captioner": Captioner(**secrets.get("captioner", {})),
+        "translator": Translator(**translator_options),
         "training": Training(),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }

@@ -1,16 +1,19 @@
 """The SFT settings: which base model is fine-tuned, how, where it runs (a local subprocess or a Kubernetes pod),
-and when it is retrained."""
+and when it is retrained; and the launchers that start the training process on a lake job, one per runner."""
 
-import json
-import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import dagster as dg
-from mella_assets.resources.models import TINY_CAPTIONER
 from pydantic import Field
+
+from mella_assets.lib.model_paths import check_model_reference
+from mella_assets.lib.watchdog import stage_timeout_s
+from mella_assets.settings import load_settings, variables
+from mella_assets.training.lake_job import LAKE_MODEL_PREFIX, SCRATCH_ENV, job_prefix
 
 TRAIN_SCRIPT_MODULE = "mella_assets.training.train"
 RUNNERS = ("subprocess", "k8s")
@@ -21,9 +24,9 @@ DEFAULT_FORWARD_ENV = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", 
 _SECRET_WORDS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "CREDENTIAL", "SESSION")
 
 
-def _env_json(name: str, default: Any) -> Any:
-    value = os.environ.get(name)
-    return json.loads(value) if value else default
+def _setting(name: str) -> Callable[[], Any]:
+    """A default factory: the setting ``name`` of mella_assets/settings.py, read when the resource is made."""
+    return lambda: getattr(load_settings(), name)
 
 
 class TrainingPod(dg.Config):
@@ -33,41 +36,39 @@ class TrainingPod(dg.Config):
     reports progress and the result through Dagster Pipes on its log stream."""
 
     image: str = Field(
-        default_factory=lambda: os.environ.get("MELLA_TRAINING_IMAGE", ""),
+        default_factory=_setting("training_image"),
         description="Image with this package and a CUDA torch (deploy/k8s/Dockerfile).",
     )
     namespace: str = Field(
-        default_factory=lambda: os.environ.get("MELLA_TRAINING_NAMESPACE", ""),
+        default_factory=_setting("training_namespace"),
         description="Namespace of the training pods (empty: the namespace the run itself is in).",
     )
     service_account: str = Field(
-        default_factory=lambda: os.environ.get("MELLA_TRAINING_SERVICE_ACCOUNT", "mella-training"),
+        default_factory=_setting("training_service_account"),
         description="Service account of the training pod (it needs no Kubernetes API rights).",
     )
     env_secret: str = Field(
-        default_factory=lambda: os.environ.get("MELLA_TRAINING_ENV_SECRET", "mella-lake-credentials"),
+        default_factory=_setting("training_env_secret"),
         description="Secret whose keys become the pod's environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).",
     )
     gpus: int = Field(
-        default_factory=lambda: int(os.environ.get("MELLA_TRAINING_GPUS", "1")),
+        default_factory=_setting("training_gpus"),
         description="nvidia.com/gpu limit of the pod (0: CPU only).",
     )
-    cpu: str = Field(default_factory=lambda: os.environ.get("MELLA_TRAINING_CPU", "8"), description="CPU request.")
+    cpu: str = Field(default_factory=_setting("training_cpu"), description="CPU request.")
     memory: str = Field(
-        default_factory=lambda: os.environ.get("MELLA_TRAINING_MEMORY", "64Gi"),
+        default_factory=_setting("training_memory"),
         description="Memory request and limit.",
     )
     scratch_size: str = Field(
         "200Gi", description=f"Size limit of the pod's emptyDir at {SCRATCH_MOUNT} (lake cache, model, work)."
     )
     node_selector: dict[str, str] = Field(
-        default_factory=lambda: _env_json("MELLA_TRAINING_NODE_SELECTOR", {"nvidia.com/gpu.present": "true"}),
+        default_factory=_setting("training_node_selector"),
         description="Node selector of the pod (JSON in MELLA_TRAINING_NODE_SELECTOR).",
     )
     tolerations: list[dict[str, str]] = Field(
-        default_factory=lambda: _env_json(
-            "MELLA_TRAINING_TOLERATIONS", [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-        ),
+        default_factory=_setting("training_tolerations"),
         description="Tolerations of the pod (JSON in MELLA_TRAINING_TOLERATIONS).",
     )
     forward_env: list[str] = Field(
@@ -84,60 +85,58 @@ class Training(dg.ConfigurableResource):
     retraining policy the ``retraining_sensor`` applies."""
 
     base_model: str = Field(
-        default_factory=lambda: os.environ.get("MELLA_BASE_MODEL", TINY_CAPTIONER),
+        default_factory=_setting("base_model"),
         description="Hub id, local path or lake:// folder of the MLLM to fine-tune and evaluate.",
     )
     method: str = Field(
-        default_factory=lambda: os.environ.get("MELLA_TRAINING_METHOD", "lora"),
+        default_factory=_setting("training_method"),
         description="'lora' (PEFT adapter) or 'full'.",
     )
-    max_steps: int = Field(
-        default_factory=lambda: int(os.environ.get("MELLA_TRAINING_STEPS", "30")), description="Optimizer steps."
-    )
-    learning_rate: float = Field(
-        default_factory=lambda: float(os.environ.get("MELLA_TRAINING_LR", "1e-3")), description="AdamW learning rate."
-    )
+    max_steps: int = Field(default_factory=_setting("training_steps"), description="Optimizer steps.")
+    learning_rate: float = Field(default_factory=_setting("training_lr"), description="AdamW learning rate.")
     batch_size: int = Field(8, description="Examples per step on each process.")
     seed: int = Field(0, description="Seed for data order and initialisation.")
     log_every: int = Field(5, description="Steps between progress reports (loss, tokens/s, peak memory).")
-    save_every: int = Field(10, description="Steps between resume checkpoints in the work folder.")
+    save_every: int = Field(10, description="Steps between saves of the resume state (in the lake job).")
     python: str = Field(sys.executable, description="Interpreter that runs mella_assets/training/train.py.")
     nproc_per_node: int = Field(
-        default_factory=lambda: int(os.environ.get("MELLA_TRAINING_NPROC", "1")),
+        default_factory=_setting("training_nproc"),
         description="Processes (GPUs) per node. Above 1, or with launcher 'torchrun', the script runs under "
         "`torchrun --standalone --nproc_per_node N` with DDP.",
     )
     launcher: str = Field(
-        default_factory=lambda: os.environ.get("MELLA_TRAINING_LAUNCHER", "python"),
+        default_factory=_setting("training_launcher"),
         description="'python' (one process) or 'torchrun'.",
     )
     runner: str = Field(
-        default_factory=lambda: os.environ.get("MELLA_TRAINING_RUNNER", "subprocess"),
-        description="Where the training process runs: 'subprocess' (this machine, PipesSubprocessClient) or 'k8s' "
-        "(a pod per run through dagster_k8s.PipesK8sClient, inputs and checkpoint in the lake).",
+        default_factory=_setting("training_runner"),
+        description="Where the training process runs on the lake job (inputs, resume state and checkpoint in the "
+        "lake either way): 'subprocess' (this machine, PipesSubprocessClient) or 'k8s' (a pod per run through "
+        "dagster_k8s.PipesK8sClient).",
     )
     pod: TrainingPod = Field(default_factory=TrainingPod, description="The training pod (runner 'k8s').")
-    work_root: str = Field(
+    scratch_root: str = Field(
         "",
-        description="Local folder for resume state, one sub-folder per checkpoint id "
-        "(default: <lake>/work/training). A killed run relaunched with the same data and settings resumes there.",
+        description="Runner 'subprocess': local folder for the trainer's scratch (its copy of the train records, the "
+        "checkpoint before it is published), one sub-folder per checkpoint id and rank, removed when the run "
+        "succeeds (default: <temp folder>/mella-training). Resume state is kept in the lake job, not here.",
     )
     retrain_min_new_rows: int = Field(
-        default_factory=lambda: int(os.environ.get("MELLA_RETRAIN_MIN_NEW_ROWS", "100")),
+        default_factory=_setting("retrain_min_new_rows"),
         description="Train rows mella_dataset must gain since the latest checkpoint before the retraining sensor "
         "requests a run.",
     )
     retrain_min_growth_share: float = Field(
-        default_factory=lambda: float(os.environ.get("MELLA_RETRAIN_MIN_GROWTH_SHARE", "0")),
+        default_factory=_setting("retrain_min_growth_share"),
         description="Alternatively, growth as a share of the rows the latest checkpoint saw (0 = off; either "
         "threshold suffices).",
     )
     retrain_cooldown_seconds: int = Field(
-        default_factory=lambda: int(os.environ.get("MELLA_RETRAIN_COOLDOWN_SECONDS", "3600")),
+        default_factory=_setting("retrain_cooldown_seconds"),
         description="Least time between two retraining requests (kept in the sensor's cursor).",
     )
     retrain_max_concurrent_runs: int = Field(
-        default_factory=lambda: int(os.environ.get("MELLA_RETRAIN_MAX_CONCURRENT", "1")),
+        default_factory=_setting("retrain_max_concurrent"),
         description="No new request while this many training_job runs are queued or in progress.",
     )
 
@@ -158,6 +157,41 @@ class Training(dg.ConfigurableResource):
         launcher = [python, "-m", "torch.distributed.run", "--standalone"]
         return [*launcher, f"--nproc_per_node={self.nproc_per_node}", *script]
 
+    def checkpoint_settings(self) -> dict[str, Any]:
+        """The settings a checkpoint's identity hashes (with the data version): other values, another checkpoint."""
+        return {
+            "base_model": self.base_model,
+            "method": self.method,
+            "max_steps": self.max_steps,
+            "learning_rate": self.learning_rate,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "nproc_per_node": self.nproc_per_node,
+        }
+
+    def job_settings(self) -> dict[str, Any]:
+        """The SFTConfig fields of a lake job this resource sets (every other field keeps its SFTConfig default)."""
+        return {
+            "base_model": self.base_model,
+            "method": self.method,
+            "max_steps": self.max_steps,
+            "learning_rate": self.learning_rate,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "log_every": self.log_every,
+            "save_every": self.save_every,
+            # The stage watchdog's budget (lib/watchdog.py), enforced inside the training loop of the other process.
+            "max_seconds": stage_timeout_s("finetuned_checkpoint")[0],
+        }
+
+    def runner_launcher(self, pipes_subprocess_client: dg.PipesSubprocessClient) -> "TrainingLauncher":
+        """The launcher of ``runner``: 'subprocess' runs the trainer here through ``pipes_subprocess_client``,
+        'k8s' in a pod through :meth:`pipes_k8s_client`."""
+        self.check_runner()
+        if self.runner == "k8s":
+            return K8sLauncher(self)
+        return SubprocessLauncher(self, pipes_subprocess_client)
+
     def check_runner(self) -> None:
         if self.runner not in RUNNERS:
             raise ValueError(f"runner must be one of {RUNNERS}, not {self.runner!r}")
@@ -169,11 +203,10 @@ class Training(dg.ConfigurableResource):
 
     def pod_env(self, environ: dict[str, str] | None = None) -> dict[str, str]:
         """Plain variables of the training pod: forwarded lake / hub settings, the scratch folders, ``pod.env``."""
-        environ = os.environ if environ is None else environ
         refused = [name for name in [*self.pod.forward_env, *self.pod.env] if any(w in name for w in _SECRET_WORDS)]
         if refused:
             raise ValueError(f"credentials reach the pod only through the Secret {self.pod.env_secret!r}: {refused}")
-        forwarded = {name: environ[name] for name in self.pod.forward_env if environ.get(name)}
+        forwarded = variables(self.pod.forward_env, environ)
         scratch = {
             "MELLA_TRAINING_SCRATCH": f"{SCRATCH_MOUNT}/work",
             "MELLA_LAKE_CACHE": f"{SCRATCH_MOUNT}/lake-cache",
@@ -256,6 +289,76 @@ class Training(dg.ConfigurableResource):
         return PipesK8sClient()
 
     def work_dir(self, lake_root: Path, checkpoint_id: str) -> Path:
-        """The stable folder of one training run's resume state."""
-        root = Path(self.work_root) if self.work_root else Path(lake_root) / "work" / "training"
-        return root / checkpoint_id
+        """The folder of one training run's lake job in the local lake at ``lake_root`` (its resume state in
+        ``resume/``, where a killed run relaunched with the same data and settings resumes from)."""
+        return Path(lake_root) / job_prefix(checkpoint_id)
+
+
+class TrainingLauncher(Protocol):
+    """Starts the training process on a lake job and waits for it: the only part of a training run that differs
+    between runners. Both run ``python -m mella_assets.training.train --config <job>`` (torchrun when
+    configured) and hand back the Pipes invocation (the reported materialization and progress messages)."""
+
+    runner: str
+
+    def command(self, job_location: str) -> list[str]:
+        """The command the trainer is started with."""
+        ...
+
+    def check_base_model(self, base_model: str) -> None:
+        """Refuse, before launching, a base model the trainer could not load (a ``lake://`` model is the lake's
+        to check)."""
+        ...
+
+    def launch(
+        self, context: dg.AssetExecutionContext, job: Mapping[str, Any], job_location: str, checkpoint_id: str
+    ) -> dg.PipesClientCompletedInvocation:
+        """Run the trainer on the job at ``job_location`` (``job`` also travels as the Pipes extras)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SubprocessLauncher:
+    """Runner 'subprocess': the trainer runs on this machine through ``dg.PipesSubprocessClient``, its scratch
+    under ``scratch_root`` when set."""
+
+    training: Training
+    client: dg.PipesSubprocessClient
+    runner: str = "subprocess"
+
+    def command(self, job_location: str) -> list[str]:
+        return self.training.launch_command(job_location)
+
+    def check_base_model(self, base_model: str) -> None:
+        if not base_model.startswith(LAKE_MODEL_PREFIX):
+            check_model_reference(base_model)  # the trainer runs here: a local folder must exist here
+
+    def launch(
+        self, context: dg.AssetExecutionContext, job: Mapping[str, Any], job_location: str, checkpoint_id: str
+    ) -> dg.PipesClientCompletedInvocation:
+        env = {SCRATCH_ENV: self.training.scratch_root} if self.training.scratch_root else None
+        return self.client.run(context=context, command=self.command(job_location), extras=dict(job), env=env)
+
+
+@dataclass(frozen=True)
+class K8sLauncher:
+    """Runner 'k8s': a pod that holds only lake credentials trains on the job and reports through Pipes on its log
+    stream (``dagster_k8s.PipesK8sClient``)."""
+
+    training: Training
+    runner: str = "k8s"
+
+    def command(self, job_location: str) -> list[str]:
+        return self.training.launch_command(job_location, python=self.training.pod.python)
+
+    def check_base_model(self, base_model: str) -> None:
+        """Nothing to check here: a local path names a folder in the image, a hub id is fetched in the pod."""
+
+    def launch(
+        self, context: dg.AssetExecutionContext, job: Mapping[str, Any], job_location: str, checkpoint_id: str
+    ) -> dg.PipesClientCompletedInvocation:
+        arguments = self.training.k8s_run_arguments(self.command(job_location), checkpoint_id)
+        context.log.info(
+            f"training pod: image {arguments['image']}, {self.training.pod.gpus} GPU(s), job {job_location}"
+        )
+        return self.training.pipes_k8s_client().run(context=context, extras=dict(job), **arguments)

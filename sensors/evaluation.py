@@ -2,13 +2,12 @@
 and a clear log line for every failed training run."""
 
 import dagster as dg
-from mella_assets.resources.lake import Lake
-from mella_assets.resources.training import Training
 
 from mella_assets.jobs import evaluation_job, report_job, training_job
 from mella_assets.languages import LANGUAGES
 from mella_assets.lib.checkpoints import checkpoint_id, dataset_languages, read_latest_checkpoint
-from mella_assets.training.sft import resume_info
+from mella_assets.resources.lake import Lake
+from mella_assets.training.lake_job import resumable_jobs
 
 
 @dg.run_status_sensor(
@@ -72,13 +71,9 @@ def training_failure_message(run_id: str, error: str, resumable_steps: dict[str,
     default_status=dg.DefaultSensorStatus.STOPPED,
     description="Logs every failed training run with its error and the step a rerun would resume from.",
 )
-def training_failure_sensor(context: dg.RunFailureSensorContext, lake: Lake, training: Training) -> None:
-    work_root = training.work_dir(lake.store.local_root, "x").parent
-    resumable = {}
-    if work_root.exists():
-        for folder in sorted(p for p in work_root.iterdir() if p.is_dir()):
-            if info := resume_info(folder):
-                resumable[folder.name] = int(info["step"])
+def training_failure_sensor(context: dg.RunFailureSensorContext, lake: Lake) -> None:
+    # Resume state lives in each training job's folder of the lake, local or S3, whichever runner trained.
+    resumable = resumable_jobs(lake.store)
     error = context.failure_event.message or ""
     step_errors = [event.message or "" for event in context.get_step_failure_events()]
     message = training_failure_message(context.dagster_run.run_id, " | ".join([error, *step_errors]), resumable)

@@ -47,7 +47,7 @@ def inputs(images, n_know=None):
 def test_records_take_answers_from_alt_texts_and_translations_with_native_prompts_and_provenance(pictures):
     originals, _ = pictures
     know, ling = inputs(originals[:1])
-    records = build_sft_records(know, ling, "cs").records
+    records = build_sft_records(know, ling, LANGUAGES["cs"]).records
     by_source = {row["source"]: row for row in records.iter_rows(named=True)}
     assert by_source["know"]["text"] == "Pražský hrad v zimě se zasněženými střechami č. 0"
     assert by_source["ling"]["text"].startswith("Na obrázku je velká stará budova")
@@ -71,7 +71,9 @@ def test_an_image_and_its_resized_reencoded_copy_always_land_in_the_same_split(p
     images = originals + copies
     know, ling = inputs(images)
     # A large test set, so several copy clusters are drawn into test: the property is checked both ways.
-    build = build_sft_records(know, ling, "cs", split=SplitPolicy(test_groups_per_source=12, max_test_share=0.5))
+    build = build_sft_records(
+        know, ling, LANGUAGES["cs"], split=SplitPolicy(test_groups_per_source=12, max_test_share=0.5)
+    )
     split_of = dict(build.records.filter(pl.col("source") == "know").select("image_sha256", "split").iter_rows())
     pairs = [(split_of[o.sha256], split_of[c.sha256]) for o, c in zip(originals, copies, strict=False)]
     assert all(a == b for a, b in pairs)
@@ -108,21 +110,23 @@ def test_clusters_are_transitive_and_images_without_a_hash_stand_alone():
 def test_the_test_set_has_a_fixed_number_of_clusters_per_source(pictures):
     originals, _ = pictures
     know, ling = inputs(originals, n_know=30)
-    build = build_sft_records(know, ling, "cs", split=SplitPolicy(test_groups_per_source=4))
+    build = build_sft_records(know, ling, LANGUAGES["cs"], split=SplitPolicy(test_groups_per_source=4))
     tests = build.records.filter(pl.col("split") == "test")
     assert tests.filter(pl.col("source") == "know")["split_group"].n_unique() == 4
     assert tests.filter(pl.col("source") == "ling")["split_group"].n_unique() == 4
     # a small language keeps most of its data for training: at most max_test_share of clusters, at least one
-    small = build_sft_records(*inputs(originals[:5]), "cs", split=SplitPolicy(4, max_test_share=0.3))
+    small = build_sft_records(*inputs(originals[:5]), LANGUAGES["cs"], split=SplitPolicy(4, max_test_share=0.3))
     assert small.records.filter(pl.col("split") == "test")["split_group"].n_unique() == 1
 
 
 def test_adding_data_keeps_every_test_item_in_test_and_every_train_item_in_train(pictures):
     originals, copies = pictures
     policy = SplitPolicy(test_groups_per_source=3)
-    first = build_sft_records(*inputs(originals[:12]), "cs", split=policy).records
+    first = build_sft_records(*inputs(originals[:12]), LANGUAGES["cs"], split=policy).records
     grown_images = originals[:12] + copies + originals[12:]
-    second = build_sft_records(*inputs(grown_images, n_know=len(grown_images)), "cs", split=policy, previous=first)
+    second = build_sft_records(
+        *inputs(grown_images, n_know=len(grown_images)), LANGUAGES["cs"], split=policy, previous=first
+    )
     after = second.records.join(first.select("id", "split"), on="id", suffix="_before")
     assert after.height == first.height  # every earlier record is still there
     assert (after["split"] == after["split_before"]).all()
@@ -132,8 +136,8 @@ def test_adding_data_keeps_every_test_item_in_test_and_every_train_item_in_train
 def test_rebuilding_with_the_previous_table_gives_identical_records(pictures):
     originals, copies = pictures
     know, ling = inputs(originals[:20] + copies[:5])
-    first = build_sft_records(know, ling, "cs").records
-    assert build_sft_records(know, ling, "cs", previous=first).records.equals(first)
+    first = build_sft_records(know, ling, LANGUAGES["cs"]).records
+    assert build_sft_records(know, ling, LANGUAGES["cs"], previous=first).records.equals(first)
 
 
 def test_mix_caps_are_deterministic_and_every_capped_record_is_rejected_with_a_reason(pictures):
@@ -142,12 +146,12 @@ def test_mix_caps_are_deterministic_and_every_capped_record_is_rejected_with_a_r
     other = know.slice(10).with_columns(pl.lit("b.example").alias("domain"))
     know = pl.concat([know.head(10), other])
     mix = MixPolicy(max_per_source={"ling": 12}, ling_per_know=0.5, max_per_domain=20)
-    build = build_sft_records(know, ling, "cs", mix=mix)
+    build = build_sft_records(know, ling, LANGUAGES["cs"], mix=mix)
     records = build.records
     assert records.group_by("source").len().sort("source").rows() == [("know", 20), ("ling", 10)]
     assert dict(build.rejects.group_by("reason").len().rows()) == {"source_cap": 8, "ling_ratio_cap": 2}
-    assert build_sft_records(know, ling, "cs", mix=mix).records.equals(records)
-    capped = build_sft_records(know, ling, "cs", mix=MixPolicy(max_per_domain=12))
+    assert build_sft_records(know, ling, LANGUAGES["cs"], mix=mix).records.equals(records)
+    capped = build_sft_records(know, ling, LANGUAGES["cs"], mix=MixPolicy(max_per_domain=12))
     # each domain has 10 know + 10 ling records (a ling record inherits the domain of its image's page)
     assert capped.records.group_by("domain").len().sort("domain").rows() == [("a.example", 12), ("b.example", 12)]
     assert dict(capped.rejects.group_by("reason").len().rows()) == {"domain_cap": 16}
@@ -157,13 +161,13 @@ def test_empty_answers_are_rejected_not_dropped(pictures):
     originals, _ = pictures
     know, ling = inputs(originals[:3])
     know = know.with_columns(pl.Series("alt_text", ["Pražský hrad", "  ", None]))
-    build = build_sft_records(know, ling.head(0), "cs")
+    build = build_sft_records(know, ling.head(0), LANGUAGES["cs"])
     assert build.records["text"].to_list() == ["Pražský hrad"]
     assert build.rejects["reason"].to_list() == ["empty_answer", "empty_answer"]
 
 
 def test_schema_problems_name_each_broken_column():
-    records = build_sft_records(*inputs([]), "cs").records
+    records = build_sft_records(*inputs([]), LANGUAGES["cs"]).records
     assert schema_problems(records, "cs") == {}
     broken = pl.DataFrame(
         {

@@ -1,4 +1,5 @@
-"""The asset graph is the contract of DESIGN §5: names, groups, partitions and lineage."""
+"""The asset graph is the contract of docs/architecture.md ("The asset graph"): names, groups, partitions and
+lineage."""
 
 import dagster as dg
 

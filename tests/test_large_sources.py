@@ -251,7 +251,7 @@ def test_a_source_downloads_into_an_s3_lake_through_its_cache(s3, tmp_path, big_
 
 
 def test_mella_crawl_writes_its_warc_into_an_s3_lake(s3, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(lake_module, "DEFAULT_CACHE", tmp_path / "cache")
+    monkeypatch.setenv("MELLA_LAKE_CACHE", str(tmp_path / "cache"))
     page = '<html lang="cs"><body><img src="/i.jpg" alt="Pražský hrad"></body></html>'.encode()
     with ScriptedSite({"/a": Route(page)}) as site:
         code = crawl_main(
@@ -271,13 +271,13 @@ def test_mella_crawl_writes_its_warc_into_an_s3_lake(s3, tmp_path, monkeypatch, 
 
 def test_a_fresh_worker_registers_and_extracts_known_warcs_without_downloading_them(s3, tmp_path, monkeypatch):
     import dagster as dg
-    from mella_assets.resources.lake import Lake
 
     from mella_assets.crawl.assets import crawl_sources, raw_crawl
     from mella_assets.demo.corpus import warc_bytes
+    from mella_assets.resources.lake import Lake
 
     def run(cache: Path) -> dict:
-        monkeypatch.setattr(lake_module, "DEFAULT_CACHE", cache)
+        monkeypatch.setenv("MELLA_LAKE_CACHE", str(cache))
         result = dg.materialize(
             [crawl_sources, raw_crawl], partition_key="cs", resources={"lake": Lake(root="s3://mella/fresh-worker")}
         )

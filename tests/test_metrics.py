@@ -1,4 +1,4 @@
-"""Metrics with hand-computed expectations (DESIGN §9)."""
+"""Metrics with hand-computed expectations."""
 
 from __future__ import annotations
 

@@ -11,13 +11,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from mella_assets.resources import build_resources
-from mella_assets.resources.lake import Lake
-from mella_assets.resources.langid import LanguageIdentification
-from mella_assets.resources.models import Captioner
-from mella_assets.resources.models import Translator as TranslatorResource
 from PIL import Image
-from support.openai_server import ChatCompletionsServer, Faults
 
 from mella_assets.demo.tiny_models import SAMPLE_TEXTS, TinyModels, build_tiny_models
 from mella_assets.know.images import image_key
@@ -34,6 +28,12 @@ from mella_assets.lib.openai_backend import (
 from mella_assets.lib.vlm import VisionLanguageModel, load_caption_prompt
 from mella_assets.ling.assets import mllm_captions, translations
 from mella_assets.ling.translation import Translator
+from mella_assets.resources import build_resources
+from mella_assets.resources.lake import Lake
+from mella_assets.resources.langid import LanguageIdentification
+from mella_assets.resources.models import Captioner
+from mella_assets.resources.models import Translator as TranslatorResource
+from support.openai_server import ChatCompletionsServer, Faults
 
 PROMPT = load_caption_prompt().text
 TEXTS = ["A red tram crosses the bridge. Two children play.", "A woman reads a newspaper.", "", "Snow covers roofs."]
@@ -157,10 +157,9 @@ def test_a_server_that_keeps_failing_raises_after_exponential_backoff(vlm, pictu
     assert waits == [0.01, 0.02, 0.04]
 
 
-def test_a_refused_item_becomes_an_item_error_and_a_bad_key_stops_the_run(vlm, pictures, monkeypatch):
-    monkeypatch.setenv("TEST_MELLA_KEY", "s3cret-key")
+def test_a_refused_item_becomes_an_item_error_and_a_bad_key_stops_the_run(vlm, pictures):
     with ChatCompletionsServer(captioner=vlm, api_key="s3cret-key") as server:
-        unknown = OpenAICaptioner(client(server, "no-such-model", api_key_env="TEST_MELLA_KEY"))
+        unknown = OpenAICaptioner(client(server, "no-such-model", api_key_env="TEST_MELLA_KEY", api_key="s3cret-key"))
         (refused,) = unknown.generate(pictures[:1], [PROMPT], max_new_tokens=4)
         assert isinstance(refused, ItemError) and refused.reason == "backend_rejected" and "400" in refused.detail
         wrong = client(server, "tiny-captioner", api_key_env="TEST_MELLA_OTHER_KEY")

@@ -1,6 +1,7 @@
 """What `pip install .` ships: the project package only — resources/ and sensors/ under it, no top-level packages
 with generic names, no tests or test support."""
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -25,23 +26,12 @@ def test_every_package_folder_is_listed_in_pyproject():
 
 
 def test_the_wheel_holds_only_the_project_package(tmp_path):
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(REPO),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    # Built from a copy: setuptools builds in the source tree (build/), which must stay clean.
+    source = tmp_path / "source"
+    ignore = shutil.ignore_patterns(".git", ".venv", ".mella", "build", "*.egg-info", "__pycache__", ".ruff_cache")
+    shutil.copytree(REPO, source, ignore=ignore)
+    wheel_command = ["pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(source)]
+    subprocess.run([sys.executable, "-m", *wheel_command], check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("mella-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     tops = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}

@@ -17,6 +17,13 @@ import time
 import dagster as dg
 import polars as pl
 import pytest
+
+from mella_assets.definitions import build_definitions
+from mella_assets.demo.corpus import build_demo_corpus, demo_texts
+from mella_assets.demo.run import QUIET_RUN_CONFIG
+from mella_assets.demo.site import ensure_demo_site_server
+from mella_assets.demo.tiny_models import build_tiny_models
+from mella_assets.lib.lake import LakeStore
 from mella_assets.resources import Captioner, Training, Translator, build_resources
 from mella_assets.sensors import (
     crawl_landing_sensor,
@@ -25,13 +32,6 @@ from mella_assets.sensors import (
     retraining_sensor,
     training_failure_sensor,
 )
-
-from mella_assets.definitions import build_definitions
-from mella_assets.demo.corpus import build_demo_corpus, demo_texts
-from mella_assets.demo.run import QUIET_RUN_CONFIG
-from mella_assets.demo.site import ensure_demo_site_server
-from mella_assets.demo.tiny_models import build_tiny_models
-from mella_assets.lib.lake import LakeStore
 from mella_assets.training.sft import PID_FILE, resume_info
 
 pytestmark = pytest.mark.slow

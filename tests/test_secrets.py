@@ -14,11 +14,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 import pytest
-from mella_assets.resources.lake import Lake
-from mella_assets.resources.models import Captioner
 from PIL import Image
-from support.openai_server import ChatCompletionsServer
-from support.s3 import MotoServer
 
 from mella_assets.demo.tiny_models import SAMPLE_TEXTS, build_tiny_models
 from mella_assets.know.images import image_key
@@ -27,6 +23,10 @@ from mella_assets.lib.lake import LakeStore
 from mella_assets.lib.openai_backend import BackendUnavailable, ChatCompletionsClient
 from mella_assets.lib.vlm import VisionLanguageModel
 from mella_assets.ling.assets import mllm_captions
+from mella_assets.resources.lake import Lake
+from mella_assets.resources.models import Captioner
+from support.openai_server import ChatCompletionsServer
+from support.s3 import MotoServer
 
 API_KEY = "sk-mella-" + secrets.token_hex(16)
 WRONG_KEY = "sk-wrong-" + secrets.token_hex(16)
@@ -86,7 +86,9 @@ def test_the_api_key_reaches_the_server_but_no_log_event_or_repr(vlm, tmp_path, 
         result = dg.materialize(
             [mllm_captions], partition_key="cs", resources={"lake": lake, "captioner": captioner}, instance=instance
         )
-        client = ChatCompletionsClient(server.url, "tiny-captioner", api_key_env="MELLA_CAPTIONER_API_KEY")
+        client = ChatCompletionsClient(
+            server.url, "tiny-captioner", api_key_env="MELLA_CAPTIONER_API_KEY", api_key=API_KEY
+        )
         reprs = [repr(captioner), repr(lake), repr(client), str(captioner.model_dump()), repr(lake.store)]
     assert result.success
     assert server.log.statuses[200] == 2 and server.log.statuses[401] == 0  # the key was sent, and accepted
@@ -112,7 +114,9 @@ def test_a_rejected_key_is_named_by_its_variable_never_by_its_value(vlm, tmp_pat
             instance=instance,
             raise_on_error=False,
         )
-        client = ChatCompletionsClient(server.url, "tiny-captioner", api_key_env="MELLA_CAPTIONER_API_KEY")
+        client = ChatCompletionsClient(
+            server.url, "tiny-captioner", api_key_env="MELLA_CAPTIONER_API_KEY", api_key=WRONG_KEY
+        )
         with pytest.raises(BackendUnavailable) as raised:
             client.complete([{"role": "user", "content": "hi"}], 4)
     assert not result.success and server.log.statuses[401] >= 1

@@ -4,10 +4,11 @@ import dagster as dg
 import polars as pl
 import pytest
 from dataset_helpers import CZECH_ALTS, CZECH_CAPTIONS, know_frame, ling_frame, picture, store_image
-from mella_assets.resources import Lake, Training
 
 from mella_assets.dataset.build import build_sft_records, training_gate_problems
+from mella_assets.languages import LANGUAGES
 from mella_assets.lib.lake import LakeStore
+from mella_assets.resources import Lake, Training
 from mella_assets.training.assets import finetuned_checkpoint
 
 
@@ -15,7 +16,9 @@ from mella_assets.training.assets import finetuned_checkpoint
 def lake_with_good_dataset(tmp_path):
     store = LakeStore(tmp_path)
     images = [store_image(store, picture(seed)) for seed in range(len(CZECH_ALTS))]
-    build = build_sft_records(know_frame("cs", images, CZECH_ALTS), ling_frame("cs", images, CZECH_CAPTIONS), "cs")
+    build = build_sft_records(
+        know_frame("cs", images, CZECH_ALTS), ling_frame("cs", images, CZECH_CAPTIONS), LANGUAGES["cs"]
+    )
     store.write_table("mella_dataset", "cs", build.records)
     return store
 

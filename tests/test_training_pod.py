@@ -6,6 +6,9 @@ The pod body is built by dagster_k8s's ``build_pod_body`` from the arguments the
 stderr / log); ``LocalPodPipesClient`` then runs that body as a local process the way a kubelet would (only the
 container's environment and its Secret, empty volumes, empty HOME), in place of the Kubernetes API calls. The
 tiny base model exists only in the lake: no local path is shared between the orchestrator and the pod.
+
+The subprocess runner trains on the same lake job (here on a local lake, under torchrun): only the launcher
+differs.
 """
 
 import json
@@ -19,20 +22,22 @@ import polars as pl
 import pytest
 from dagster_pipes import PipesDefaultContextLoader, decode_param
 from dataset_helpers import CZECH_ALTS, CZECH_CAPTIONS, know_frame, ling_frame, picture, store_image
-from mella_assets.resources import Lake, Training
-from mella_assets.resources.training import TrainingPod
 from PIL import Image
-from support.local_pod import LocalPodPipesClient
-from support.s3 import TEST_CREDENTIALS, MotoServer, apply_env, restore_env
 
 from mella_assets.dataset.build import build_sft_records
 from mella_assets.demo.tiny_models import SAMPLE_TEXTS, build_tiny_models
+from mella_assets.languages import LANGUAGES
 from mella_assets.lib.checkpoints import read_latest_checkpoint
 from mella_assets.lib.lake import LakeStore
 from mella_assets.lib.vlm import VisionLanguageModel
+from mella_assets.resources import Lake, Training
+from mella_assets.resources.training import K8sLauncher, SubprocessLauncher, TrainingPod
+from mella_assets.tables import FINETUNED_CHECKPOINT
 from mella_assets.training.assets import finetuned_checkpoint
-from mella_assets.training.lake_job import build_job, write_job
+from mella_assets.training.lake_job import build_job, resumable_jobs, resume_step, write_job
 from mella_assets.training.sft import RESUME_INFO
+from support.local_pod import LocalPodPipesClient
+from support.s3 import TEST_CREDENTIALS, MotoServer, apply_env, restore_env
 
 LAKE_ROOT = "s3://mella/lake"
 BASE_MODEL = "lake://models/tiny/captioner"
@@ -49,7 +54,9 @@ def s3_lake(tmp_path_factory):
         root = tmp_path_factory.mktemp("orchestrator")
         store = LakeStore(LAKE_ROOT, cache_dir=root / "cache")
         images = [store_image(store, picture(seed)) for seed in range(len(CZECH_ALTS))]
-        build = build_sft_records(know_frame("cs", images, CZECH_ALTS), ling_frame("cs", images, CZECH_CAPTIONS), "cs")
+        build = build_sft_records(
+            know_frame("cs", images, CZECH_ALTS), ling_frame("cs", images, CZECH_CAPTIONS), LANGUAGES["cs"]
+        )
         store.write_table("mella_dataset", "cs", build.records)
         tiny = build_tiny_models(root / "tiny", SAMPLE_TEXTS, seed=0)
         store.put_dir("models/tiny/captioner", tiny.captioner)
@@ -202,6 +209,17 @@ def test_a_job_on_a_local_lake_root_is_a_path_on_the_shared_volume_and_is_delete
     assert not (tmp_path / "lake" / "work" / "training" / "abc").exists()
 
 
+def test_the_lake_lists_the_jobs_a_rerun_resumes_and_their_steps(tmp_path):
+    store = LakeStore(tmp_path / "lake")
+    for checkpoint_id, step in (("abc", 4), ("def", None)):
+        job = build_job(store, checkpoint_id, f"checkpoints/{checkpoint_id}", {"base_model": BASE_MODEL})
+        write_job(store, checkpoint_id, job, [])
+        if step is not None:
+            store.put_bytes(f"{job['resume_key']}/{RESUME_INFO}", json.dumps({"step": step}).encode())
+        assert resume_step(store, job) == step
+    assert resumable_jobs(store) == {"abc": 4}
+
+
 def test_a_job_refuses_local_paths(tmp_path):
     store = LakeStore(tmp_path)
     with pytest.raises(ValueError, match="train_file"):
@@ -265,3 +283,72 @@ def test_the_k8s_runner_refuses_credentials_in_plain_env_a_missing_image_and_too
         Training(runner="k8s", nproc_per_node=4, pod=TrainingPod(image="i", gpus=2)).check_runner()
     with pytest.raises(ValueError, match="runner"):
         Training(runner="slurm").check_runner()
+
+
+@pytest.fixture
+def local_lake(tmp_path):
+    """A local lake holding a Czech mella_dataset and the tiny base model."""
+    store = LakeStore(tmp_path / "lake")
+    images = [store_image(store, picture(seed)) for seed in range(len(CZECH_ALTS))]
+    build = build_sft_records(
+        know_frame("cs", images, CZECH_ALTS), ling_frame("cs", images, CZECH_CAPTIONS), LANGUAGES["cs"]
+    )
+    store.write_table("mella_dataset", "cs", build.records)
+    tiny = build_tiny_models(tmp_path / "tiny", SAMPLE_TEXTS, seed=0)
+    store.put_dir("models/tiny/captioner", tiny.captioner)
+    return store
+
+
+def test_the_subprocess_runner_trains_on_the_same_lake_job_under_torchrun(local_lake, tmp_path):
+    store = local_lake
+    scratch = tmp_path / "scratch"
+    training = Training(
+        base_model=BASE_MODEL, launcher="torchrun", nproc_per_node=1, max_steps=2, log_every=1, save_every=1,
+        batch_size=4, scratch_root=str(scratch),
+    )  # fmt: skip
+    client = dg.PipesSubprocessClient(env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    resources = {"lake": Lake(root=str(store.root_uri)), "training": training, "pipes_subprocess_client": client}
+    result = dg.materialize([finetuned_checkpoint], resources=resources)
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node("finetuned_checkpoint")
+    metadata = {key: value.value for key, value in materialization.metadata.items()}
+    checkpoint_key = metadata["checkpoint_key"]
+    job_path = store.path(f"work/training/{checkpoint_key.split('/')[1]}/job.json")
+    # The pod's command on the same job, with this interpreter, under torchrun.
+    assert metadata["launch_command"] == " ".join([
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+        "-m", "mella_assets.training.train", "--config", str(job_path),
+    ])  # fmt: skip
+    assert metadata["runner"] == "subprocess" and metadata["world_size"] == 1 and metadata["steps"] == 2
+    assert metadata["progress_reports"] == 2
+    assert metadata["output_dir"] == store.uri(checkpoint_key) == metadata["checkpoint_uri"]
+
+    # The trainer published the checkpoint; the record beside it names the lake job, no local path.
+    assert store.exists(f"{checkpoint_key}/adapter_model.safetensors")
+    record = json.loads(store.get_bytes(f"{checkpoint_key}/mella_checkpoint.json"))
+    assert record["sft_config"]["output_key"] == checkpoint_key and record["result"]["steps"] == 2
+    assert record["sft_config"]["base_model"] == BASE_MODEL
+    assert not {"train_file", "output_dir", "work_dir"} & set(record["sft_config"])
+    assert read_latest_checkpoint(store)["checkpoint_key"] == checkpoint_key
+    history = store.read_table("finetuned_checkpoint")
+    assert history.columns == list(FINETUNED_CHECKPOINT.columns)
+    assert history["checkpoint_key"].to_list() == [checkpoint_key]
+    # The job (with the resume state saved at step 1) and the trainer's scratch folder are gone.
+    assert list(store.list("work/training")) == []
+    assert list(scratch.iterdir()) == []
+
+
+def test_the_runner_chooses_the_launcher_and_both_launch_the_training_script_on_the_job():
+    client = dg.PipesSubprocessClient()
+    job = "s3://mella/lake/work/training/abc/job.json"
+    local = Training(python="/py").runner_launcher(client)
+    assert isinstance(local, SubprocessLauncher) and local.client is client and local.runner == "subprocess"
+    assert local.command(job) == ["/py", "-m", "mella_assets.training.train", "--config", job]
+    pod = Training(runner="k8s", python="/py", pod=TrainingPod(image="i")).runner_launcher(client)
+    assert isinstance(pod, K8sLauncher) and pod.runner == "k8s"
+    assert pod.command(job) == ["python", "-m", "mella_assets.training.train", "--config", job]
+    with pytest.raises(ValueError, match="image"):
+        Training(runner="k8s", pod=TrainingPod(image="")).runner_launcher(client)
+    with pytest.raises(ValueError, match="does not exist"):
+        local.check_base_model("/nonexistent/model")  # the trainer runs here: refused before it is launched
+    pod.check_base_model("/models/in-the-image")  # a path in the pod's image is the pod's to find

@@ -1,13 +1,13 @@
 """`mella crawl`: politely crawl seed URLs of one language into a WARC file in ``landing/<code>/``.
 
-The lake may be a folder or ``s3://bucket/prefix``: for S3 the crawler writes into a temporary local folder and
-the finished file is uploaded (one object, complete or absent) under the same ``crawl-<time>-<id>.warc.gz`` name.
+The lake may be a folder or ``s3://bucket/prefix``: the crawler writes into a temporary folder beside the lake's
+local files (the lake folder, or the S3 lake's cache) and the finished file is put into the lake (renamed into
+place, or uploaded as one object, complete or absent) under the same ``crawl-<time>-<id>.warc.gz`` name.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -15,12 +15,13 @@ from pathlib import Path
 from mella_assets.crawl.crawler import crawl, html_fetcher
 from mella_assets.lib.http import DEFAULT_USER_AGENT
 from mella_assets.lib.lake import LakeStore
+from mella_assets.settings import load_settings
 
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--language", required=True, help="language code; the WARC lands in landing/<code>/")
     parser.add_argument("--seed", action="append", required=True, help="seed URL (repeat for several)")
-    parser.add_argument("--lake", default=os.environ.get("MELLA_LAKE", ".mella/lake"), help="lake folder or s3:// URL")
+    parser.add_argument("--lake", default=load_settings().lake, help="lake folder or s3:// URL (default: $MELLA_LAKE)")
     parser.add_argument("--max-pages", type=int, default=100, help="pages stored at most (default 100)")
     parser.add_argument("--max-depth", type=int, default=2, help="link depth from the seeds (default 2)")
     parser.add_argument("--delay", type=float, default=1.0, help="seconds between requests to one host")
@@ -41,19 +42,15 @@ def run(args: argparse.Namespace) -> int:
         user_agent=args.user_agent,
     )
     landing = f"landing/{args.language}"
-    if store.is_s3:
-        # Beside the lake's cache, so the finished file moves into it without a copy.
-        store.local_root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".tmp-crawl-", dir=store.local_root) as scratch:
-            result = crawl(args.seed, Path(scratch), fetcher, max_pages=args.max_pages, max_depth=args.max_depth)
-            where = None
-            if result.warc_path is not None:
-                key = f"{landing}/{result.warc_path.name}"
-                store.put_file(key, result.warc_path, move=True)
-                where = store.uri(key)
-    else:
-        result = crawl(args.seed, store.path(landing), fetcher, max_pages=args.max_pages, max_depth=args.max_depth)
-        where = result.warc_path
+    # Beside the lake's local files (on one file system with them), so the finished file moves in without a copy.
+    store.local_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tmp-crawl-", dir=store.local_root) as scratch:
+        result = crawl(args.seed, Path(scratch), fetcher, max_pages=args.max_pages, max_depth=args.max_depth)
+        where = None
+        if result.warc_path is not None:
+            key = f"{landing}/{result.warc_path.name}"
+            store.put_file(key, result.warc_path, move=True)
+            where = store.location(key)
     for url, reason, status in result.rejects:
         print(f"skipped\t{reason}\t{status or ''}\t{url}", file=sys.stderr)
     print(f"{len(result.pages)} pages -> {where or '(no file: nothing stored)'}")

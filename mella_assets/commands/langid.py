@@ -5,21 +5,19 @@ Serbian)."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from mella_assets.languages import LANGUAGES, REGISTRY
 from mella_assets.lib.langid import BACKENDS, LanguageIdentifier, identify_many
 from mella_assets.lib.page_language import page_language
+from mella_assets.settings import load_settings
 
 BATCH = 2048
 
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--languages", help="comma-separated target codes (default: the configured languages)")
-    parser.add_argument(
-        "--backend", choices=BACKENDS, default=os.environ.get("MELLA_LANGID_BACKEND", "lingua"), help="detector"
-    )
+    parser.add_argument("--backend", choices=BACKENDS, default=load_settings().langid_backend, help="detector")
     parser.add_argument(
         "--drop-undecided-serbian",
         action="store_true",

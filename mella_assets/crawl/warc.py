@@ -2,7 +2,7 @@
 
 Records are read with FastWARC (~4x warcio's records/s, ``benchmarks/bench_extraction.py``). Bad input never
 raises: a truncated gzip member or a malformed record ends that file's iteration and is counted in
-:attr:`WarcStats.malformed` (DESIGN §12). FastWARC yields a record cut by the end of the file as if it were whole,
+:attr:`WarcStats.malformed`. FastWARC yields a record cut by the end of the file as if it were whole,
 so a record counts only once the next one has been found, and the last one only once :func:`_tail_state` has
 checked that the file holds all of it.
 """

@@ -1,6 +1,5 @@
 """Dataset group: the merged SFT records per language (with blocking checks) and the exports."""
 
-
 import dagster as dg
 import polars as pl
 from pydantic import Field
@@ -52,7 +51,7 @@ def mella_dataset(
     build = ds.build_sft_records(
         know,
         ling,
-        language.code,
+        language,
         split=ds.SplitPolicy(config.test_groups_per_source, config.max_test_share, config.near_duplicate_max_distance),
         mix=ds.MixPolicy(config.max_per_source, config.ling_per_know, config.max_per_domain),
         previous=previous if previous.height else None,

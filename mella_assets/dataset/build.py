@@ -441,21 +441,22 @@ def with_prompts(frame: pl.DataFrame, language: str) -> pl.DataFrame:
 def build_sft_records(
     d_know: pl.DataFrame,
     d_ling: pl.DataFrame,
-    language: str,
+    language: Language,
     split: SplitPolicy | None = None,
     mix: MixPolicy | None = None,
     previous: pl.DataFrame | None = None,
 ) -> DatasetBuild:
     """SFT records of one language: native prompt, answer ``text`` (alt text for know, translated caption for
     ling), mix caps, and a train/test split by near-duplicate image cluster that honours ``previous``."""
+    code = language.code
     split = split or SplitPolicy()
     mix = mix or MixPolicy()
-    candidates = merge_sources(d_know, d_ling, language)
+    candidates = merge_sources(d_know, d_ling, code)
     previous_ids = set(previous["id"].to_list()) if previous is not None and "id" in previous.columns else set()
     kept, rejects = apply_mix(candidates, mix, previous_ids)
-    rejects = rejects.with_columns(pl.lit(language).alias("language"))
+    rejects = rejects.with_columns(pl.lit(code).alias("language"))
     split_frame, stats = assign_splits(kept, split, previous)
-    records = with_prompts(split_frame, language).select(list(DATASET_SCHEMA)).cast(DATASET_SCHEMA).sort("source", "id")
+    records = with_prompts(split_frame, code).select(list(DATASET_SCHEMA)).cast(DATASET_SCHEMA).sort("source", "id")
     stats = {**stats, "candidates": candidates.height, "rejected": rejects.height}
     return DatasetBuild(records=records, rejects=rejects, stats=stats)
 

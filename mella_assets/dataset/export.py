@@ -28,10 +28,12 @@ import polars as pl
 
 from mella_assets.dataset.build import IMAGE_TOKEN, SPLITS
 from mella_assets.lib.lake import LakeStore
+from mella_assets.tables import MELLA_EXPORT
 
 EXPORT_NAME = "mella"
 TAR_BLOCK = 512
-MANIFEST_SCHEMA = {"path": pl.String, "key": pl.String, "kind": pl.String, "bytes": pl.Int64, "sha256": pl.String}
+# The export's file list: the mella_export table's columns but its version, which the asset adds.
+MANIFEST_SCHEMA = {c: t for c, t in MELLA_EXPORT.columns.items() if c != "version"}
 
 
 @dataclass(frozen=True)
@@ -382,4 +384,5 @@ def write_export(
     sums = "".join(f"{s}  {p}\n" for p, _k, _b, s in written).encode()
     put("MANIFEST.json", _json_bytes(manifest, indent=2), "manifest")
     put("SHA256SUMS", sums, "manifest")
-    return pl.DataFrame([(p, f"{prefix}/{p}", k, b, s) for p, k, b, s in written], schema=MANIFEST_SCHEMA, orient="row")
+    rows = [{"path": p, "key": f"{prefix}/{p}", "kind": k, "bytes": b, "sha256": s} for p, k, b, s in written]
+    return pl.DataFrame(rows, schema=MANIFEST_SCHEMA)

@@ -1,4 +1,4 @@
-"""Evaluation metrics (DESIGN §9): keyword accuracy (D_know), METEOR (D_ling), chrF (both), and seeded
+"""Evaluation metrics: keyword accuracy (D_know), METEOR (D_ling), chrF (both), and seeded
 bootstrap confidence intervals.
 
 Our operational definitions; the paper's exact ones are not public.

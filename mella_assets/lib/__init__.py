@@ -1,1 +1,1 @@
-"""Dagster-free logic: every function here takes plain data and returns plain data (see DESIGN §2)."""
+"""Dagster-free logic: every function here takes plain data and returns plain data (docs/architecture.md, "Layers")."""

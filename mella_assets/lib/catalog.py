@@ -14,7 +14,6 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
-from mella_assets.lib.duckdb_s3 import enable_s3
 from mella_assets.lib.lake import LakeStore
 from mella_assets.tables import funnel_tables, rejects_table
 
@@ -87,11 +86,10 @@ def open_catalog(store: LakeStore) -> duckdb.DuckDBPyConnection:
     """An in-process DuckDB connection with a view per lake table (named after its asset) and the derived views.
 
     In-process and per caller on purpose: there is no shared writable database file, so parallel partitions
-    never wait on a lock (DESIGN §6).
+    never wait on a lock (docs/architecture.md, "Storage layout").
     """
     connection = duckdb.connect(":memory:")
-    if store.is_s3:
-        enable_s3(connection)
+    store.configure_duckdb(connection)  # an S3 lake's credentials and endpoint (httpfs)
     tables = store.tables()
     for name, pattern in tables.items():
         escaped = pattern.replace("'", "''")

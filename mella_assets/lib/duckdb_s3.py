@@ -1,29 +1,32 @@
 """DuckDB reading the lake over S3: the httpfs extension from its PyPI wheel (no download), credentials and
-endpoint from the environment."""
+endpoint from the settings (``AWS_*``)."""
 
 from __future__ import annotations
 
-import os
 from urllib.parse import urlsplit
 
 import duckdb
 
+from mella_assets.settings import Settings, load_settings
 
-def enable_s3(connection: duckdb.DuckDBPyConnection) -> None:
-    """Load httpfs and create an S3 secret from ``AWS_*`` variables (``AWS_ENDPOINT_URL`` for MinIO / moto)."""
+
+def enable_s3(connection: duckdb.DuckDBPyConnection, settings: Settings | None = None) -> None:
+    """Load httpfs and create an S3 secret from the ``AWS_*`` settings (``AWS_ENDPOINT_URL`` for MinIO / moto) of
+    ``settings`` (default: the settings loaded now)."""
+    settings = settings if settings is not None else load_settings()
     # `INSTALL httpfs` needs the extension server; the duckdb-extension-httpfs wheel ships the same binary.
     from duckdb_extensions import import_extension
 
     import_extension("httpfs", con=connection)
     options = {
         "TYPE": "s3",
-        "KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", ""),
-        "SECRET": os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
-        "REGION": os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
+        "KEY_ID": settings.aws_access_key_id or "",
+        "SECRET": settings.aws_secret_access_key or "",
+        "REGION": settings.s3_region,
     }
-    if os.environ.get("AWS_SESSION_TOKEN"):
-        options["SESSION_TOKEN"] = os.environ["AWS_SESSION_TOKEN"]
-    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+    if settings.aws_session_token:
+        options["SESSION_TOKEN"] = settings.aws_session_token
+    endpoint = settings.s3_endpoint
     if endpoint:
         parts = urlsplit(endpoint)
         options.update({"ENDPOINT": parts.netloc, "URL_STYLE": "path", "USE_SSL": parts.scheme == "https"})

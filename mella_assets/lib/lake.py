@@ -8,16 +8,20 @@ Layout (DESIGN §6)::
     models/ checkpoints/<run>/ exports/ cache/    blobs
     landing/<code>/*.warc.gz                      new crawl files, watched by the landing sensor
 
-The root is a local folder or ``s3://bucket/prefix`` (AWS, or any S3 API through ``AWS_ENDPOINT_URL``: MinIO,
-moto). Credentials come only from the environment (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``).
-Every write is atomic: a local file is written under a temporary name and renamed into place; an S3 object is
-one PUT (or one multipart upload, which appears only when it completes). A reader, or a rerun after a crash, sees
-the old object or the new one, never half of one. Large files (WARCs of a gigabyte) go in and out through
-:meth:`LakeStore.put_file` and :meth:`LakeStore.local_path` without passing through memory.
+:class:`LakeStore` is the interface; ``LakeStore(root)`` (or :func:`open_lake`) gives its implementation for the
+root: :class:`LocalLake` for a folder, :class:`S3Lake` for ``s3://bucket/prefix`` (AWS, or any S3 API through
+``AWS_ENDPOINT_URL``: MinIO, moto). Endpoint, region, credentials, timeouts and the download cache come from
+:class:`mella_assets.settings.Settings` (loaded when the store is made, unless given).
+Every write is atomic: a local file or folder is filled under a temporary name and renamed into place (one helper,
+:func:`replace_atomically`); an S3 object is one PUT (or one multipart upload, which appears only when it
+completes). A reader, or a rerun after a crash, sees the old object or the new one, never half of one. Large files
+(WARCs of a gigabyte, model weights) go in and out through :meth:`LakeStore.put_file`, :meth:`LakeStore.put_dir`
+and :meth:`LakeStore.local_path` without passing through memory.
 """
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import io
 import os
@@ -28,15 +32,19 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import polars as pl
+
+from mella_assets.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    import duckdb
 
 # fullmatch, not match with "$": "$" also matches before a final newline.
 _SAFE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+-]*")
 TMP_PREFIX = ".tmp-"
 S3_SCHEME = "s3://"
-# Where blobs of an S3 lake are copied when a library needs a local file (WARC readers, from_pretrained).
-DEFAULT_CACHE = Path(os.environ.get("MELLA_LAKE_CACHE", Path.home() / ".cache" / "mella" / "lake"))
 # Large S3 transfers (put_file, local_path) go in parts, TRANSFER_CONCURRENCY at once, each part held in memory:
 # ~32 MiB, where s3fs's defaults (50 MiB x 10) would hold 500 MiB. A file under two parts is one PUT.
 TRANSFER_PART_BYTES = 8 * 2**20
@@ -95,16 +103,45 @@ def remove_stale_temps(folder: Path, final_name: str) -> int:
     return removed
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def replace_atomically(target: Path, fill: Callable[[Path], object]) -> Path:
+    """The one way a local file or folder is written: ``fill`` a temporary sibling of ``target``, then rename it
+    into place. Readers see the old file or the whole new one; a failure leaves the old one and no temporary file.
+    A folder replacing a folder: the old one is renamed aside first and removed after the new one is in place.
+    Temporary files a dead writer left for ``target`` go too (:func:`remove_stale_temps`)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(temp_name(target.name))
+    aside: Path | None = None
+    try:
+        fill(tmp)
+        if tmp.is_dir() and (target.exists() or target.is_symlink()):
+            aside = target.with_name(temp_name(target.name))
+            os.replace(target, aside)
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                os.replace(aside, target)
+                aside = None
+                raise
+        else:
+            os.replace(tmp, target)
+    finally:
+        _remove(tmp)
+        if aside is not None:
+            _remove(aside)
+    remove_stale_temps(target.parent, target.name)
+    return target
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a file so readers see the old bytes or the new ones, never a part: temp name, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(temp_name(path.name))
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    remove_stale_temps(path.parent, path.name)
+    replace_atomically(path, lambda tmp: tmp.write_bytes(data))
 
 
 class _RecordingWriter(io.RawIOBase):
@@ -150,39 +187,32 @@ def _check_key(key: str) -> str:
     return "/".join(parts)
 
 
-def s3_filesystem():
-    """An s3fs filesystem configured from the environment only (endpoint, keys, region)."""
+def s3_filesystem(settings: Settings | None = None):
+    """An s3fs filesystem configured from ``settings`` (default: the settings loaded now): endpoint, region,
+    timeouts; credentials when the settings hold them (else boto's own chain: instance role, config files)."""
     import s3fs
 
-    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
-    client_kwargs = {"region_name": os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))}
-    if endpoint:
-        client_kwargs["endpoint_url"] = endpoint
+    settings = settings if settings is not None else load_settings()
+    client_kwargs = {"region_name": settings.s3_region}
+    if settings.s3_endpoint:
+        client_kwargs["endpoint_url"] = settings.s3_endpoint
     # Every S3 call is bounded: connect / read timeouts and a fixed number of attempts (botocore's standard
     # retry mode, backoff with jitter), so an endpoint that goes away fails the stage instead of hanging it.
     config_kwargs = {
-        "connect_timeout": float(os.environ.get("MELLA_S3_CONNECT_TIMEOUT_S", "10")),
-        "read_timeout": float(os.environ.get("MELLA_S3_READ_TIMEOUT_S", "60")),
-        "retries": {"max_attempts": int(os.environ.get("MELLA_S3_MAX_ATTEMPTS", "5")), "mode": "standard"},
+        "connect_timeout": settings.s3_connect_timeout_s,
+        "read_timeout": settings.s3_read_timeout_s,
+        "retries": {"max_attempts": settings.s3_max_attempts, "mode": "standard"},
     }
     # No instance cache: a lake object is cheap to make, and a cached filesystem would keep stale listings.
     return s3fs.S3FileSystem(
+        key=settings.aws_access_key_id,
+        secret=settings.aws_secret_access_key,
+        token=settings.aws_session_token,
         client_kwargs=client_kwargs,
         config_kwargs=config_kwargs,
         skip_instance_cache=True,
         use_listings_cache=False,
     )
-
-
-def _replace_via_temp(target: Path, fill: Callable[[Path], object]) -> None:
-    """``fill`` a temporary sibling of ``target``, then rename it into place: readers see the old file or the
-    whole new one, and a failure leaves no temporary file."""
-    tmp = target.with_name(temp_name(target.name))
-    try:
-        fill(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def file_fingerprint(path: Path) -> tuple[int, str]:
@@ -191,48 +221,71 @@ def file_fingerprint(path: Path) -> tuple[int, str]:
     return stat.st_size, f"{stat.st_mtime_ns}:{stat.st_ino}"
 
 
-class LakeStore:
-    """A lake rooted in a local folder or an S3 prefix; the same methods serve both."""
+def _is_s3(location: str) -> bool:
+    return location.startswith(S3_SCHEME)
 
-    def __init__(self, root: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> None:
-        text = str(root)
-        self.is_s3 = text.startswith(S3_SCHEME)
-        if self.is_s3:
-            self.root_uri = text.rstrip("/")
-            self.root = None
-            self._fs = s3_filesystem()
-            self._bucket_prefix = self.root_uri.removeprefix(S3_SCHEME)
-            self.cache_dir = Path(cache_dir or DEFAULT_CACHE) / self._bucket_prefix
-        else:
-            self.root = Path(text).expanduser().resolve()
-            self.root_uri = str(self.root)
-            self._fs = None
 
-    @property
-    def local_root(self) -> Path:
-        """A local folder for scratch work and cached copies: the lake itself, or the S3 lake's download cache."""
-        return self.cache_dir if self.is_s3 else self.root
+def _store_class(root: object) -> type[LakeStore]:
+    """The implementation a root needs: the one place that tells an S3 lake from a folder."""
+    return S3Lake if _is_s3(str(root)) else LocalLake
+
+
+def open_lake(
+    root: str | os.PathLike[str], settings: Settings | None = None, cache_dir: str | os.PathLike[str] | None = None
+) -> LakeStore:
+    """The lake at ``root``: a :class:`LocalLake` for a folder, an :class:`S3Lake` for ``s3://bucket/prefix``."""
+    return _store_class(root)(root, cache_dir=cache_dir, settings=settings)
+
+
+def read_location(location: str, settings: Settings | None = None) -> bytes:
+    """The bytes of a file named by a local path or an ``s3://bucket/key`` URI (a training job handed to a pod)."""
+    if _is_s3(location):
+        return s3_filesystem(settings).cat_file(location.removeprefix(S3_SCHEME))
+    return Path(location).read_bytes()
+
+
+class LakeStore(abc.ABC):
+    """A lake rooted in a local folder or an S3 prefix: blobs under safe keys, and Parquet tables.
+
+    The interface of :class:`LocalLake` and :class:`S3Lake`; ``LakeStore(root, cache_dir=None, settings=None)``
+    makes the one the root needs (see :func:`open_lake`)."""
+
+    root_uri: str
+
+    def __new__(cls, *args: object, **kwargs: object) -> LakeStore:
+        if cls is LakeStore:
+            cls = _store_class(args[0] if args else kwargs.get("root", ""))
+        return super().__new__(cls)
 
     def __repr__(self) -> str:
-        return f"LakeStore({self.root_uri!r})"
+        return f"{type(self).__name__}({self.root_uri!r})"
 
     # -- addresses ---------------------------------------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def local_root(self) -> Path:
+        """A local folder for scratch work and cached copies: the lake itself, or the S3 lake's download cache."""
+
+    @abc.abstractmethod
     def path(self, key: str) -> Path:
-        """Local path of a key in a local lake (validated, so it cannot leave the root, by name or by a symlink
-        inside the lake that points out)."""
-        if self.is_s3:
-            raise ValueError(f"{self} is on S3: use local_path() / local_dir() for a local copy of {key!r}")
-        path = self.root / _check_key(key)
-        if not path.resolve().is_relative_to(self.root):
-            raise ValueError(f"unsafe lake key: {key!r} leads out of the lake through a symbolic link")
-        return path
+        """Local path of a key in a local lake (validated: it cannot leave the root); an S3 lake raises."""
 
-    def _object(self, key: str) -> str:
-        return f"{self._bucket_prefix}/{_check_key(key)}"
-
+    @abc.abstractmethod
     def uri(self, key: str) -> str:
         """Where a key lives, as a URI (file:// or s3://)."""
-        return f"{S3_SCHEME}{self._object(key)}" if self.is_s3 else self.path(key).as_uri()
+
+    @abc.abstractmethod
+    def location(self, key: str) -> str:
+        """How another process with access to the lake opens the key: a local path, or an s3:// URI."""
+
+    @abc.abstractmethod
+    def direct_path(self, key: str) -> Path | None:
+        """The key's own file or folder when the lake is a folder this process reaches (writing there is writing
+        into the lake), else None (S3: work on a local copy and upload it)."""
+
+    @abc.abstractmethod
+    def _local_file(self, key: str) -> Path:
+        """Where ``key``'s local file lives: the lake's own file, or its place in the S3 lake's cache."""
 
     @staticmethod
     def table_key(asset: str, language: str | None = None) -> str:
@@ -241,190 +294,86 @@ class LakeStore:
         return f"tables/{asset}/language={language}/data.parquet"
 
     # -- blobs -------------------------------------------------------------------------------------------------
+    @abc.abstractmethod
     def put_bytes(self, key: str, data: bytes) -> str:
-        if self.is_s3:
-            self._fs.pipe_file(self._object(key), data)
-        else:
-            atomic_write_bytes(self.path(key), data)
-        return key
+        """Store ``data`` under ``key``, atomically; returns the key."""
 
+    @abc.abstractmethod
     def get_bytes(self, key: str) -> bytes:
-        if self.is_s3:
-            try:
-                return self._fs.cat_file(self._object(key))
-            except FileNotFoundError as error:
-                raise FileNotFoundError(f"{self.uri(key)} does not exist") from error
-        return self.path(key).read_bytes()
+        """The blob's bytes (FileNotFoundError when there is none)."""
 
-    def exists(self, key: str) -> bool:
-        return self._fs.exists(self._object(key)) if self.is_s3 else self.path(key).exists()
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool: ...
 
-    def size(self, key: str) -> int:
-        return int(self._fs.size(self._object(key))) if self.is_s3 else self.path(key).stat().st_size
+    @abc.abstractmethod
+    def size(self, key: str) -> int: ...
 
+    @abc.abstractmethod
     def fingerprint(self, key: str) -> tuple[int, str]:
         """``(size, version)`` of a blob without reading it: the version is the S3 ETag, or the local file's
         modification time in nanoseconds and inode (every lake write replaces the file, so a new inode). A blob
         whose fingerprint is unchanged holds the same bytes."""
-        if self.is_s3:
-            info = self._fs.info(self._object(key))
-            return int(info["size"]), str(info.get("ETag", ""))
-        return file_fingerprint(self.path(key))
+
+    @abc.abstractmethod
+    def _keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix``, sorted (temporary files included)."""
 
     def list(self, prefix: str, suffix: str = "") -> Iterator[str]:
         """Keys under ``prefix`` ending with ``suffix``, sorted, temporary files skipped."""
-        if self.is_s3:
-            base = self._object(prefix)
-            if not self._fs.exists(base):
-                return
-            found = sorted(self._fs.find(base))
-            keys = [name.removeprefix(self._bucket_prefix + "/") for name in found]
-        else:
-            base_path = self.path(prefix)
-            if not base_path.exists():
-                return
-            # os.walk does not descend into linked folders; linked files are skipped too (the lake writes none).
-            keys = sorted(
-                (Path(folder) / name).relative_to(self.root).as_posix()
-                for folder, _dirs, names in os.walk(base_path)
-                for name in names
-                if not os.path.islink(os.path.join(folder, name)) and os.path.isfile(os.path.join(folder, name))
-            )
-        for key in keys:
+        for key in self._keys(prefix):
             name = key.rsplit("/", 1)[-1]
             if name.endswith(suffix) and not name.startswith(TMP_PREFIX):
                 yield key
 
+    @abc.abstractmethod
     def local_path(self, key: str) -> Path:
         """A local file with the blob's bytes: the file itself in a local lake, a cached download from S3
         (downloaded again whenever the object's ETag changed)."""
-        if not self.is_s3:
-            return self.path(key)
-        key = _check_key(key)
-        target = self.cache_dir / key
-        # The object's ETag, kept beside the cache (not inside it: a model folder must hold only the model).
-        etag_file = self._etag_file(key)
-        etag = str(self._fs.info(self._object(key)).get("ETag", ""))
-        if not target.exists() or not etag_file.exists() or etag_file.read_text() != etag:
-            # Streamed to a temporary sibling, then renamed: a gigabyte WARC never sits in memory.
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _replace_via_temp(
-                target,
-                lambda tmp: self._fs.get_file(
-                    self._object(key), str(tmp), chunksize=TRANSFER_PART_BYTES, max_concurrency=TRANSFER_CONCURRENCY
-                ),
-            )
-            remove_stale_temps(target.parent, target.name)
-            atomic_write_bytes(etag_file, etag.encode())
-        return target
 
-    def _etag_file(self, key: str) -> Path:
-        return self.cache_dir.parent / f"{self.cache_dir.name}.etags" / key
+    @abc.abstractmethod
+    def local_dir(self, key: str) -> Path:
+        """A local folder holding the blob folder ``key`` (a local lake's own folder, or a cached S3 copy)."""
 
     def temp_path(self, key: str) -> Path:
         """A fresh temporary file name beside where ``key``'s local file lives (the lake folder, or the S3 lake's
         cache), for a writer that fills a file before :meth:`put_file` takes it; never listed as a key."""
-        key = _check_key(key)
-        target = self.cache_dir / key if self.is_s3 else self.path(key)
+        target = self._local_file(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         return target.with_name(temp_name(target.name))
 
+    @abc.abstractmethod
     def put_file(self, key: str, source: str | os.PathLike[str], *, move: bool = False) -> str:
-        """Store the local file ``source`` under ``key`` without reading it into memory, atomically.
+        """Store the local file ``source`` under ``key`` without reading it into memory, atomically
+        (``move=True``: the file is taken, renamed where it can be instead of copied)."""
 
-        Local lake: copied to a temporary sibling and renamed into place (``move=True``: renamed directly when on
-        the same file system). S3: a multipart upload (one PUT when small); with ``move=True`` the file then
-        becomes the local cache copy, so :meth:`local_path` finds it without downloading it again."""
-        source = Path(source)
-        if self.is_s3:
-            obj = self._object(key)
-            self._fs.put_file(str(source), obj, chunksize=TRANSFER_PART_BYTES, max_concurrency=TRANSFER_CONCURRENCY)
-            if move:
-                target = self.cache_dir / _check_key(key)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                _replace_via_temp(target, lambda tmp: shutil.move(source, tmp))
-                atomic_write_bytes(self._etag_file(_check_key(key)), str(self._fs.info(obj).get("ETag", "")).encode())
-            return key
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if move:
-            try:
-                os.replace(source, target)
-                remove_stale_temps(target.parent, target.name)
-                return key
-            except OSError:
-                pass  # another file system: copy below
-        _replace_via_temp(target, lambda tmp: shutil.copyfile(source, tmp))
-        if move:
-            source.unlink(missing_ok=True)
-        remove_stale_temps(target.parent, target.name)
-        return key
-
+    @abc.abstractmethod
     def put_dir(self, key: str, source: str | os.PathLike[str]) -> str:
-        """Copy a local folder (a model or checkpoint) into the lake under ``key``, replacing what was there."""
-        if self.is_s3:
-            for old in list(self.list(key)):
-                self._fs.rm_file(self._object(old))
-            for file in sorted(p for p in Path(source).rglob("*") if p.is_file()):
-                self.put_bytes(f"{key}/{file.relative_to(source).as_posix()}", file.read_bytes())
-            return key
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(temp_name(target.name))
-        shutil.copytree(source, tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-        remove_stale_temps(target.parent, target.name)
-        return key
+        """Copy a local folder (a model or checkpoint) into the lake under ``key``, replacing what was there;
+        file by file without reading them into memory."""
 
+    @abc.abstractmethod
     def delete(self, key: str) -> int:
         """Remove the blob ``key`` or every blob under the folder ``key``; returns how many files went."""
-        if self.is_s3:
-            keys = [key] if self._fs.isfile(self._object(key)) else list(self.list(key))
-            for old in keys:
-                self._fs.rm_file(self._object(old))
-            return len(keys)
-        target = self.path(key)
-        if target.is_file():
-            target.unlink()
-            return 1
-        count = sum(1 for p in target.rglob("*") if p.is_file()) if target.exists() else 0
-        shutil.rmtree(target, ignore_errors=True)
-        return count
-
-    def local_dir(self, key: str) -> Path:
-        """A local folder holding the blob folder ``key`` (a local lake's own folder, or a cached S3 copy)."""
-        if not self.is_s3:
-            folder = self.path(key)
-            if not folder.is_dir():
-                raise FileNotFoundError(f"{folder} is not a folder")
-            return folder
-        keys = list(self.list(key))
-        if not keys:
-            raise FileNotFoundError(f"{self.uri(key)} holds no files")
-        for blob in keys:
-            self.local_path(blob)
-        return self.cache_dir / _check_key(key)
 
     # -- tables ------------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _write_with(self, key: str, write: Callable[[BinaryIO], None]) -> None:
+        """Store what ``write`` writes into a binary file under ``key``, atomically (a failure keeps the old)."""
+
+    @abc.abstractmethod
+    def _read_parquet(self, key: str) -> pl.DataFrame: ...
+
+    @abc.abstractmethod
+    def table_glob(self, asset: str) -> str:
+        """Glob of every Parquet file of a table (a path or an s3:// URL), as DuckDB reads it."""
+
+    def configure_duckdb(self, connection: duckdb.DuckDBPyConnection) -> None:  # noqa: B027 (a no-op by default)
+        """Let ``connection`` read this lake's files (an S3 lake adds its credentials); nothing for a folder."""
+
     def write_table(self, asset: str, language: str | None, frame: pl.DataFrame) -> str:
         """Atomically replace the (asset, language) table with ``frame``; returns its key."""
         key = self.table_key(asset, language)
-        if self.is_s3:
-            buffer = io.BytesIO()
-            frame.write_parquet(buffer, compression="zstd", statistics=True)
-            return self.put_bytes(key, buffer.getvalue())
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(temp_name(target.name))
-        try:
-            with open(tmp, "wb") as handle:
-                _write_parquet(frame, handle)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        remove_stale_temps(target.parent, target.name)
+        self._write_with(key, lambda handle: _write_parquet(frame, handle))
         return key
 
     def has_table(self, asset: str, language: str | None = None) -> bool:
@@ -436,9 +385,7 @@ class LakeStore:
         if not self.exists(key):
             where = f" for language {language!r}" if language else ""
             raise TableNotFoundError(f"table {asset!r}{where} does not exist yet: materialize {asset} first")
-        if self.is_s3:
-            return pl.read_parquet(io.BytesIO(self.get_bytes(key)))
-        return pl.read_parquet(self.path(key))
+        return self._read_parquet(key)
 
     def table_keys(self, asset: str) -> list[str]:
         """Keys of every language partition of a table."""
@@ -446,16 +393,281 @@ class LakeStore:
 
     def read_table_all_languages(self, asset: str) -> pl.DataFrame:
         """Every language partition of a table, concatenated (empty frame if none exist)."""
-        frames = [
-            pl.read_parquet(io.BytesIO(self.get_bytes(key)) if self.is_s3 else self.path(key))
-            for key in self.table_keys(asset)
-        ]
+        frames = [self._read_parquet(key) for key in self.table_keys(asset)]
         frames = [f for f in frames if f.height]
         return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
     def tables(self) -> dict[str, str]:
         """Table name → glob of its Parquet files (a path or an s3:// URL), for every table in the lake."""
         names = sorted({key.split("/")[1] for key in self.list("tables", "data.parquet")})
-        if self.is_s3:
-            return {name: f"{S3_SCHEME}{self._bucket_prefix}/tables/{name}/**/data.parquet" for name in names}
-        return {name: str(self.root / "tables" / name / "**" / "data.parquet") for name in names}
+        return {name: self.table_glob(name) for name in names}
+
+
+class LocalLake(LakeStore):
+    """A lake in a local (or mounted, shared) folder."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        cache_dir: str | os.PathLike[str] | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.root_uri = str(self.root)
+
+    @property
+    def local_root(self) -> Path:
+        return self.root
+
+    def path(self, key: str) -> Path:
+        """Local path of a key (validated, so it cannot leave the root, by name or by a symlink inside the lake
+        that points out)."""
+        path = self.root / _check_key(key)
+        if not path.resolve().is_relative_to(self.root):
+            raise ValueError(f"unsafe lake key: {key!r} leads out of the lake through a symbolic link")
+        return path
+
+    def uri(self, key: str) -> str:
+        return self.path(key).as_uri()
+
+    def location(self, key: str) -> str:
+        return str(self.path(key))
+
+    def direct_path(self, key: str) -> Path | None:
+        return self.path(key)
+
+    def _local_file(self, key: str) -> Path:
+        return self.path(key)
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        atomic_write_bytes(self.path(key), data)
+        return key
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def size(self, key: str) -> int:
+        return self.path(key).stat().st_size
+
+    def fingerprint(self, key: str) -> tuple[int, str]:
+        return file_fingerprint(self.path(key))
+
+    def _keys(self, prefix: str) -> list[str]:
+        base_path = self.path(prefix)
+        if not base_path.exists():
+            return []
+        # os.walk does not descend into linked folders; linked files are skipped too (the lake writes none).
+        return sorted(
+            (Path(folder) / name).relative_to(self.root).as_posix()
+            for folder, _dirs, names in os.walk(base_path)
+            for name in names
+            if not os.path.islink(os.path.join(folder, name)) and os.path.isfile(os.path.join(folder, name))
+        )
+
+    def local_path(self, key: str) -> Path:
+        return self.path(key)
+
+    def local_dir(self, key: str) -> Path:
+        folder = self.path(key)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} is not a folder")
+        return folder
+
+    def put_file(self, key: str, source: str | os.PathLike[str], *, move: bool = False) -> str:
+        """Copied to a temporary sibling and renamed into place (``move=True``: renamed directly when on the same
+        file system)."""
+        source = Path(source)
+        target = self.path(key)
+        if move:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(source, target)
+                remove_stale_temps(target.parent, target.name)
+                return key
+            except OSError:
+                pass  # another file system: copy below
+        replace_atomically(target, lambda tmp: shutil.copyfile(source, tmp))
+        if move:
+            source.unlink(missing_ok=True)
+        return key
+
+    def put_dir(self, key: str, source: str | os.PathLike[str]) -> str:
+        """A copy in a temporary folder beside the target, renamed into place."""
+        replace_atomically(self.path(key), lambda tmp: shutil.copytree(source, tmp))
+        return key
+
+    def delete(self, key: str) -> int:
+        target = self.path(key)
+        if target.is_file():
+            target.unlink()
+            return 1
+        count = sum(1 for p in target.rglob("*") if p.is_file()) if target.exists() else 0
+        shutil.rmtree(target, ignore_errors=True)
+        return count
+
+    def _write_with(self, key: str, write: Callable[[BinaryIO], None]) -> None:
+        def fill(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:
+                write(handle)
+
+        replace_atomically(self.path(key), fill)
+
+    def _read_parquet(self, key: str) -> pl.DataFrame:
+        return pl.read_parquet(self.path(key))
+
+    def table_glob(self, asset: str) -> str:
+        return str(self.root / "tables" / asset / "**" / "data.parquet")
+
+
+class S3Lake(LakeStore):
+    """A lake under an S3 prefix (s3fs underneath); blobs a library needs as files are cached in ``cache_dir``
+    (default: the setting ``MELLA_LAKE_CACHE``) and downloaded again when their ETag changes."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        cache_dir: str | os.PathLike[str] | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else load_settings()
+        self.root_uri = str(root).rstrip("/")
+        self._bucket_prefix = self.root_uri.removeprefix(S3_SCHEME)
+        self._fs = s3_filesystem(self.settings)
+        self.cache_dir = Path(cache_dir or self.settings.lake_cache) / self._bucket_prefix
+
+    @property
+    def local_root(self) -> Path:
+        return self.cache_dir
+
+    def path(self, key: str) -> Path:
+        raise ValueError(f"{self} is on S3: use local_path() / local_dir() for a local copy of {key!r}")
+
+    def _object(self, key: str) -> str:
+        return f"{self._bucket_prefix}/{_check_key(key)}"
+
+    def uri(self, key: str) -> str:
+        return f"{S3_SCHEME}{self._object(key)}"
+
+    def location(self, key: str) -> str:
+        return self.uri(key)
+
+    def direct_path(self, key: str) -> Path | None:
+        _check_key(key)
+        return None
+
+    def _local_file(self, key: str) -> Path:
+        return self.cache_dir / _check_key(key)
+
+    def _etag_file(self, key: str) -> Path:
+        # Beside the cache, not inside it: a model folder must hold only the model.
+        return self.cache_dir.parent / f"{self.cache_dir.name}.etags" / key
+
+    def _etag(self, key: str) -> str:
+        return str(self._fs.info(self._object(key)).get("ETag", ""))
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        self._fs.pipe_file(self._object(key), data)
+        return key
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._fs.cat_file(self._object(key))
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"{self.uri(key)} does not exist") from error
+
+    def exists(self, key: str) -> bool:
+        return self._fs.exists(self._object(key))
+
+    def size(self, key: str) -> int:
+        return int(self._fs.size(self._object(key)))
+
+    def fingerprint(self, key: str) -> tuple[int, str]:
+        info = self._fs.info(self._object(key))
+        return int(info["size"]), str(info.get("ETag", ""))
+
+    def _keys(self, prefix: str) -> list[str]:
+        base = self._object(prefix)
+        if not self._fs.exists(base):
+            return []
+        return [name.removeprefix(self._bucket_prefix + "/") for name in sorted(self._fs.find(base))]
+
+    def local_path(self, key: str) -> Path:
+        key = _check_key(key)
+        target = self._local_file(key)
+        etag_file = self._etag_file(key)
+        etag = self._etag(key)
+        if not target.exists() or not etag_file.exists() or etag_file.read_text() != etag:
+            # Streamed to a temporary sibling, then renamed: a gigabyte WARC never sits in memory.
+            replace_atomically(
+                target,
+                lambda tmp: self._fs.get_file(
+                    self._object(key), str(tmp), chunksize=TRANSFER_PART_BYTES, max_concurrency=TRANSFER_CONCURRENCY
+                ),
+            )
+            atomic_write_bytes(etag_file, etag.encode())
+        return target
+
+    def local_dir(self, key: str) -> Path:
+        keys = list(self.list(key))
+        if not keys:
+            raise FileNotFoundError(f"{self.uri(key)} holds no files")
+        for blob in keys:
+            self.local_path(blob)
+        folder = self._local_file(key)
+        # A file the lake no longer holds (put_dir replaced the folder) must not linger in the copy; another
+        # process's download in progress (a temporary name) is left alone.
+        wanted = {self._local_file(blob) for blob in keys}
+        for stale in folder.rglob("*"):
+            if stale.is_file() and stale not in wanted and not stale.name.startswith(TMP_PREFIX):
+                stale.unlink(missing_ok=True)
+        return folder
+
+    def put_file(self, key: str, source: str | os.PathLike[str], *, move: bool = False) -> str:
+        """A multipart upload (one PUT when small); with ``move=True`` the file then becomes the local cache copy,
+        so :meth:`local_path` finds it without downloading it again."""
+        source = Path(source)
+        key = _check_key(key)
+        self._fs.put_file(
+            str(source), self._object(key), chunksize=TRANSFER_PART_BYTES, max_concurrency=TRANSFER_CONCURRENCY
+        )
+        if move:
+            replace_atomically(self._local_file(key), lambda tmp: shutil.move(source, tmp))
+            atomic_write_bytes(self._etag_file(key), self._etag(key).encode())
+        return key
+
+    def put_dir(self, key: str, source: str | os.PathLike[str]) -> str:
+        """Every file is uploaded first (streamed, each object replaced in one PUT or multipart upload), then the
+        keys under ``key`` that the folder no longer has are deleted: until then readers see the old folder."""
+        key, source = _check_key(key), Path(source)
+        uploaded = set()
+        for file in sorted(p for p in source.rglob("*") if p.is_file()):
+            uploaded.add(self.put_file(f"{key}/{file.relative_to(source).as_posix()}", file))
+        for old in self._keys(key):
+            if old not in uploaded:
+                self._fs.rm_file(self._object(old))
+        return key
+
+    def delete(self, key: str) -> int:
+        keys = [key] if self._fs.isfile(self._object(key)) else list(self.list(key))
+        for old in keys:
+            self._fs.rm_file(self._object(old))
+        return len(keys)
+
+    def _write_with(self, key: str, write: Callable[[BinaryIO], None]) -> None:
+        buffer = io.BytesIO()
+        write(buffer)
+        self.put_bytes(key, buffer.getvalue())
+
+    def _read_parquet(self, key: str) -> pl.DataFrame:
+        return pl.read_parquet(io.BytesIO(self.get_bytes(key)))
+
+    def table_glob(self, asset: str) -> str:
+        return f"{S3_SCHEME}{self._bucket_prefix}/tables/{asset}/**/data.parquet"
+
+    def configure_duckdb(self, connection: duckdb.DuckDBPyConnection) -> None:
+        from mella_assets.lib.duckdb_s3 import enable_s3
+
+        enable_s3(connection, self.settings)

@@ -2,7 +2,7 @@
 
 Why not a detector restricted to the configured languages: a closed set labels text in *related* languages
 (Slovak, Polish -> Czech; Ukrainian, Bulgarian, Macedonian -> Russian or Serbian; Chinese -> anything) as a
-target (MEASURED.md, "Text"). Web crawls contain those languages. Why not lingua with all 75 languages on every
+target (measured in benchmarks/bench_langid.py). Web crawls contain those languages. Why not lingua with all 75 languages on every
 text: ~1.5 ms per Latin-script text on one core (lingua scores every Latin language). So
 :meth:`LanguageIdentifier.check` decides in stages, cheapest first:
 
@@ -79,7 +79,7 @@ _PERSIAN_URDU_LETTERS = frozenset("پچژگکیٹڈڑںےۀھ")
 _SERBIAN_ONLY_CYRILLIC = frozenset("ђћ")
 _NOT_SERBIAN_CYRILLIC = frozenset("щъьыэюяйёїєґіѓќѕў")
 _NOT_RUSSIAN_CYRILLIC = frozenset("ђћјљњџїєґіѓќѕў")
-# langdetect has no Serbian model; these are what it says for Serbian text (DESIGN §4).
+# langdetect has no Serbian model; these are what it says for Serbian text.
 _LANGDETECT_SERBIAN_STANDINS = frozenset({"mk", "sl"})
 # lingua's candidates besides CLD2's guesses: every registry language, its labels and its relatives, and English
 # (the languages a crawl for the targets meets most; lingua skips those not written in the text's script).

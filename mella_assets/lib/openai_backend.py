@@ -5,7 +5,8 @@ connection is retried with exponential backoff (a ``Retry-After`` header wins), 
 after which :class:`BackendUnavailable` is raised (the caller's cache keeps what finished, so a rerun resumes).
 A 400 / 413 / 422 is the item's fault, not the server's: it comes back as an :class:`ItemError` for the caller
 to record as a reject; any other status (bad key, wrong URL) raises :class:`BackendUnavailable` at once.
-The API key is read from an environment variable at request time and never logged.
+The API key is handed over as a value (the resource takes it from its ``api_key`` field, a ``dg.EnvVar``, or the
+settings), kept out of ``repr`` and never logged; errors name the variable it came from (``api_key_env``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import base64
 import email.utils
 import io
 import json
-import os
 import threading
 import time
 import urllib.error
@@ -101,10 +101,14 @@ class ChatCompletionsClient:
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
+        api_key: str | None = None,
     ) -> None:
+        """``api_key``: sent as ``Authorization: Bearer``; ``api_key_env``: the name of the variable it comes
+        from, shown in ``repr`` and in the message of a rejected key instead of the key itself."""
         self.endpoint = chat_completions_url(url)
         self.model = model
         self.api_key_env = api_key_env
+        self._api_key = api_key
         self.concurrency = max(1, concurrency)
         self.timeout_s = timeout_s
         self.max_retries = max_retries
@@ -123,9 +127,8 @@ class ChatCompletionsClient:
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
         return headers
 
     def complete(self, messages: list[dict[str, Any]], max_tokens: int) -> ChatResult | ItemError:

@@ -1,4 +1,4 @@
-"""Text normalisation, word tokenisation and keyword extraction for the configured languages (DESIGN §9).
+"""Text normalisation, word tokenisation and keyword extraction for the configured languages.
 
 Tokenisers: ``pythainlp`` newmm for Thai (no spaces between words), ``kiwipiepy`` morphemes for Korean,
 Unicode letter/number runs elsewhere. Keywords are the content tokens used by keyword accuracy: case-folded,
@@ -173,7 +173,7 @@ def _is_number(token: str) -> bool:
 
 
 def keywords(text: str, language: Language) -> list[str]:
-    """Content tokens of ``text`` (DESIGN §9): stop words, punctuation and numbers removed, case-folded,
+    """Content tokens of ``text``: stop words, punctuation and numbers removed, case-folded,
     Serbian in Latin script, stemmed where a stemmer exists; unique, in order of first appearance."""
     text = normalize_text(text)
     if not text:

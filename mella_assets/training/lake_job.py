@@ -1,22 +1,29 @@
-"""Training jobs addressed through the lake, so a process holding only lake credentials (a Kubernetes pod) runs them.
+"""Training jobs addressed through the lake: the one way a training process is told what to train, whether it runs
+as a local subprocess or in a Kubernetes pod that holds nothing but lake credentials.
 
 The orchestrator writes a *job* into the lake: the SFT settings plus lake keys for the train records, the
 checkpoint to produce and the resume state. The training process reads the job, copies what it needs into a
 local scratch folder (the lake's ETag-checked cache for images and the base model), trains with the ordinary
-:func:`mella_assets.training.sft.train_sft`, mirrors its resume state back to the lake while it trains, and publishes
+:func:`mella_assets.training.sft.train_sft`, keeps its resume state in the lake while it trains, and publishes
 the finished checkpoint under the job's output key. Nothing in a job is a path on the orchestrator's disk.
 
 Layout of one job (``work/training/<checkpoint id>/``)::
 
     job.json         the job: SFTConfig fields + lake_root, train_key, output_key, resume_key
     train.jsonl      one record per line: {"image": <lake key>, "prompt": ..., "answer": ...}
-    resume/          the resume state (state.pt, state.json), mirrored from the trainer's work folder
+    resume/          the resume state (state.pt, state.json)
+    train.pid        (local lake only) the process that trains on the job
+
+On an S3 lake the trainer's work folder is in its scratch folder and the resume state is mirrored to ``resume/``
+at every save (and pulled from it when a relaunch starts). On a local lake — a folder the trainer reaches, as the
+subprocess runner's always is — the job's folder itself is the work folder: the resume state is saved straight
+into the lake, with nothing to copy either way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
@@ -24,7 +31,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from mella_assets.lib.lake import LakeStore, atomic_write_bytes
+from mella_assets.lib.lake import LakeStore, atomic_write_bytes, read_location
+from mella_assets.lib.model_paths import check_model_reference
+from mella_assets.settings import load_settings
 from mella_assets.training.sft import RESUME_DIR, RESUME_INFO, RESUME_STATE, SFTConfig
 
 LAKE_MODEL_PREFIX = "lake://"
@@ -33,11 +42,12 @@ TRAIN_FILE = "train.jsonl"
 # Local paths a job never carries: the trainer chooses them in its own scratch folder.
 LOCAL_FIELDS = ("train_file", "output_dir", "work_dir")
 SCRATCH_ENV = "MELLA_TRAINING_SCRATCH"
+JOBS_PREFIX = "work/training"
 
 
 def job_prefix(checkpoint_id: str) -> str:
     """Lake folder of one training job."""
-    return f"work/training/{checkpoint_id}"
+    return f"{JOBS_PREFIX}/{checkpoint_id}"
 
 
 def train_records_jsonl(records: Iterable[Mapping[str, Any]]) -> bytes:
@@ -69,11 +79,12 @@ def build_job(store: LakeStore, checkpoint_id: str, output_key: str, settings: M
 def job_location(store: LakeStore, checkpoint_id: str) -> str:
     """Where the training process finds the job: an s3:// URI, or a path in a local (shared-volume) lake."""
     key = f"{job_prefix(checkpoint_id)}/{JOB_FILE}"
-    return store.uri(key) if store.is_s3 else str(store.path(key))
+    return store.location(key)
 
 
 def write_job(store: LakeStore, checkpoint_id: str, job: Mapping[str, Any], records: Iterable[Mapping]) -> str:
-    """Put the train records and the job into the lake (records first: a job never names missing records)."""
+    """Put the train records and the job into the lake (records first: a job never names missing records); the
+    resume state an earlier, killed attempt left under the job stays. Returns the job's location."""
     store.put_bytes(job["train_key"], train_records_jsonl(records))
     store.put_bytes(f"{job_prefix(checkpoint_id)}/{JOB_FILE}", json.dumps(job, indent=2).encode())
     return job_location(store, checkpoint_id)
@@ -81,37 +92,81 @@ def write_job(store: LakeStore, checkpoint_id: str, job: Mapping[str, Any], reco
 
 def read_job(location: str) -> dict[str, Any]:
     """A job (or plain SFT config) JSON from a local path or an s3:// URI."""
-    if location.startswith("s3://"):
-        from mella_assets.lib.lake import s3_filesystem
-
-        return json.loads(s3_filesystem().cat_file(location.removeprefix("s3://")))
-    return json.loads(Path(location).read_text(encoding="utf-8"))
+    return json.loads(read_location(location).decode("utf-8"))
 
 
 def is_lake_job(config: Mapping[str, Any]) -> bool:
     return "lake_root" in config
 
 
+def missing_base_model(store: LakeStore, model: str) -> str | None:
+    """Why a job's ``lake://`` base model cannot be trained on (it is not in the lake), checked before a trainer is
+    launched; None when it is there, or when the model is a hub id or a path the trainer checks itself."""
+    if not model.startswith(LAKE_MODEL_PREFIX):
+        return None
+    key = model.removeprefix(LAKE_MODEL_PREFIX)
+    if next(store.list(key), None) is not None:
+        return None
+    return f"base model {model} is not in the lake ({store.uri(key)})"
+
+
+def resume_step(store: LakeStore, job: Mapping[str, Any]) -> int | None:
+    """The step of the resume state the lake holds for ``job`` (None: a fresh start)."""
+    key = f"{job.get('resume_key', '')}/{RESUME_INFO}"
+    if not job.get("resume_key") or not store.exists(key):
+        return None
+    return int(json.loads(store.get_bytes(key))["step"])
+
+
+def resumable_jobs(store: LakeStore) -> dict[str, int]:
+    """Checkpoint id → the step its resume state was saved at, for every job in the lake that holds one (what a
+    rerun of a failed training run resumes from)."""
+    found = {}
+    for key in store.list(JOBS_PREFIX, RESUME_INFO):
+        checkpoint_id, _, rest = key.removeprefix(f"{JOBS_PREFIX}/").partition("/")
+        if rest == f"{RESUME_DIR}/{RESUME_INFO}":
+            found[checkpoint_id] = int(json.loads(store.get_bytes(key))["step"])
+    return found
+
+
 def scratch_dir(job: Mapping[str, Any], rank: int = 0) -> Path:
     """This process's local scratch folder for ``job`` (under ``$MELLA_TRAINING_SCRATCH``, else the temp
     folder): one per job and rank, so ranks of one launch never write each other's files."""
-    base = Path(os.environ.get(SCRATCH_ENV) or Path(tempfile.gettempdir()) / "mella-training")
+    base = load_settings().training_scratch or Path(tempfile.gettempdir()) / "mella-training"
     job_name = job["train_key"].rsplit("/", 2)[-2]  # work/training/<checkpoint id>/train.jsonl
     return base / job_name / f"rank{rank}"
 
 
+def remove_scratch(scratch: Path) -> None:
+    """Remove a finished run's scratch folder (and its job's folder once no rank has one left)."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    with contextlib.suppress(OSError):  # another rank's folder is still there
+        scratch.parent.rmdir()
+
+
 def resolve_model(store: LakeStore, model: str) -> str:
-    """``lake://models/x`` → a local copy of that lake folder; hub ids and paths pass unchanged."""
+    """``lake://models/x`` → a local copy of that lake folder; a local path must be a folder that exists (and
+    lie in ``MELLA_MODEL_ROOTS`` when set); a hub id passes unchanged."""
     if model.startswith(LAKE_MODEL_PREFIX):
         return str(store.local_dir(model.removeprefix(LAKE_MODEL_PREFIX)))
-    return model
+    return check_model_reference(model)
+
+
+def lake_work_dir(store: LakeStore, job: Mapping[str, Any]) -> Path | None:
+    """The job's own folder when the lake is a folder this process reaches (a local lake): the trainer's work
+    folder then, its ``resume/`` being the job's resume key, so resume state is saved straight into the lake.
+    None on S3: the trainer works in its scratch folder and mirrors the resume state."""
+    resume_key = job.get("resume_key", "")
+    if not resume_key.endswith(f"/{RESUME_DIR}"):
+        return None
+    return store.direct_path(resume_key.removesuffix(f"/{RESUME_DIR}"))
 
 
 def prepare_local_run(job: Mapping[str, Any], scratch: Path) -> tuple[LakeStore, SFTConfig]:
     """Copy a job's inputs from the lake into ``scratch`` and return the local SFTConfig that trains on them.
 
-    Images and a ``lake://`` base model come through the lake's ETag-checked cache; resume state saved by an
-    earlier, killed attempt is pulled into the local work folder so the run continues from it."""
+    Images and a ``lake://`` base model come through the lake's ETag-checked cache (a local lake's own files);
+    resume state an earlier, killed attempt saved is found in the work folder (pulled into it from S3)."""
     store = LakeStore(job["lake_root"])
     scratch.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(scratch / "output", ignore_errors=True)  # a half-saved output of a killed attempt is never reused
@@ -123,18 +178,17 @@ def prepare_local_run(job: Mapping[str, Any], scratch: Path) -> tuple[LakeStore,
         local_lines.append(json.dumps(record, ensure_ascii=False) + "\n")
     train_file = scratch / TRAIN_FILE
     atomic_write_bytes(train_file, "".join(local_lines).encode("utf-8"))
-    work_dir = scratch / "work"
-    pull_resume_state(store, job.get("resume_key", ""), work_dir)
+    work_dir = ""
+    if job.get("resume_key"):
+        in_lake = lake_work_dir(store, job)
+        work_dir = str(in_lake or scratch / "work")
+        if in_lake is None:
+            pull_resume_state(store, job["resume_key"], Path(work_dir))
     names = {field.name for field in fields(SFTConfig)} - set(LOCAL_FIELDS)
     settings = {key: value for key, value in job.items() if key in names}
     settings["base_model"] = resolve_model(store, job["base_model"])
     settings["base_model_source"] = job["base_model"]
-    config = SFTConfig(
-        **settings,
-        train_file=str(train_file),
-        output_dir=str(scratch / "output"),
-        work_dir=str(work_dir) if job.get("resume_key") else "",
-    )
+    config = SFTConfig(**settings, train_file=str(train_file), output_dir=str(scratch / "output"), work_dir=work_dir)
     return store, config
 
 
@@ -159,11 +213,13 @@ def push_resume_state(store: LakeStore, resume_key: str, work_dir: Path) -> None
 def mirroring_log(
     store: LakeStore, job: Mapping[str, Any], config: SFTConfig, log: Callable[[dict], None]
 ) -> Callable[[dict], None]:
-    """A progress callback that also mirrors the resume state to the lake each time the trainer saves it."""
+    """A progress callback that also mirrors the resume state to the lake each time the trainer saves it (when
+    the work folder is not the lake's own)."""
     resume_key = job.get("resume_key", "")
+    mirror = bool(resume_key and config.work_dir) and lake_work_dir(store, job) is None
 
     def on_entry(entry: dict) -> None:
-        if entry.get("event") == "checkpoint_saved" and resume_key and config.work_dir:
+        if mirror and entry.get("event") == "checkpoint_saved":
             push_resume_state(store, resume_key, Path(config.work_dir))
         log(entry)
 

@@ -19,6 +19,7 @@ from typing import Any
 from PIL import Image
 
 from mella_assets.lib.vlm import DEFAULT_MAX_PIXELS, prepare_image
+from mella_assets.settings import variables
 
 IGNORE_INDEX = -100
 # Attention projections of the language model only: CLIP / SigLIP vision towers have q_proj / v_proj too.
@@ -143,9 +144,13 @@ class DistributedContext:
         return self.rank == 0
 
 
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
 def distributed_context(environ: dict[str, str] | None = None) -> DistributedContext:
-    """Read torchrun's environment variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``)."""
-    env = os.environ if environ is None else environ
+    """Read torchrun's environment variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) of ``environ`` (default:
+    this process's, handed over by :func:`mella_assets.settings.variables`)."""
+    env = variables(TORCHRUN_VARIABLES) if environ is None else environ
     if "RANK" not in env or "WORLD_SIZE" not in env:
         return DistributedContext()
     return DistributedContext(
@@ -432,26 +437,31 @@ def past_budget(state: TrainingState) -> bool:
     return overdue
 
 
-def checkpoint_resume_state(state: TrainingState, step: int, window: LogWindow) -> None:
-    """Save the resume state after ``step`` (rank 0; the others wait for it); nothing without a work folder."""
+def resume_payload(state: TrainingState, step: int, window: LogWindow) -> dict[str, Any]:
+    """The resume state after ``step``: trained tensors, optimizer, RNGs, data order, losses, tokens and time."""
+    import torch
+
+    return {
+        "step": step,
+        "resume_key": resume_key(state.config),
+        "trainable": {k: v.detach().cpu() for k, v in state.model.state_dict().items() if k in state.trainable},
+        "optimizer": state.optimizer.state_dict(),
+        "rng": state.rng.getstate(),
+        "torch_rng": torch.get_rng_state(),
+        "order": state.order,
+        "losses": state.losses,
+        "tokens": state.tokens + window.tokens,
+        "train_seconds": state.train_seconds + time.perf_counter() - window.start,
+    }
+
+
+def save_resume_point(state: TrainingState, step: int, window: LogWindow) -> None:
+    """Save the resume state after ``step`` (rank 0, which emits ``checkpoint_saved``; the other ranks wait for
+    it); nothing without a work folder."""
     if state.work_dir is None:
         return
     if state.dist.is_main:
-        import torch
-
-        payload = {
-            "step": step,
-            "resume_key": resume_key(state.config),
-            "trainable": {k: v.detach().cpu() for k, v in state.model.state_dict().items() if k in state.trainable},
-            "optimizer": state.optimizer.state_dict(),
-            "rng": state.rng.getstate(),
-            "torch_rng": torch.get_rng_state(),
-            "order": state.order,
-            "losses": state.losses,
-            "tokens": state.tokens + window.tokens,
-            "train_seconds": state.train_seconds + time.perf_counter() - window.start,
-        }
-        save_resume_state(state.work_dir, payload)
+        save_resume_state(state.work_dir, resume_payload(state, step, window))
         state.emit({"event": "checkpoint_saved", "step": step})
     if state.dist.launched:
         import torch.distributed
@@ -547,7 +557,7 @@ def train_sft(config: SFTConfig, log: Callable[[dict], None] | None = None) -> S
             report_progress(state, step, window)
         overdue = past_budget(state)
         if step < config.max_steps and (step % config.save_every == 0 or overdue):
-            checkpoint_resume_state(state, step, window)
+            save_resume_point(state, step, window)
             if overdue:
                 raise training_timeout(state, step)
     return finish_training(state)

@@ -1,16 +1,17 @@
-"""The SFT training process Dagster launches through Pipes (``PipesSubprocessClient`` locally).
+"""The SFT training process Dagster launches through Pipes: a local subprocess (``PipesSubprocessClient``) or a
+Kubernetes pod (``PipesK8sClient``), both on the same lake job.
 
-Launched as ``python -m mella_assets.training.train [--config config.json]`` or under ``torchrun
---nproc_per_node N -m mella_assets.training.train --config config.json``. The config comes from ``--config``
-(a local file or an ``s3://`` URI; every torchrun process reads the same one) or, without it, from the Pipes
-``extras``. It is either a plain SFTConfig with local paths (``PipesSubprocessClient`` on the orchestrator's
-machine) or a *lake job* (``mella_assets.training.lake_job``: lake keys only, for a Kubernetes pod that holds
-nothing but lake credentials): the script then copies its inputs from the lake, mirrors resume state back while
-it trains and publishes the checkpoint to the lake. Only rank 0 talks to Dagster: progress as log lines and
-custom messages while it trains, the result as the materialization's metadata (through whatever channel the
-launcher chose: a temp file locally, stderr read back from the pod's log on Kubernetes). Without a Pipes
-context (debugging by hand) progress and the result are printed as JSON lines. Imports ``dagster_pipes`` only,
-never ``dagster``, so it runs in any environment that has torch.
+Launched as ``python -m mella_assets.training.train --config <job>`` or under ``torchrun --nproc_per_node N -m
+mella_assets.training.train --config <job>``. The config comes from ``--config`` (a local file or an ``s3://``
+URI; every torchrun process reads the same one) or, without it, from the Pipes ``extras``. Dagster always hands
+it a *lake job* (``mella_assets.training.lake_job``: lake keys only): the script copies its inputs from the lake
+into a scratch folder, keeps its resume state in the lake while it trains, publishes the checkpoint to the lake
+and removes its scratch folder. A plain SFTConfig with local paths is trained as it is (for running the script by
+hand). Only rank 0 talks to Dagster: progress as log lines and custom messages while it trains, the result as the
+materialization's metadata (through whatever channel the launcher chose: a temp file locally, stderr read back
+from the pod's log on Kubernetes). Without a Pipes context (debugging by hand) progress and the result are
+printed as JSON lines. Imports ``dagster_pipes`` only, never ``dagster``, so it runs in any environment that has
+torch.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from mella_assets.training.lake_job import (
     prepare_local_run,
     publish_output,
     read_job,
+    remove_scratch,
     scratch_dir,
 )
 from mella_assets.training.sft import SFTConfig, SFTResult, distributed_context, train_sft
@@ -65,18 +67,21 @@ def _read_config_file(argv: list[str]) -> dict[str, Any] | None:
 
 
 def train_from_mapping(values: dict[str, Any], log: Callable[[dict], None]) -> tuple[SFTResult, str]:
-    """Train on a plain config or a lake job; returns the result and where the checkpoint is (a folder or a URI).
+    """Train on a lake job (or a plain config); returns the result and where the checkpoint is (a URI or a folder).
 
-    A lake job's inputs are copied into this rank's scratch folder, its resume state is mirrored to the lake
-    at every save, and rank 0 publishes the checkpoint under the job's output key."""
+    A lake job's inputs are copied into this rank's scratch folder, its resume state is kept in the lake at every
+    save, rank 0 publishes the checkpoint under the job's output key, and each rank then removes its scratch."""
     if not is_lake_job(values):
         config = config_from_mapping(values)
         result = train_sft(config, log=log)
         return result, result.output_dir
     dist = distributed_context()
-    store, config = prepare_local_run(values, scratch_dir(values, dist.rank))
+    scratch = scratch_dir(values, dist.rank)
+    store, config = prepare_local_run(values, scratch)
     result = train_sft(config, log=mirroring_log(store, values, config, log))
-    return result, publish_output(store, values, config) if dist.is_main else ""
+    location = publish_output(store, values, config) if dist.is_main else ""
+    remove_scratch(scratch)
+    return result, location
 
 
 def run_under_pipes(file_config: dict[str, Any] | None) -> None:
