@@ -66,11 +66,11 @@ def _measure(lake_root: Path, dagster_home: Path, port: int, runs: int) -> tuple
     configure_demo_environment(str(lake_root), str(dagster_home), port)
     quiet_libraries()
     import dagster as dg
-    from mella_assets.resources.profile import build_resources
 
     from mella_assets.definitions import language_pipeline_assets
+    from mella_assets.demo.resources import demo_resources
 
-    resources = build_resources(lake_root=str(lake_root), demo_site=True, demo_site_port=port)
+    resources = demo_resources(str(lake_root), port)
     instance = dg.DagsterInstance.get()
 
     def through_dagster() -> float:

@@ -68,14 +68,14 @@ def worker(template: Path, language: str, runs: int) -> dict:
         configure_demo_environment(str(template), str(workspace / "dagster_home"), port)
         quiet_libraries()
         import dagster as dg
-        from mella_assets.resources.profile import build_resources
 
         from mella_assets.definitions import build_definitions
+        from mella_assets.demo.resources import demo_resources
 
         # One lake path and one set of resources for every run (loaded models and detectors stay, as in a
         # long-lived code server); the lake itself is restored from the template before each run.
         lake = workspace / "lake"
-        resources = build_resources(lake_root=str(lake), demo_site=True, demo_site_port=port)
+        resources = demo_resources(str(lake), port)
         job = build_definitions(resources).resolve_job_def("language_pipeline_job")
         seconds = []
         for _ in range(1 + runs):

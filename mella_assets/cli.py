@@ -57,7 +57,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "dagster",
         "dev",
         "-m",
-        "mella_assets.definitions",
+        "mella_assets.demo.definitions",
         "--host",
         args.host,
         "--port",

@@ -259,10 +259,9 @@ class Settings:
         "deadline of one stage in seconds, e.g. MELLA_STAGE_TIMEOUT_S_IMAGES (keyed by the upper-case stage)",
     )  # fmt: skip
     # -- demo --------------------------------------------------------------------------------------------------
-    demo_site: bool = setting(
-        "MELLA_DEMO_SITE", False, _flag, "1: serve the demo web site on loopback and fetch from private addresses"
+    demo_site_port: int = setting(
+        "MELLA_DEMO_SITE_PORT", 18470, _whole, "loopback port of the demo web site (the demo's code location)"
     )
-    demo_site_port: int = setting("MELLA_DEMO_SITE_PORT", 18470, _whole, "loopback port of the demo web site")
 
     # -- derived values ----------------------------------------------------------------------------------------
     @property

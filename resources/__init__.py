@@ -1,10 +1,9 @@
-"""Configurable resources: where data lives (lake, catalog), how it is fetched, and which models run.
+"""Configurable resources: where data lives (the lake), how it is fetched, and which models run.
 
 `build_resources()` is the one place that chooses them, from the settings (mella_assets/settings.py; README,
 Configuration).
 """
 
-from mella_assets.resources.catalog import Catalog
 from mella_assets.resources.fetch import ImageFetcher
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.langid import LanguageIdentification
@@ -14,7 +13,6 @@ from mella_assets.resources.training import Training
 
 __all__ = [
     "Captioner",
-    "Catalog",
     "ImageFetcher",
     "Lake",
     "LanguageIdentification",

@@ -41,30 +41,17 @@ class ImageFetcher(dg.ConfigurableResource):
         description="Fetch again the URLs whose earlier reject is permanent (404/410, not an image, failed limits"
         " unchanged since); transient failures are always retried.",
     )
-    demo_site_dir: str | None = Field(
-        None, description="Serve the demo web site from this folder on loopback while assets run (demo only)."
-    )
-    demo_site_port: int = Field(18470, description="Loopback port of the demo web site.")
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        if self.demo_site_dir:
-            from mella_assets.demo.site import ensure_demo_site_server
-
-            ensure_demo_site_server(self.demo_site_dir, self.demo_site_port)
 
     def http(self, *, images_only: bool = True, max_bytes: int | None = None) -> HttpFetcher:
-        """A fetcher with this resource's policy; ``images_only`` refuses non-image content types.
-
-        The demo site is our own loopback server, so it is fetched without the per-host delay."""
-        own_site = bool(self.demo_site_dir)
+        """A fetcher with this resource's policy; ``images_only`` refuses non-image content types."""
         return HttpFetcher(
             timeout_s=self.timeout_s,
             max_bytes=max_bytes or self.max_bytes,
             allow_private_addresses=self.allow_private_addresses,
             user_agent=self.user_agent,
             allowed_networks=self.allowed_networks,
-            max_per_host=self.max_workers if own_site else self.max_per_host,
-            delay_s=0.0 if own_site else self.delay_s,
+            max_per_host=self.max_per_host,
+            delay_s=self.delay_s,
             max_retries=self.max_retries,
             backoff_s=self.backoff_s,
             robots=RobotsCache() if self.respect_robots else None,

@@ -2,15 +2,14 @@
 
 Settings (all optional): ``MELLA_LAKE`` (lake folder), ``MELLA_CAPTIONER_MODEL``, ``MELLA_TRANSLATOR_MODEL``,
 ``MELLA_BASE_MODEL`` (hub ids, paths or lake:// folders; default: the tiny demo models),
-``MELLA_LANGID_BACKEND`` (lingua | langdetect), ``MELLA_TRANSLATION_LANGUAGE_QA`` (enforce | record) and
-``MELLA_DEMO_SITE=1`` (serve the demo web site on loopback and allow fetching from it). The openai backends' API
+``MELLA_LANGID_BACKEND`` (lingua | langdetect) and ``MELLA_TRANSLATION_LANGUAGE_QA`` (enforce | record). The
+demo wires its own fetcher on these (``mella_assets/demo/resources.py``). The openai backends' API
 keys become ``dg.EnvVar`` fields: resolved when a run starts, shown in the UI by name only.
 Arguments given to :func:`build_resources` win over the settings (tests use them).
 """
 
 import dagster as dg
 
-from mella_assets.resources.catalog import Catalog
 from mella_assets.resources.fetch import ImageFetcher
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.langid import LanguageIdentification
@@ -26,26 +25,11 @@ SECRET_FIELDS = (
 
 
 def build_resources(
-    lake_root: str | None = None,
-    demo_site: bool | None = None,
-    demo_site_port: int | None = None,
-    enforce_translation_language: bool | None = None,
-    demo_site_dir: str | None = None,
+    lake_root: str | None = None, enforce_translation_language: bool | None = None
 ) -> dict[str, object]:
-    """The resources of the code location, keyed by the names assets ask for.
-
-    The demo web site is served from ``demo/site`` of a local lake, or from ``demo_site_dir`` (an S3 lake keeps
-    no local folder)."""
+    """The resources of the code location, keyed by the names assets ask for."""
     settings = load_settings()
     lake = Lake(root=lake_root) if lake_root else Lake()
-    if demo_site is None:
-        demo_site = settings.demo_site
-    port = demo_site_port or settings.demo_site_port
-    fetcher = ImageFetcher(
-        allow_private_addresses=demo_site,
-        demo_site_dir=(demo_site_dir or str(lake.store.path("demo/site"))) if demo_site else None,
-        demo_site_port=port,
-    )
     # A key set now is passed by reference (dg.EnvVar, resolved when a run starts); a key that is not set now
     # is looked up in the settings when the backend is loaded (an unset EnvVar would fail every run).
     secrets = {
@@ -56,8 +40,7 @@ def build_resources(
         translator_options["enforce_output_language"] = enforce_translation_language
     return {
         "lake": lake,
-        "catalog": Catalog(lake=lake),
-        "fetcher": fetcher,
+        "fetcher": ImageFetcher(),
         "langid": LanguageIdentification(backend=settings.langid_backend),
         "captioner": Captioner(**secrets.get("captioner", {})),
         "translator": Translator(**translator_options),

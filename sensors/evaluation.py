@@ -7,6 +7,7 @@ from mella_assets.jobs import evaluation_job, report_job, training_job
 from mella_assets.languages import LANGUAGES
 from mella_assets.lib.checkpoints import checkpoint_id, dataset_languages, read_latest_checkpoint
 from mella_assets.resources.lake import Lake
+from mella_assets.tables import EVALUATION_SCORES
 from mella_assets.training.lake_job import resumable_jobs
 
 
@@ -44,7 +45,7 @@ def report_after_evaluation_sensor(context: dg.RunStatusSensorContext, lake: Lak
     if latest is None:
         return dg.SkipReason("no checkpoint yet")
     languages = dataset_languages(lake.store, list(LANGUAGES))
-    scores = lake.store.read_table_all_languages("evaluation_scores")
+    scores = lake.read_all_languages(EVALUATION_SCORES)
     done = set()
     if not scores.is_empty() and "checkpoint_key" in scores.columns:
         done = set(scores.filter(scores["checkpoint_key"] == latest["checkpoint_key"])["language"].to_list())

@@ -4,10 +4,10 @@ import hashlib
 import json
 
 import dagster as dg
-from mella_assets.resources.lake import Lake
 
 from mella_assets.crawl.landing import new_landing_files
 from mella_assets.languages import LANGUAGES
+from mella_assets.resources.lake import Lake
 
 LANGUAGE_PIPELINE_JOB = "language_pipeline_job"
 
@@ -20,8 +20,7 @@ LANGUAGE_PIPELINE_JOB = "language_pipeline_job"
 )
 def crawl_landing_sensor(context: dg.SensorEvaluationContext, lake: Lake) -> dg.SensorResult:
     seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
-    store = lake.store
-    listing = [(key, store.size(key)) for key in store.list("landing")]
+    listing = [(key, lake.size(key)) for key in lake.list("landing")]
     new = new_landing_files(listing, seen, LANGUAGES)
     requests = []
     for language, keys in sorted(new.items()):

@@ -5,10 +5,10 @@ import json
 import time
 
 import dagster as dg
-from mella_assets.resources.lake import Lake
-from mella_assets.resources.training import Training
 
 from mella_assets.lib.checkpoints import RetrainingPolicy, decide_retraining, train_rows_since_checkpoint
+from mella_assets.resources.lake import Lake
+from mella_assets.resources.training import Training
 
 TRAINING_JOB = "training_job"
 ACTIVE_STATUSES = [

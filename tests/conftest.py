@@ -31,15 +31,16 @@ def demo(tmp_path_factory):
     """The whole graph materialized once for every configured language on the demo corpus with the tiny models,
     through a Dagster instance in a temporary DAGSTER_HOME (shared by the end-to-end tests)."""
     import dagster as dg
-    from mella_assets.resources import Training, build_resources
 
     from mella_assets.definitions import build_definitions
     from mella_assets.demo.corpus import build_demo_corpus, demo_texts
+    from mella_assets.demo.resources import demo_resources
     from mella_assets.demo.run import materialize_everything
     from mella_assets.demo.site import ensure_demo_site_server
     from mella_assets.demo.tiny_models import build_tiny_models
     from mella_assets.languages import LANGUAGES
     from mella_assets.lib.lake import LakeStore
+    from mella_assets.resources import Training
 
     codes = list(LANGUAGES)
     root = tmp_path_factory.mktemp("demo")
@@ -49,9 +50,7 @@ def demo(tmp_path_factory):
     build_demo_corpus(lake_root, f"http://127.0.0.1:{port}", codes)
     ensure_demo_site_server(lake_root / "demo" / "site", port)
     build_tiny_models(lake_root / "models" / "tiny", demo_texts(codes))
-    resources = build_resources(
-        lake_root=str(lake_root), demo_site=True, demo_site_port=port, enforce_translation_language=False
-    )
+    resources = demo_resources(str(lake_root), port, enforce_translation_language=False)
     # Full fine-tuning shows learning on a random tiny model within seconds (a LoRA adapter barely moves it).
     resources["training"] = Training(method="full", max_steps=60)
     defs = build_definitions(resources)

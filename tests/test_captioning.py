@@ -15,8 +15,6 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from mella_assets.resources.lake import Lake
-from mella_assets.resources.models import Captioner
 from PIL import Image
 
 from mella_assets.demo.tiny_models import SAMPLE_TEXTS, build_tiny_models
@@ -27,6 +25,8 @@ from mella_assets.lib.vlm import VisionLanguageModel, load_caption_prompt
 from mella_assets.ling.assets import mllm_captions
 from mella_assets.ling.captioning import CaptionParams, caption_images
 from mella_assets.ling.selection import select_images_for_captioning
+from mella_assets.resources.lake import Lake
+from mella_assets.resources.models import Captioner
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = "lake://models/tiny/captioner"

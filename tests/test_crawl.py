@@ -6,11 +6,11 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
-from mella_assets.resources.lake import Lake
 
 from mella_assets.crawl.assets import crawl_sources, raw_crawl
 from mella_assets.demo.corpus import warc_bytes
 from mella_assets.demo.site import Route, ScriptedSite
+from mella_assets.resources.lake import Lake
 
 
 def page(alt: str) -> str:
@@ -137,7 +137,7 @@ def test_nearby_context_is_opt_in_and_switching_it_extracts_again(tmp_path: Path
 
 
 def test_a_registered_file_is_hashed_once_until_it_changes(tmp_path: Path, monkeypatch):
-    from mella_assets.crawl import assets as crawl_module
+    from mella_assets.crawl import registration as crawl_module
 
     hashed: list[str] = []
     real = crawl_module._sha256_file

@@ -5,13 +5,13 @@ import dagster as dg
 import polars as pl
 import pytest
 from dataset_helpers import CZECH_ALTS, CZECH_CAPTIONS, know_frame, ling_frame, near_copy, picture, store_image
-from mella_assets.resources import build_resources
-from mella_assets.resources.lake import Lake
 
 from mella_assets.dataset import assets as dataset_module
 from mella_assets.dataset.assets import mella_dataset
 from mella_assets.lib.lake import LakeStore
 from mella_assets.partitions import LANGUAGE_PARTITIONS
+from mella_assets.resources import build_resources
+from mella_assets.resources.lake import Lake
 from mella_assets.training.assets import finetuned_checkpoint
 
 CHECKS = dg.load_asset_checks_from_modules([dataset_module])

@@ -16,11 +16,11 @@ from dagster._config import validate_config
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster_k8s import K8sRunLauncher
 from dagster_k8s.job import USER_DEFINED_K8S_JOB_CONFIG_SCHEMA
-from mella_assets.resources.lake import Lake
-from support.postgres import PostgresCluster, postgres_bin_dir
 
 from mella_assets.crawl.assets import crawl_sources, raw_crawl
 from mella_assets.demo.corpus import build_demo_corpus
+from mella_assets.resources.lake import Lake
+from support.postgres import PostgresCluster, postgres_bin_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"

@@ -10,11 +10,11 @@ import duckdb
 import polars as pl
 import pytest
 import webdataset as wds
-from mella_assets.resources import build_resources
 
 from mella_assets.dataset.assets import mella_export
 from mella_assets.definitions import build_definitions
 from mella_assets.demo.corpus import build_demo_corpus, demo_texts
+from mella_assets.demo.resources import demo_resources
 from mella_assets.demo.site import ensure_demo_site_server
 from mella_assets.demo.tiny_models import build_tiny_models
 from mella_assets.lib.catalog import run_sql
@@ -46,9 +46,7 @@ def run(tmp_path_factory):
     later = [warc for code in CODES for warc in sorted((lake_root / "landing" / code).glob("*.warc.gz"))[1:]]
     for warc in later:
         shutil.move(warc, held_back / f"{warc.parent.name}--{warc.name}")
-    resources = build_resources(
-        lake_root=str(lake_root), demo_site=True, demo_site_port=port, enforce_translation_language=False
-    )
+    resources = demo_resources(str(lake_root), port, enforce_translation_language=False)
     defs = build_definitions(resources)
     instance = dg.DagsterInstance.ephemeral()
     job = defs.resolve_job_def("language_pipeline_job")

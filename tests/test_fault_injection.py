@@ -23,6 +23,9 @@ from urllib.parse import urlsplit
 import polars as pl
 import pytest
 from conftest import free_port
+
+from mella_assets.lib.catalog import open_catalog
+from mella_assets.lib.lake import LakeStore
 from support import faults
 from support.faults import (
     DROP,
@@ -42,9 +45,6 @@ from support.faults import (
     state_differences,
     temp_files,
 )
-
-from mella_assets.lib.catalog import open_catalog
-from mella_assets.lib.lake import LakeStore
 
 pytestmark = pytest.mark.slow
 LANGUAGE = "hu"

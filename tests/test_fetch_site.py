@@ -14,8 +14,6 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from mella_assets.resources.fetch import ImageFetcher
-from mella_assets.resources.lake import Lake
 from PIL import Image, ImageDraw
 
 from mella_assets.demo.site import Route, ScriptedSite
@@ -25,6 +23,8 @@ from mella_assets.languages import LANGUAGES
 from mella_assets.lib.http import DEFAULT_USER_AGENT, HttpFetcher, parse_retry_after
 from mella_assets.lib.lake import LakeStore
 from mella_assets.lib.robots import RobotsCache
+from mella_assets.resources.fetch import ImageFetcher
+from mella_assets.resources.lake import Lake
 
 DELAY_S = 0.1
 # Server-side clocks see scheduling jitter (a first connection, a busy shared 2-core machine).

@@ -12,8 +12,6 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from mella_assets.resources.fetch import ImageFetcher
-from mella_assets.resources.lake import Lake
 from PIL import Image, ImageDraw
 
 from mella_assets.demo.site import Route, ScriptedSite
@@ -22,6 +20,8 @@ from mella_assets.know.image_fetch import ImageFetchOutcome, ImageLimits, fetch_
 from mella_assets.languages import LANGUAGES
 from mella_assets.lib.http import HttpFetcher
 from mella_assets.lib.lake import LakeStore
+from mella_assets.resources.fetch import ImageFetcher
+from mella_assets.resources.lake import Lake
 
 # min_side 100 rejects the 80x60 thumbnail; the rerun that lowers it to 48 keeps it.
 STRICT = ImageLimits(min_side=100)

@@ -4,9 +4,9 @@ file, a folder outside the allowed roots (symbolic links followed), and a value 
 from __future__ import annotations
 
 import pytest
-from mella_assets.resources.lake import Lake
 
 from mella_assets.lib.model_paths import ModelReferenceError, allowed_model_roots, check_model_reference
+from mella_assets.resources.lake import Lake
 
 
 @pytest.fixture

@@ -7,13 +7,14 @@ import json
 import dagster as dg
 import polars as pl
 import pytest
-from mella_assets.resources import Training, build_resources
-from support.s3 import MotoServer, apply_env, restore_env
 
 from mella_assets.definitions import build_definitions
+from mella_assets.demo.resources import demo_resources
 from mella_assets.demo.run import demo_summary, materialize_everything
 from mella_assets.lib.catalog import run_sql
 from mella_assets.lib.lake import LakeStore
+from mella_assets.resources import Training
+from support.s3 import MotoServer, apply_env, restore_env
 
 pytestmark = pytest.mark.slow
 # Columns that name where the lake is (file:// vs s3://) or when something ran, not what the data is.
@@ -42,9 +43,8 @@ def s3_demo(demo, tmp_path_factory):
                 lake.put_bytes(key, local.get_bytes(key))
             for model in ("captioner", "translator"):
                 lake.put_dir(f"models/tiny/{model}", demo["models_dir"] / model)
-            resources = build_resources(
-                lake_root=lake.root_uri, demo_site=True, demo_site_port=demo["port"],
-                enforce_translation_language=False, demo_site_dir=str(demo["site_dir"]),
+            resources = demo_resources(
+                lake.root_uri, demo["port"], site_dir=str(demo["site_dir"]), enforce_translation_language=False,
             )  # fmt: skip
             resources["training"] = Training(method="full", max_steps=60)
             home = tmp_path_factory.mktemp("s3-dagster-home")

@@ -20,11 +20,12 @@ import pytest
 
 from mella_assets.definitions import build_definitions
 from mella_assets.demo.corpus import build_demo_corpus, demo_texts
+from mella_assets.demo.resources import demo_resources
 from mella_assets.demo.run import QUIET_RUN_CONFIG
 from mella_assets.demo.site import ensure_demo_site_server
 from mella_assets.demo.tiny_models import build_tiny_models
 from mella_assets.lib.lake import LakeStore
-from mella_assets.resources import Captioner, Training, Translator, build_resources
+from mella_assets.resources import Captioner, Training, Translator
 from mella_assets.sensors import (
     crawl_landing_sensor,
     evaluation_after_training_sensor,
@@ -66,9 +67,7 @@ class Loop:
         build_demo_corpus(self.lake_root, f"http://127.0.0.1:{port}", CODES)
         ensure_demo_site_server(self.lake_root / "demo" / "site", port)
         build_tiny_models(self.lake_root / "models" / "tiny", demo_texts(CODES))
-        self.resources = build_resources(
-            lake_root=str(self.lake_root), demo_site=True, demo_site_port=port, enforce_translation_language=False
-        )
+        self.resources = demo_resources(str(self.lake_root), port, enforce_translation_language=False)
         self.resources["training"] = Training(**training)
         # Short generations keep the many runs of this test cheap; the lineage is what is under test here.
         self.resources["captioner"] = Captioner(max_new_tokens=8)

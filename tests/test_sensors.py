@@ -4,13 +4,13 @@ import time
 import dagster as dg
 import polars as pl
 from dagster._core.utils import make_new_run_id
+
+from mella_assets.lib.checkpoints import write_latest_checkpoint
+from mella_assets.lib.lake import LakeStore
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.training import Training
 from mella_assets.sensors import crawl_landing_sensor, retraining_sensor
 from mella_assets.sensors.evaluation import training_failure_message
-
-from mella_assets.lib.checkpoints import write_latest_checkpoint
-from mella_assets.lib.lake import LakeStore
 
 
 def evaluate(sensor, lake_root, cursor=None):

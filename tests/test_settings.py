@@ -135,7 +135,7 @@ def test_defaults_are_those_of_the_readme_and_the_code_before():
         DEFAULT_STAGE_TIMEOUT_S,
         "default; set MELLA_STAGE_TIMEOUT_S or MELLA_STAGE_TIMEOUT_S_IMAGES",
     )
-    assert (settings.demo_site, settings.demo_site_port) == (False, 18470)
+    assert settings.demo_site_port == 18470
     # A mutable default is each Settings' own.
     settings.training_tolerations.append({"key": "x"})
     assert len(Settings().training_tolerations) == 1
@@ -153,7 +153,7 @@ def test_values_are_parsed_and_empty_ones_count_as_unset():
             "MELLA_TRAINING_NODE_SELECTOR": '{"pool": "gpu"}',
             "MELLA_STAGE_TIMEOUT_S": "600",
             "MELLA_STAGE_TIMEOUT_S_IMAGES": "30",
-            "MELLA_DEMO_SITE": "1",
+            "MELLA_DEMO_SITE_PORT": "18999",
             "AWS_DEFAULT_REGION": "eu-north-1",
             "AWS_ENDPOINT_URL_S3": "http://minio:9000",
         }
@@ -165,7 +165,7 @@ def test_values_are_parsed_and_empty_ones_count_as_unset():
     assert settings.training_node_selector == {"pool": "gpu"}
     assert settings.stage_timeout("images") == (30.0, "MELLA_STAGE_TIMEOUT_S_IMAGES=30")
     assert settings.stage_timeout("d_know") == (600.0, "MELLA_STAGE_TIMEOUT_S=600")
-    assert settings.demo_site is True
+    assert settings.demo_site_port == 18999
     assert (settings.s3_region, settings.s3_endpoint) == ("eu-north-1", "http://minio:9000")
 
 

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from support.bad_inputs import EchoServer
 
 from mella_assets.demo.site import Route, ScriptedSite
 from mella_assets.lib.http import HttpFetcher, is_blocked_address
+from support.bad_inputs import EchoServer
 
 # -- witnesses -----------------------------------------------------------------------------------------------
 _CONNECTS: list[object] = []

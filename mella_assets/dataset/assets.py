@@ -149,8 +149,7 @@ def mella_dataset_language_purity(
 def mella_dataset_images_present(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
     frame = _records(context, lake)
     keys = frame["image_key"].drop_nulls().unique().to_list() if "image_key" in frame.columns else []
-    store = lake.store
-    missing = sorted(key for key in keys if not store.exists(key))
+    missing = sorted(key for key in keys if not lake.exists(key))
     nulls = frame["image_key"].null_count() if "image_key" in frame.columns else frame.height
     return dg.AssetCheckResult(
         passed=not missing and nulls == 0,
@@ -212,7 +211,7 @@ def mella_export(lake: Lake, config: ExportConfig) -> dg.MaterializeResult:
     rejects = run_sql(store, "SELECT * FROM rejects_by_reason") if records.height else pl.DataFrame()
     options = ExportOptions(config.copy_images, config.embed_images_in_parquet, config.shard_max_bytes)
     manifest = write_export(store, f"exports/{version}", records, version, options, funnel=funnel, rejects=rejects)
-    store.put_bytes("exports/LATEST", version.encode())
+    lake.put_bytes("exports/LATEST", version.encode())
     files = manifest.with_columns(pl.lit(version).alias("version"))
     lake.write(MELLA_EXPORT, None, files)
     return table_result(
@@ -224,7 +223,7 @@ def mella_export(lake: Lake, config: ExportConfig) -> dg.MaterializeResult:
             output=files.filter(pl.col("kind") != "image"),
             extra={
                 "version": version,
-                "export_uri": store.uri(f"exports/{version}"),
+                "export_uri": lake.uri(f"exports/{version}"),
                 "by_language": dg.MetadataValue.json(counts_by(records, "language")),
                 "files_by_kind": dg.MetadataValue.json(counts_by(files, "kind")),
                 "bytes_written": int(files["bytes"].sum() or 0),

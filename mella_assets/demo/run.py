@@ -45,7 +45,6 @@ def configure_demo_environment(lake_root: str, dagster_home: str, port: int) -> 
     """Environment the demo's resources read (set before the code location is imported)."""
     os.environ["MELLA_LAKE"] = str(Path(lake_root).resolve())
     os.environ["DAGSTER_HOME"] = str(Path(dagster_home).resolve())
-    os.environ["MELLA_DEMO_SITE"] = "1"
     os.environ["MELLA_DEMO_SITE_PORT"] = str(port)
     # Tiny random models cannot write the target language, so translation QA records the language check
     # instead of enforcing it (every other check still rejects). Real checkpoints: leave it at "enforce".
@@ -87,7 +86,7 @@ def materialize_everything(languages: list[str], defs=None, instance=None, log=p
     import dagster as dg
 
     if defs is None:
-        from mella_assets.definitions import defs
+        from mella_assets.demo.definitions import defs
     instance = instance or dg.DagsterInstance.get()
     seconds = {}
     for job_name, partitions in (

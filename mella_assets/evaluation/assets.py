@@ -45,7 +45,7 @@ def _generate_cached(
     def generate(missing: list[int]):
         for batch in batches(missing, config.batch_size):
             outputs = model().generate(
-                [open_rgb_image(lake.store.get_bytes(items["image_key"][i])) for i in batch],
+                [open_rgb_image(lake.get_bytes(items["image_key"][i])) for i in batch],
                 [items["prompt"][i] for i in batch],
                 max_new_tokens=config.max_new_tokens,
                 batch_size=len(batch),
@@ -84,7 +84,7 @@ def evaluation_scores(
     base_path = lake.resolve_model(training.base_model)
     checkpoints = {"finetuned": latest}
     previous = latest.get("previous_checkpoint")
-    if previous and lake.store.exists(previous["checkpoint_key"]):
+    if previous and lake.exists(previous["checkpoint_key"]):
         checkpoints = {"previous": previous, **checkpoints}
     models = {"base": (base_path, None)} | {
         role: _checkpoint_model(lake, record) for role, record in checkpoints.items()
@@ -146,9 +146,9 @@ def evaluation_report(lake: Lake) -> dg.MaterializeResult:
     scores = lake.read_all_languages(EVALUATION_SCORES)
     lake.write(EVALUATION_REPORT, None, scores)
     chart_key = "reports/evaluation_report.png"
-    lake.store.put_bytes(chart_key, render_score_chart(scores))
+    lake.put_bytes(chart_key, render_score_chart(scores))
     table = scores_markdown(scores)
-    lake.store.put_bytes("reports/evaluation_report.md", table.encode("utf-8"))
+    lake.put_bytes("reports/evaluation_report.md", table.encode("utf-8"))
     worse = regressions(scores)
     return table_result(
         EVALUATION_REPORT,
@@ -157,7 +157,7 @@ def evaluation_report(lake: Lake) -> dg.MaterializeResult:
             "rows_in": scores.height,
             "languages": scores["language"].n_unique(),
             "report": dg.MetadataValue.md(table),
-            "chart_uri": dg.MetadataValue.url(lake.store.uri(chart_key)),
+            "chart_uri": dg.MetadataValue.url(lake.uri(chart_key)),
             "regressions": worse.height,
             "wall_seconds": round(timer.seconds, 3),
         },

@@ -127,13 +127,12 @@ def images(context: dg.AssetExecutionContext, lake: Lake, fetcher: ImageFetcher)
     timer = StageTimer()
     language = language_of(context)
     urls = lake.read(ALT_TEXT_PAIRS, language)["image_url"].unique(maintain_order=True).to_list()
-    store = lake.store
     outcome = fetch_images(
         language,
         urls,
         fetcher.http(),
-        exists=store.exists,
-        put=store.put_bytes,
+        exists=lake.exists,
+        put=lake.put_bytes,
         previous=lake.read_or_empty(IMAGES, language),
         previous_rejects=lake.read_or_empty(IMAGE_REJECTS, language),
         limits=fetcher.limits(),

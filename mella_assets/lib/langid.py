@@ -2,8 +2,8 @@
 
 Why not a detector restricted to the configured languages: a closed set labels text in *related* languages
 (Slovak, Polish -> Czech; Ukrainian, Bulgarian, Macedonian -> Russian or Serbian; Chinese -> anything) as a
-target (measured in benchmarks/bench_langid.py). Web crawls contain those languages. Why not lingua with all 75 languages on every
-text: ~1.5 ms per Latin-script text on one core (lingua scores every Latin language). So
+target (measured in benchmarks/bench_langid.py). Web crawls contain those languages. Why not lingua with all 75
+languages on every text: ~1.5 ms per Latin-script text on one core (lingua scores every Latin language). So
 :meth:`LanguageIdentifier.check` decides in stages, cheapest first:
 
 1. Exact script rules. No letter -> ``language_uncertain``; under ``MIN_SCRIPT_SHARE`` of the letters in the

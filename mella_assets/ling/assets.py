@@ -49,7 +49,7 @@ def mllm_captions(
     model_version = captioner.version(model_path)
     frame, rejects, run = caption_images(
         selection.chosen,
-        read_image=lambda key: open_rgb_image(lake.store.get_bytes(key)),
+        read_image=lambda key: open_rgb_image(lake.get_bytes(key)),
         load_backend=lambda: captioner.load(model_path),
         model_version=model_version,
         prompt=load_caption_prompt(captioner.prompt_version),

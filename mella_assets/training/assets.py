@@ -98,9 +98,9 @@ def finetuned_checkpoint(
         "train_rows": train.height,
         "train_rows_by_language": dg.MetadataValue.json(counts_by(train, "language")),
         "checkpoint_key": checkpoint_key,
-        "checkpoint_uri": store.uri(checkpoint_key),
+        "checkpoint_uri": lake.uri(checkpoint_key),
     }
-    if latest and latest["checkpoint_key"] == checkpoint_key and store.exists(checkpoint_key):
+    if latest and latest["checkpoint_key"] == checkpoint_key and lake.exists(checkpoint_key):
         context.log.info(f"checkpoint {checkpoint_id} already trained on data version {data_version}: reused")
         return dg.MaterializeResult(
             asset_key=FINETUNED_CHECKPOINT.name,
@@ -114,7 +114,7 @@ def finetuned_checkpoint(
     launcher.check_base_model(training.base_model)
     job = build_job(store, checkpoint_id, checkpoint_key, training.job_settings())
     if (step := resume_step(store, job)) is not None:
-        context.log.info(f"resuming checkpoint {checkpoint_id} from step {step} ({store.uri(job['resume_key'])})")
+        context.log.info(f"resuming checkpoint {checkpoint_id} from step {step} ({lake.uri(job['resume_key'])})")
     location = write_job(store, checkpoint_id, job, train.iter_rows(named=True))
     invocation = launcher.launch(context, job, location, checkpoint_id)
     reported, progress, command = (
@@ -136,7 +136,7 @@ def finetuned_checkpoint(
         "result": {key: value.value for key, value in (reported.metadata or {}).items()},
     }
     # The trainer published the checkpoint; its record joins it.
-    store.put_bytes(f"{checkpoint_key}/{CHECKPOINT_CONFIG_FILE}", json.dumps(config_record, indent=2).encode())
+    lake.put_bytes(f"{checkpoint_key}/{CHECKPOINT_CONFIG_FILE}", json.dumps(config_record, indent=2).encode())
     previous = None
     if latest and latest["checkpoint_key"] != checkpoint_key:
         previous = {key: latest[key] for key in ("checkpoint_key", "method", "base_model", "data_version")}
@@ -151,7 +151,7 @@ def finetuned_checkpoint(
         "previous_checkpoint": previous,
     }
     write_latest_checkpoint(store, record)
-    store.delete(job_prefix(checkpoint_id))  # the checkpoint is in the lake: the job and its resume state are done
+    lake.delete(job_prefix(checkpoint_id))  # the checkpoint is in the lake: the job and its resume state are done
     history = append_history(lake, record)
     return dg.MaterializeResult(
         asset_key=FINETUNED_CHECKPOINT.name,
@@ -163,7 +163,7 @@ def finetuned_checkpoint(
             "launch_command": " ".join(command),
             "runner": launcher.runner,
             "progress_reports": len(progress),
-            "config_uri": store.uri(f"{checkpoint_key}/{CHECKPOINT_CONFIG_FILE}"),
+            "config_uri": lake.uri(f"{checkpoint_key}/{CHECKPOINT_CONFIG_FILE}"),
             "wall_seconds": round(timer.seconds, 3),
             "history": dg.MetadataValue.md(preview_markdown(history.tail(5))),
         },

@@ -173,21 +173,14 @@ def stage_resources(lake_root: Path, site_port: int, site_dir: Path, **fetcher: 
     """The code location's resources on ``lake_root`` with the demo site served elsewhere (``site_dir``), short
     generations (the tiny models' text is random anyway: this only saves time) and ``fetcher`` overriding image
     fetcher fields (timeouts, retries)."""
-    from mella_assets.resources import Captioner, ImageFetcher, Translator, build_resources
+    from mella_assets.demo.resources import DemoImageFetcher, demo_resources
+    from mella_assets.resources import Captioner, Translator
 
-    resources = build_resources(
-        lake_root=str(lake_root),
-        demo_site=True,
-        demo_site_port=site_port,
-        enforce_translation_language=False,
-        demo_site_dir=str(site_dir),
-    )
+    resources = demo_resources(str(lake_root), site_port, site_dir=str(site_dir), enforce_translation_language=False)
     resources["captioner"] = Captioner(max_new_tokens=12)
     resources["translator"] = Translator(enforce_output_language=False, max_new_tokens=16)
     if fetcher:
-        resources["fetcher"] = ImageFetcher(
-            allow_private_addresses=True, demo_site_dir=str(site_dir), demo_site_port=site_port, **fetcher
-        )
+        resources["fetcher"] = DemoImageFetcher(site_dir=str(site_dir), site_port=site_port, **fetcher)
     return resources
 
 
