@@ -61,7 +61,9 @@ def materialize_captions(lake_root: Path, language: str, **config) -> dict:
         [mllm_captions], partition_key=language, resources={"lake": Lake(root=str(lake_root)), "captioner": captioner}
     )
     assert result.success
-    (event,) = result.asset_materializations_for_node("mllm_captions")
+    (event,) = [
+        e for e in result.asset_materializations_for_node("mllm_captions") if e.asset_key.path == ["mllm_captions"]
+    ]
     return {name: value.value for name, value in event.metadata.items()}
 
 

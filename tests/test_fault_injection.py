@@ -377,4 +377,4 @@ def test_the_stage_list_follows_the_language_pipeline_job() -> None:
     from mella_assets.definitions import language_pipeline_assets
 
     # The harness names the stages itself (its child processes import it without Dagster's asset graph).
-    assert tuple(asset.key.to_user_string() for asset in language_pipeline_assets()) == STAGES
+    assert tuple(asset.node_def.name for asset in language_pipeline_assets()) == STAGES

@@ -21,7 +21,7 @@ from mella_assets.languages import LANGUAGES
 pytestmark = pytest.mark.slow
 CODES = list(LANGUAGES)
 # The language pipeline job's stages (mella_assets/jobs.py), then evaluation.
-PER_LANGUAGE_ASSETS = [*(asset.key.path[-1] for asset in language_pipeline_assets()), "evaluation_scores"]
+PER_LANGUAGE_ASSETS = [*(asset.node_def.name for asset in language_pipeline_assets()), "evaluation_scores"]
 GLOBAL_ASSETS = ["mella_export", "finetuned_checkpoint", "evaluation_report"]
 
 

@@ -1,6 +1,6 @@
 """The lake: Parquet tables per (asset, language) and content-addressed blobs under one root.
 
-Layout (DESIGN §6)::
+Layout (docs/architecture.md, "Storage layout")::
 
     tables/<asset>/language=<code>/data.parquet   per-language tables
     tables/<asset>/data.parquet                   tables without partitions

@@ -190,7 +190,7 @@ def materialize_stage(stage: str, language: str, resources: dict[str, object]):
 
     from mella_assets.definitions import language_pipeline_assets
 
-    (asset,) = [a for a in language_pipeline_assets() if a.key.path[-1] == stage]
+    (asset,) = [a for a in language_pipeline_assets() if a.node_def.name == stage]
     return dg.materialize([asset], partition_key=language, resources=resources, raise_on_error=False)
 
 
