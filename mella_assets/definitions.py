@@ -47,7 +47,8 @@ defs = build_definitions()
 
 
 def language_pipeline_assets(definitions: dg.Definitions | None = None) -> list[dg.AssetsDefinition]:
-    """The per-language pipeline's assets in graph order (each after everything it reads; ties by name)."""
+    """The per-language pipeline's assets in graph order (each after everything it reads; ties by name), as the
+    stage modules define them (no resources bound, so a test or harness can materialize them with its own)."""
     definitions = definitions or defs
     graph = definitions.resolve_asset_graph()
     job = definitions.resolve_job_def("language_pipeline_job")
@@ -60,10 +61,6 @@ def language_pipeline_assets(definitions: dg.Definitions | None = None) -> list[
             levels[key] = 1 + max((level(p) for p in parents), default=-1)
         return levels[key]
 
-    ordered, seen = [], set()
-    for key in sorted(keys, key=lambda k: (level(k), k.to_user_string())):
-        assets_def = definitions.resolve_assets_def(key)
-        if id(assets_def) not in seen:
-            seen.add(id(assets_def))
-            ordered.append(assets_def)
-    return ordered
+    stage_assets = [a for a in dg.load_assets_from_modules(stage_asset_modules()) if isinstance(a, dg.AssetsDefinition)]
+    chosen = [a for a in stage_assets if set(a.keys) & keys]
+    return sorted(chosen, key=lambda a: (max(level(k) for k in a.keys if k in keys), a.node_def.name))

@@ -59,14 +59,11 @@ def progress_reports(invocation: dg.PipesClientCompletedInvocation) -> list[dict
     return [m for m in invocation.get_custom_messages() if isinstance(m, dict) and m.get("event") == "progress"]
 
 
-def append_history(lake: Lake, record: dict[str, Any]) -> pl.DataFrame:
-    """Add the checkpoint ``record`` to the ``finetuned_checkpoint`` table (one row per checkpoint key)."""
+def with_checkpoint(history: pl.DataFrame, record: dict[str, Any]) -> pl.DataFrame:
+    """The ``finetuned_checkpoint`` table with the checkpoint ``record`` added (one row per checkpoint key)."""
     row = pl.DataFrame([{column: record[column] for column in FINETUNED_CHECKPOINT.columns}])
-    history = lake.read_or_empty(FINETUNED_CHECKPOINT)
     history = pl.concat([history, row], how="diagonal_relaxed") if history.height else row
-    history = history.unique("checkpoint_key", keep="last", maintain_order=True)
-    lake.write(FINETUNED_CHECKPOINT, None, history)
-    return history
+    return history.unique("checkpoint_key", keep="last", maintain_order=True)
 
 
 @dg.multi_asset(name="finetuned_checkpoint", specs=stage_specs("finetuned_checkpoint", deps=[MELLA_DATASET]))
@@ -152,7 +149,8 @@ def finetuned_checkpoint(
     }
     write_latest_checkpoint(store, record)
     lake.delete(job_prefix(checkpoint_id))  # the checkpoint is in the lake: the job and its resume state are done
-    history = append_history(lake, record)
+    history = with_checkpoint(lake.read_or_empty(FINETUNED_CHECKPOINT), record)
+    lake.write(FINETUNED_CHECKPOINT, None, history)
     return dg.MaterializeResult(
         asset_key=FINETUNED_CHECKPOINT.name,
         metadata={
