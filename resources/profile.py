@@ -24,9 +24,7 @@ SECRET_FIELDS = (
 )
 
 
-def build_resources(
-    lake_root: str | None = None, enforce_translation_language: bool | None = None
-) -> dict[str, object]:
+def build_resources(lake_root: str | None = None) -> dict[str, object]:
     """The resources of the code location, keyed by the names assets ask for."""
     settings = load_settings()
     lake = Lake(root=lake_root) if lake_root else Lake()
@@ -35,15 +33,12 @@ def build_resources(
     secrets = {
         resource: {name: dg.EnvVar(env)} for resource, name, env in SECRET_FIELDS if settings.by_env(env) is not None
     }
-    translator_options = dict(secrets.get("translator", {}))
-    if enforce_translation_language is not None:
-        translator_options["enforce_output_language"] = enforce_translation_language
     return {
         "lake": lake,
         "fetcher": ImageFetcher(),
         "langid": LanguageIdentification(backend=settings.langid_backend),
         "captioner": Captioner(**secrets.get("captioner", {})),
-        "translator": Translator(**translator_options),
+        "translator": Translator(**secrets.get("translator", {})),
         "training": Training(),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }

@@ -50,7 +50,7 @@ def demo(tmp_path_factory):
     build_demo_corpus(lake_root, f"http://127.0.0.1:{port}", codes)
     ensure_demo_site_server(lake_root / "demo" / "site", port)
     build_tiny_models(lake_root / "models" / "tiny", demo_texts(codes))
-    resources = demo_resources(str(lake_root), port, enforce_translation_language=False)
+    resources = demo_resources(str(lake_root), port)
     # Full fine-tuning shows learning on a random tiny model within seconds (a LoRA adapter barely moves it).
     resources["training"] = Training(method="full", max_steps=60)
     defs = build_definitions(resources)

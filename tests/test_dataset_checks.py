@@ -10,7 +10,7 @@ from mella_assets.dataset import assets as dataset_module
 from mella_assets.dataset.assets import mella_dataset
 from mella_assets.lib.lake import LakeStore
 from mella_assets.partitions import LANGUAGE_PARTITIONS
-from mella_assets.resources import build_resources
+from mella_assets.resources import Translator, build_resources
 from mella_assets.resources.lake import Lake
 from mella_assets.training.assets import finetuned_checkpoint
 
@@ -37,7 +37,7 @@ def lake(tmp_path):
 
 
 def materialize(store: LakeStore, dataset_asset=mella_dataset) -> dg.ExecuteInProcessResult:
-    resources = build_resources(lake_root=str(store.root), enforce_translation_language=True)
+    resources = {**build_resources(lake_root=str(store.root)), "translator": Translator(enforce_output_language=True)}
     return dg.materialize(
         [dataset_asset, *CHECKS, finetuned_checkpoint],
         partition_key="cs",

@@ -46,7 +46,7 @@ def run(tmp_path_factory):
     later = [warc for code in CODES for warc in sorted((lake_root / "landing" / code).glob("*.warc.gz"))[1:]]
     for warc in later:
         shutil.move(warc, held_back / f"{warc.parent.name}--{warc.name}")
-    resources = demo_resources(str(lake_root), port, enforce_translation_language=False)
+    resources = demo_resources(str(lake_root), port)
     defs = build_definitions(resources)
     instance = dg.DagsterInstance.ephemeral()
     job = defs.resolve_job_def("language_pipeline_job")

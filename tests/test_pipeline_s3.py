@@ -44,7 +44,7 @@ def s3_demo(demo, tmp_path_factory):
             for model in ("captioner", "translator"):
                 lake.put_dir(f"models/tiny/{model}", demo["models_dir"] / model)
             resources = demo_resources(
-                lake.root_uri, demo["port"], site_dir=str(demo["site_dir"]), enforce_translation_language=False,
+                lake.root_uri, demo["port"], site_dir=str(demo["site_dir"]),
             )  # fmt: skip
             resources["training"] = Training(method="full", max_steps=60)
             home = tmp_path_factory.mktemp("s3-dagster-home")

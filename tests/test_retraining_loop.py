@@ -67,7 +67,7 @@ class Loop:
         build_demo_corpus(self.lake_root, f"http://127.0.0.1:{port}", CODES)
         ensure_demo_site_server(self.lake_root / "demo" / "site", port)
         build_tiny_models(self.lake_root / "models" / "tiny", demo_texts(CODES))
-        self.resources = demo_resources(str(self.lake_root), port, enforce_translation_language=False)
+        self.resources = demo_resources(str(self.lake_root), port)
         self.resources["training"] = Training(**training)
         # Short generations keep the many runs of this test cheap; the lineage is what is under test here.
         self.resources["captioner"] = Captioner(max_new_tokens=8)

@@ -90,7 +90,7 @@ def _records(context: dg.AssetCheckExecutionContext, lake: Lake) -> pl.DataFrame
 
 
 @dg.asset_check(
-    asset="mella_dataset", blocking=True, description="Columns, types, required values and ids match the contract."
+    asset=MELLA_DATASET.name, blocking=True, description="Columns, types, required values and ids match the contract."
 )
 def mella_dataset_schema(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
     frame = _records(context, lake)
@@ -98,7 +98,7 @@ def mella_dataset_schema(context: dg.AssetCheckExecutionContext, lake: Lake) -> 
     return dg.AssetCheckResult(passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)})
 
 
-@dg.asset_check(asset="mella_dataset", blocking=True, description="The language has train and test records.")
+@dg.asset_check(asset=MELLA_DATASET.name, blocking=True, description="The language has train and test records.")
 def mella_dataset_not_empty(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
     frame = _records(context, lake)
     splits = counts_by(frame, "split")
@@ -107,7 +107,7 @@ def mella_dataset_not_empty(context: dg.AssetCheckExecutionContext, lake: Lake) 
 
 
 @dg.asset_check(
-    asset="mella_dataset",
+    asset=MELLA_DATASET.name,
     blocking=True,
     description="No image, nor a near-duplicate of it (dHash clusters recomputed here), is in both splits.",
 )
@@ -118,7 +118,7 @@ def mella_dataset_split_leakage(context: dg.AssetCheckExecutionContext, lake: La
 
 
 @dg.asset_check(
-    asset="mella_dataset",
+    asset=MELLA_DATASET.name,
     blocking=True,
     description=f"At least {MIN_LANGUAGE_PURITY:.0%} of answers are in the partition's language (language ID); "
     "for ling only while translation language QA is enforced.",
@@ -145,7 +145,7 @@ def mella_dataset_language_purity(
     )
 
 
-@dg.asset_check(asset="mella_dataset", blocking=True, description="Every record's image file is in the lake.")
+@dg.asset_check(asset=MELLA_DATASET.name, blocking=True, description="Every record's image file is in the lake.")
 def mella_dataset_images_present(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
     frame = _records(context, lake)
     keys = frame["image_key"].drop_nulls().unique().to_list() if "image_key" in frame.columns else []
@@ -158,7 +158,7 @@ def mella_dataset_images_present(context: dg.AssetCheckExecutionContext, lake: L
 
 
 @dg.asset_check(
-    asset="mella_dataset",
+    asset=MELLA_DATASET.name,
     description=f"At most {MAX_DUPLICATE_ANSWER_RATE:.0%} of answers repeat another answer of the same source.",
 )
 def mella_dataset_duplicate_answers(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
@@ -172,7 +172,7 @@ def mella_dataset_duplicate_answers(context: dg.AssetCheckExecutionContext, lake
 
 
 @dg.asset_check(
-    asset="mella_dataset",
+    asset=MELLA_DATASET.name,
     description=f"At most {MAX_OUT_OF_BOUNDS_SHARE:.0%} of answers fall outside the length bounds of their source.",
 )
 def mella_dataset_answer_length(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:

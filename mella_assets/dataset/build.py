@@ -31,7 +31,7 @@ import polars as pl
 
 from mella_assets.languages import Language
 from mella_assets.lib.langid import LanguageIdentifier
-from mella_assets.tables import MELLA_DATASET, MELLA_DATASET_REJECTS
+from mella_assets.tables import D_KNOW, D_LING, MELLA_DATASET, MELLA_DATASET_REJECTS
 
 PROMPT_BANK_PATH = Path(__file__).resolve().parent.parent / "prompts" / "prompt_bank.json"
 SPLIT_SALT = "mella-split-v2"
@@ -266,7 +266,7 @@ def merge_sources(d_know: pl.DataFrame, d_ling: pl.DataFrame, language: str) -> 
         parts.append(
             d_know.select(
                 pl.lit("know").alias("source"),
-                pl.lit("d_know").alias("source_table"),
+                pl.lit(D_KNOW.name).alias("source_table"),
                 pl.col("image_sha256"),
                 _column(d_know, "image_key"),
                 _column(d_know, "phash"),
@@ -285,7 +285,7 @@ def merge_sources(d_know: pl.DataFrame, d_ling: pl.DataFrame, language: str) -> 
         parts.append(
             ling.select(
                 pl.lit("ling").alias("source"),
-                pl.lit("d_ling").alias("source_table"),
+                pl.lit(D_LING.name).alias("source_table"),
                 pl.col("image_sha256"),
                 _column(ling, "image_key"),
                 _column(ling, "phash"),

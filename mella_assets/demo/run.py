@@ -46,9 +46,6 @@ def configure_demo_environment(lake_root: str, dagster_home: str, port: int) -> 
     os.environ["MELLA_LAKE"] = str(Path(lake_root).resolve())
     os.environ["DAGSTER_HOME"] = str(Path(dagster_home).resolve())
     os.environ["MELLA_DEMO_SITE_PORT"] = str(port)
-    # Tiny random models cannot write the target language, so translation QA records the language check
-    # instead of enforcing it (every other check still rejects). Real checkpoints: leave it at "enforce".
-    os.environ.setdefault("MELLA_TRANSLATION_LANGUAGE_QA", "record")
     # A LoRA adapter on a 0.2 M-parameter random model barely moves its loss (measured: 7.7 → 7.2 in 200 steps);
     # full fine-tuning of the tiny model shows the loop working (7.4 → 1.2). Real checkpoints default to LoRA.
     os.environ.setdefault("MELLA_TRAINING_METHOD", "full")

@@ -15,7 +15,7 @@ import duckdb
 import polars as pl
 
 from mella_assets.lib.lake import LakeStore
-from mella_assets.tables import funnel_tables, rejects_table
+from mella_assets.tables import MELLA_DATASET, RAW_CRAWL, TABLES, funnel_tables, rejects_table
 
 # (step, stage, kept table, rejects table or None): the order rows flow through the pipeline — the registry's
 # per-language tables from the first filter to the dataset, in graph order (tests/test_tables.py keeps the
@@ -29,7 +29,7 @@ DERIVED_VIEWS = ("funnel_by_language", "rejects_by_reason", "pairs_per_domain", 
 
 def _funnel_sql(tables: set[str]) -> str | None:
     parts = []
-    if "raw_crawl" in tables:
+    if RAW_CRAWL.name in tables:
         parts.append(
             "SELECT language, 0 AS step, 'raw_crawl_images' AS stage, sum(len(images)) AS kept, 0 AS rejected "
             "FROM raw_crawl GROUP BY 1"
@@ -55,7 +55,7 @@ def _funnel_sql(tables: set[str]) -> str | None:
 
 
 def _rejects_sql(tables: set[str]) -> str | None:
-    names = sorted(t for t in tables if t.endswith("_rejects"))
+    names = sorted(t for t in tables if t in TABLES and TABLES[t].is_rejects)
     if not names:
         return None
     union = "\n  UNION ALL ".join(f"SELECT language, '{name}' AS stage, reason FROM \"{name}\"" for name in names)
@@ -67,7 +67,7 @@ def _rejects_sql(tables: set[str]) -> str | None:
 
 def _derived_views(tables: set[str]) -> dict[str, str]:
     views = {"funnel_by_language": _funnel_sql(tables), "rejects_by_reason": _rejects_sql(tables)}
-    if "mella_dataset" in tables:
+    if MELLA_DATASET.name in tables:
         views["pairs_per_domain"] = (
             "SELECT language, coalesce(domain, '(unknown)') AS domain, "
             "count(*) FILTER (source = 'know')::BIGINT AS know, count(*) FILTER (source = 'ling')::BIGINT AS ling, "

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mella_assets.lib.lake import LakeStore
+from mella_assets.tables import MELLA_DATASET
 
 LATEST_CHECKPOINT_KEY = "checkpoints/LATEST.json"
 CHECKPOINT_CONFIG_FILE = "mella_checkpoint.json"  # beside the weights: data version, settings, SFT config
@@ -36,7 +37,7 @@ def combined_data_version(partition_versions: Mapping[str, str]) -> str:
 
 def count_train_rows(store: LakeStore) -> int:
     """Train rows over every language of the current dataset."""
-    records = store.read_table_all_languages("mella_dataset")
+    records = store.read_table_all_languages(MELLA_DATASET.name)
     return 0 if records.is_empty() else int((records["split"] == "train").sum())
 
 
@@ -48,7 +49,7 @@ def train_rows_since_checkpoint(store: LakeStore) -> tuple[int, int]:
 
 def dataset_languages(store: LakeStore, configured: list[str]) -> list[str]:
     """Configured languages whose ``mella_dataset`` partition exists (the ones evaluation can score)."""
-    return [code for code in configured if store.has_table("mella_dataset", code)]
+    return [code for code in configured if store.has_table(MELLA_DATASET.name, code)]
 
 
 @dataclass(frozen=True)

@@ -176,7 +176,7 @@ def stage_resources(lake_root: Path, site_port: int, site_dir: Path, **fetcher: 
     from mella_assets.demo.resources import DemoImageFetcher, demo_resources
     from mella_assets.resources import Captioner, Translator
 
-    resources = demo_resources(str(lake_root), site_port, site_dir=str(site_dir), enforce_translation_language=False)
+    resources = demo_resources(str(lake_root), site_port, site_dir=str(site_dir))
     resources["captioner"] = Captioner(max_new_tokens=12)
     resources["translator"] = Translator(enforce_output_language=False, max_new_tokens=16)
     if fetcher:
