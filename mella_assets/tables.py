@@ -80,6 +80,55 @@ class Table:
         return frame.select([pl.col(c).cast(dtype) for c, dtype in self.columns.items()])
 
 
+# One image candidate of a page, as `raw_crawl` holds it (built by crawl/html/extract.py).
+IMAGE_CANDIDATE = pl.Struct(
+    {
+        "image_url": pl.String,
+        "alt_raw": pl.String,
+        "title_attr": pl.String,
+        "width_attr": pl.Int64,
+        "height_attr": pl.Int64,
+        "source_attr": pl.String,
+        "context_text": pl.String,
+        "src_url": pl.String,
+        "context_source": pl.String,
+    }
+)
+# The page fields each image candidate carries into the know stage.
+CANDIDATE_PAGE_COLUMNS = {
+    "page_url": pl.String,
+    "domain": pl.String,
+    "html_lang": pl.String,
+    "og_locale": pl.String,
+    "warc_uri": pl.String,
+    "record_offset": pl.Int64,
+    "opt_out": pl.Boolean,
+    "opt_out_source": pl.String,
+}
+# A candidate with its cleaned alt text and page-language prior: what alt_text_pairs keeps and rejects share.
+_ALT_TEXT_CANDIDATE_COLUMNS = {
+    **CANDIDATE_PAGE_COLUMNS,
+    **{f.name: f.dtype for f in IMAGE_CANDIDATE.fields},
+    "alt_text": pl.String,
+    "page_language": pl.String,
+}
+# A translation with its QA measurements: what translations keeps and translation_rejects (+ reason) share.
+_TRANSLATION_COLUMNS = {
+    "language": pl.String,
+    "image_sha256": pl.String,
+    "caption_en": pl.String,
+    "text": pl.String,
+    "translator_id": pl.String,
+    "target_code": pl.String,
+    "qa_detected_language": pl.String,
+    "qa_language_confidence": pl.Float64,
+    "qa_language_ok": pl.Boolean,
+    "qa_length_ratio": pl.Float64,
+    "qa_repeated_trigrams": pl.Float64,
+    "qa_copied_share": pl.Float64,
+}
+
+
 CRAWL_SOURCES = Table(
     "crawl_sources",
     stage="crawl",
@@ -130,21 +179,7 @@ RAW_CRAWL = Table(
         "opt_out": pl.Boolean,
         "opt_out_source": pl.String,
         "charset_source": pl.String,
-        "images": pl.List(
-            pl.Struct(
-                {
-                    "image_url": pl.String,
-                    "alt_raw": pl.String,
-                    "title_attr": pl.String,
-                    "width_attr": pl.Int64,
-                    "height_attr": pl.Int64,
-                    "source_attr": pl.String,
-                    "context_text": pl.String,
-                    "src_url": pl.String,
-                    "context_source": pl.String,
-                }
-            )
-        ),
+        "images": pl.List(IMAGE_CANDIDATE),
         "language": pl.String,
     },
     description=(
@@ -157,25 +192,7 @@ ALT_TEXT_PAIRS = Table(
     "alt_text_pairs",
     stage="know",
     columns={
-        "page_url": pl.String,
-        "domain": pl.String,
-        "html_lang": pl.String,
-        "og_locale": pl.String,
-        "warc_uri": pl.String,
-        "record_offset": pl.Int64,
-        "opt_out": pl.Boolean,
-        "opt_out_source": pl.String,
-        "image_url": pl.String,
-        "alt_raw": pl.String,
-        "title_attr": pl.String,
-        "width_attr": pl.Int64,
-        "height_attr": pl.Int64,
-        "source_attr": pl.String,
-        "context_text": pl.String,
-        "src_url": pl.String,
-        "context_source": pl.String,
-        "alt_text": pl.String,
-        "page_language": pl.String,
+        **_ALT_TEXT_CANDIDATE_COLUMNS,
         "detected_language": pl.String,
         "language_confidence": pl.Float64,
         "language": pl.String,
@@ -186,29 +203,7 @@ ALT_TEXT_PAIRS = Table(
 ALT_TEXT_REJECTS = Table(
     "alt_text_rejects",
     stage="know",
-    columns={
-        "page_url": pl.String,
-        "domain": pl.String,
-        "html_lang": pl.String,
-        "og_locale": pl.String,
-        "warc_uri": pl.String,
-        "record_offset": pl.Int64,
-        "opt_out": pl.Boolean,
-        "opt_out_source": pl.String,
-        "image_url": pl.String,
-        "alt_raw": pl.String,
-        "title_attr": pl.String,
-        "width_attr": pl.Int64,
-        "height_attr": pl.Int64,
-        "source_attr": pl.String,
-        "context_text": pl.String,
-        "src_url": pl.String,
-        "context_source": pl.String,
-        "alt_text": pl.String,
-        "page_language": pl.String,
-        "reason": pl.String,
-        "language": pl.String,
-    },
+    columns={**_ALT_TEXT_CANDIDATE_COLUMNS, "reason": pl.String, "language": pl.String},
     description=(
         "Image candidates the alt-text filters dropped, with the reason (missing/empty alt, file name, "
         "boilerplate, length, wrong language, duplicate, opt-out…)."
@@ -317,20 +312,7 @@ CAPTION_REJECTS = Table(
 TRANSLATIONS = Table(
     "translations",
     stage="ling",
-    columns={
-        "language": pl.String,
-        "image_sha256": pl.String,
-        "caption_en": pl.String,
-        "text": pl.String,
-        "translator_id": pl.String,
-        "target_code": pl.String,
-        "qa_detected_language": pl.String,
-        "qa_language_confidence": pl.Float64,
-        "qa_language_ok": pl.Boolean,
-        "qa_length_ratio": pl.Float64,
-        "qa_repeated_trigrams": pl.Float64,
-        "qa_copied_share": pl.Float64,
-    },
+    columns=_TRANSLATION_COLUMNS,
     description=("Captions machine-translated into the language, with their QA measurements."),
     kinds=("parquet", "pytorch"),
 )
@@ -338,21 +320,7 @@ TRANSLATIONS = Table(
 TRANSLATION_REJECTS = Table(
     "translation_rejects",
     stage="ling",
-    columns={
-        "language": pl.String,
-        "image_sha256": pl.String,
-        "caption_en": pl.String,
-        "text": pl.String,
-        "translator_id": pl.String,
-        "target_code": pl.String,
-        "qa_detected_language": pl.String,
-        "qa_language_confidence": pl.Float64,
-        "qa_language_ok": pl.Boolean,
-        "qa_length_ratio": pl.Float64,
-        "qa_repeated_trigrams": pl.Float64,
-        "qa_copied_share": pl.Float64,
-        "reason": pl.String,
-    },
+    columns={**_TRANSLATION_COLUMNS, "reason": pl.String},
     description=(
         "Translations that failed QA (empty, repetition loop, untranslated copy, length ratio, wrong language),"
         " with the reason."

@@ -157,8 +157,8 @@ class Training(dg.ConfigurableResource):
         launcher = [python, "-m", "torch.distributed.run", "--standalone"]
         return [*launcher, f"--nproc_per_node={self.nproc_per_node}", *script]
 
-    def checkpoint_settings(self) -> dict[str, Any]:
-        """The settings a checkpoint's identity hashes (with the data version): other values, another checkpoint."""
+    def _training_settings(self) -> dict[str, Any]:
+        """What is trained and how: the settings both a checkpoint's identity and its job carry."""
         return {
             "base_model": self.base_model,
             "method": self.method,
@@ -166,18 +166,16 @@ class Training(dg.ConfigurableResource):
             "learning_rate": self.learning_rate,
             "batch_size": self.batch_size,
             "seed": self.seed,
-            "nproc_per_node": self.nproc_per_node,
         }
+
+    def checkpoint_settings(self) -> dict[str, Any]:
+        """The settings a checkpoint's identity hashes (with the data version): other values, another checkpoint."""
+        return {**self._training_settings(), "nproc_per_node": self.nproc_per_node}
 
     def job_settings(self) -> dict[str, Any]:
         """The SFTConfig fields of a lake job this resource sets (every other field keeps its SFTConfig default)."""
         return {
-            "base_model": self.base_model,
-            "method": self.method,
-            "max_steps": self.max_steps,
-            "learning_rate": self.learning_rate,
-            "batch_size": self.batch_size,
-            "seed": self.seed,
+            **self._training_settings(),
             "log_every": self.log_every,
             "save_every": self.save_every,
             # The stage watchdog's budget (lib/watchdog.py), enforced inside the training loop of the other process.

@@ -14,18 +14,17 @@ from mella_assets.resources.fetch import ImageFetcher
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.langid import LanguageIdentification
 from mella_assets.specs import language_of, stage_specs, table_result
-from mella_assets.tables import ALT_TEXT_PAIRS, ALT_TEXT_REJECTS, D_KNOW, IMAGE_REJECTS, IMAGES, RAW_CRAWL
+from mella_assets.tables import (
+    ALT_TEXT_PAIRS,
+    ALT_TEXT_REJECTS,
+    CANDIDATE_PAGE_COLUMNS,
+    D_KNOW,
+    IMAGE_REJECTS,
+    IMAGES,
+    RAW_CRAWL,
+)
 
-PAGE_COLUMNS = [
-    "page_url",
-    "domain",
-    "html_lang",
-    "og_locale",
-    "warc_uri",
-    "record_offset",
-    "opt_out",
-    "opt_out_source",
-]
+PAGE_COLUMNS = list(CANDIDATE_PAGE_COLUMNS)
 
 
 def explode_candidates(pages: pl.DataFrame) -> pl.DataFrame:

@@ -16,6 +16,7 @@ from mella_assets.crawl.html.context import _TAG_ID, _captions_by_img, _nearby_t
 from mella_assets.crawl.html.srcset import _largest_of
 from mella_assets.crawl.html.urls import _ABSENT, UrlResolver, _host
 from mella_assets.crawl.warc import WarcStats, iter_html_responses
+from mella_assets.tables import IMAGE_CANDIDATE, RAW_CRAWL
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -244,37 +245,9 @@ def extract_page(
 
 
 # -- table ---------------------------------------------------------------------------------------------------
-IMAGE_CANDIDATE_STRUCT = pl.Struct(
-    {
-        "image_url": pl.String,
-        "alt_raw": pl.String,
-        "title_attr": pl.String,
-        "width_attr": pl.Int64,
-        "height_attr": pl.Int64,
-        "source_attr": pl.String,
-        "context_text": pl.String,
-        "src_url": pl.String,
-        "context_source": pl.String,
-    }
-)
-RAW_CRAWL_SCHEMA = pl.Schema(
-    {
-        "warc_uri": pl.String,
-        "record_offset": pl.Int64,
-        "page_url": pl.String,
-        "domain": pl.String,
-        "http_status": pl.Int64,
-        "charset": pl.String,
-        "html_lang": pl.String,
-        "og_locale": pl.String,
-        "title": pl.String,
-        "fetch_date": pl.String,
-        "opt_out": pl.Boolean,
-        "opt_out_source": pl.String,
-        "charset_source": pl.String,
-        "images": pl.List(IMAGE_CANDIDATE_STRUCT),
-    }
-)
+IMAGE_CANDIDATE_STRUCT = IMAGE_CANDIDATE
+# raw_crawl's declared columns but `language`, which the asset adds.
+RAW_CRAWL_SCHEMA = pl.Schema({name: dtype for name, dtype in RAW_CRAWL.columns.items() if name != "language"})
 
 
 class _TableBuilder:
