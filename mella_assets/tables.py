@@ -157,7 +157,7 @@ CRAWL_SOURCE_REJECTS = Table(
         "reason": pl.String,
         "http_status": pl.Int64,
     },
-    description=("Registered sources that could not be stored (download errors, size caps), with the reason."),
+    description="Registered sources that could not be stored (download errors, size caps), with the reason.",
     writer="crawl_sources",
     rejects_of="crawl_sources",
 )
@@ -197,7 +197,7 @@ ALT_TEXT_PAIRS = Table(
         "language_confidence": pl.Float64,
         "language": pl.String,
     },
-    description=("(image url, native alt text) pairs that pass the language-aware text filters."),
+    description="(image url, native alt text) pairs that pass the language-aware text filters.",
 )
 
 ALT_TEXT_REJECTS = Table(
@@ -269,7 +269,7 @@ D_KNOW = Table(
         "domain": pl.String,
         "image_url": pl.String,
     },
-    description=("D_know: a stored image, its native alt text and keywords — the cultural-knowledge pairs."),
+    description="D_know: a stored image, its native alt text and keywords — the cultural-knowledge pairs.",
 )
 
 MLLM_CAPTIONS = Table(
@@ -304,7 +304,7 @@ CAPTION_REJECTS = Table(
         "reason": pl.String,
         "detail": pl.String,
     },
-    description=("Images the captioner could not caption (unreadable image, empty caption), with the reason."),
+    description="Images the captioner could not caption (unreadable image, empty caption), with the reason.",
     writer="mllm_captions",
     rejects_of="mllm_captions",
 )
@@ -313,7 +313,7 @@ TRANSLATIONS = Table(
     "translations",
     stage="ling",
     columns=_TRANSLATION_COLUMNS,
-    description=("Captions machine-translated into the language, with their QA measurements."),
+    description="Captions machine-translated into the language, with their QA measurements.",
     kinds=("parquet", "pytorch"),
 )
 
@@ -367,7 +367,7 @@ MELLA_DATASET = Table(
         "image_url": pl.String,
         "conversation": pl.String,
     },
-    description=("SFT records with native prompts and a train/test split by image cluster."),
+    description="SFT records with native prompts and a train/test split by image cluster.",
 )
 
 MELLA_DATASET_REJECTS = Table(
@@ -382,7 +382,7 @@ MELLA_DATASET_REJECTS = Table(
         "domain": pl.String,
         "reason": pl.String,
     },
-    description=("Pairs left out of the dataset by the mix caps, with the reason."),
+    description="Pairs left out of the dataset by the mix caps, with the reason.",
     writer="mella_dataset",
     rejects_of="mella_dataset",
 )
@@ -417,7 +417,7 @@ FINETUNED_CHECKPOINT = Table(
         "base_model": pl.String,
         "created_at": pl.String,
     },
-    description=("Every fine-tuned checkpoint: its key, data version, train rows, method and base model."),
+    description="Every fine-tuned checkpoint: its key, data version, train rows, method and base model.",
     partitioned=False,
     kinds=("pytorch",),
 )
@@ -435,11 +435,11 @@ EVALUATION_SCORES = Table(
         "n_skipped": pl.Int64,
         "ci_low": pl.Float64,
         "ci_high": pl.Float64,
-        "compared_to": pl.String,
-        "delta": pl.Float64,
-        "delta_ci_low": pl.Float64,
+        "compared_to": pl.String,  # the model this row's delta is against (None for base)
+        "delta": pl.Float64,  # value − value of compared_to
+        "delta_ci_low": pl.Float64,  # paired bootstrap interval of the delta
         "delta_ci_high": pl.Float64,
-        "checkpoint_key": pl.String,
+        "checkpoint_key": pl.String,  # the latest checkpoint when these scores were computed
     },
     description=(
         "Base, previous and latest checkpoint on the language's test split: keyword accuracy, METEOR and chrF "
@@ -465,30 +465,15 @@ EVALUATION_SAMPLES = Table(
         "meteor": pl.Float64,
         "chrf": pl.Float64,
     },
-    description=("Every test item's model output and per-item scores, per model."),
+    description="Every test item's model output and per-item scores, per model.",
     writer="evaluation_scores",
 )
 
 EVALUATION_REPORT = Table(
     "evaluation_report",
     stage="evaluation",
-    columns={
-        "language": pl.String,
-        "model": pl.String,
-        "model_version": pl.String,
-        "metric": pl.String,
-        "value": pl.Float64,
-        "n_items": pl.Int64,
-        "n_skipped": pl.Int64,
-        "ci_low": pl.Float64,
-        "ci_high": pl.Float64,
-        "compared_to": pl.String,
-        "delta": pl.Float64,
-        "delta_ci_low": pl.Float64,
-        "delta_ci_high": pl.Float64,
-        "checkpoint_key": pl.String,
-    },
-    description=("The cross-language report: base / previous / current / delta per language and metric."),
+    columns=EVALUATION_SCORES.columns,  # every language's scores in one table
+    description="The cross-language report: base / previous / current / delta per language and metric.",
     partitioned=False,
     kinds=("png", "parquet"),
 )
