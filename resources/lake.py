@@ -10,12 +10,11 @@ from pydantic import Field, PrivateAttr
 
 from mella_assets.languages import Language
 from mella_assets.lib.lake import LakeStore, open_lake
-from mella_assets.lib.model_paths import check_model_reference
+from mella_assets.lib.model_paths import LAKE_URI_PREFIX, check_model_reference
 from mella_assets.settings import Settings, load_settings
 from mella_assets.tables import Table
 
 DEFAULT_LAKE = Settings.lake
-LAKE_URI_PREFIX = "lake://"
 
 
 def default_lake_root() -> str:

@@ -10,10 +10,10 @@ from typing import Any, Protocol
 import dagster as dg
 from pydantic import Field
 
-from mella_assets.lib.model_paths import check_model_reference
+from mella_assets.lib.model_paths import LAKE_URI_PREFIX, check_model_reference
 from mella_assets.lib.watchdog import stage_timeout_s
 from mella_assets.settings import load_settings, variables
-from mella_assets.training.lake_job import LAKE_MODEL_PREFIX, SCRATCH_ENV, job_prefix
+from mella_assets.training.lake_job import SCRATCH_ENV, job_prefix
 
 TRAIN_SCRIPT_MODULE = "mella_assets.training.train"
 RUNNERS = ("subprocess", "k8s")
@@ -328,7 +328,7 @@ class SubprocessLauncher:
         return self.training.launch_command(job_location)
 
     def check_base_model(self, base_model: str) -> None:
-        if not base_model.startswith(LAKE_MODEL_PREFIX):
+        if not base_model.startswith(LAKE_URI_PREFIX):
             check_model_reference(base_model)  # the trainer runs here: a local folder must exist here
 
     def launch(

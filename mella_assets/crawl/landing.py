@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-WARC_SUFFIXES = (".warc.gz", ".warc")
+from mella_assets.crawl.sources import WARC_SUFFIXES
 
 
 def landing_language(key: str) -> str | None:

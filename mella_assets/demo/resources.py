@@ -10,8 +10,9 @@ from mella_assets.demo.site import ensure_demo_site_server
 from mella_assets.resources import build_resources
 from mella_assets.resources.fetch import ImageFetcher
 from mella_assets.resources.models import Translator
+from mella_assets.settings import Settings
 
-DEFAULT_SITE_PORT = 18470
+DEFAULT_SITE_PORT = Settings().demo_site_port
 
 
 class DemoImageFetcher(ImageFetcher):

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import polars as pl
 
+from mella_assets.settings import Settings
+
 DEFAULT_DAGSTER_HOME = ".mella/dagster_home"
-DEFAULT_SITE_PORT = 18470
+DEFAULT_SITE_PORT = Settings().demo_site_port
 # The local instance: SQLite storage in DAGSTER_HOME; `dagster dev` (make ui) runs the daemon for sensors.
 DAGSTER_YAML = "telemetry:\n  enabled: false\n"
 # The demo prints one line per run; the full event log is in the UI.

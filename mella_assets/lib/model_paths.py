@@ -15,7 +15,8 @@ from urllib.parse import unquote, urlsplit
 
 from mella_assets.settings import Settings, load_settings
 
-LAKE_PREFIX = "lake://"
+# A model reference that names a folder of the lake (lake://models/tiny/captioner), resolved by the Lake resource.
+LAKE_URI_PREFIX = "lake://"
 MODEL_ROOTS_ENV = "MELLA_MODEL_ROOTS"
 # huggingface_hub's repo id rule: [namespace/]name, letters, digits, '-', '_', '.', at most 96 characters,
 # no '--' or '..', not starting or ending with '-' or '.'.
@@ -51,7 +52,7 @@ def check_model_reference(model: str, roots: list[Path] | None = None) -> str:
     text = (model or "").strip()
     if not text:
         raise ModelReferenceError("no model given: set a hub id, a local folder or a lake:// folder")
-    if text.startswith(LAKE_PREFIX):
+    if text.startswith(LAKE_URI_PREFIX):
         return text
     if _looks_like_path(text):
         raw = unquote(urlsplit(text).path) if text.startswith("file:") else text

@@ -32,11 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from mella_assets.lib.lake import LakeStore, atomic_write_bytes, read_location
-from mella_assets.lib.model_paths import check_model_reference
+from mella_assets.lib.model_paths import LAKE_URI_PREFIX, check_model_reference
 from mella_assets.settings import load_settings
 from mella_assets.training.sft import RESUME_DIR, RESUME_INFO, RESUME_STATE, SFTConfig
 
-LAKE_MODEL_PREFIX = "lake://"
 JOB_FILE = "job.json"
 TRAIN_FILE = "train.jsonl"
 # Local paths a job never carries: the trainer chooses them in its own scratch folder.
@@ -102,9 +101,9 @@ def is_lake_job(config: Mapping[str, Any]) -> bool:
 def missing_base_model(store: LakeStore, model: str) -> str | None:
     """Why a job's ``lake://`` base model cannot be trained on (it is not in the lake), checked before a trainer is
     launched; None when it is there, or when the model is a hub id or a path the trainer checks itself."""
-    if not model.startswith(LAKE_MODEL_PREFIX):
+    if not model.startswith(LAKE_URI_PREFIX):
         return None
-    key = model.removeprefix(LAKE_MODEL_PREFIX)
+    key = model.removeprefix(LAKE_URI_PREFIX)
     if next(store.list(key), None) is not None:
         return None
     return f"base model {model} is not in the lake ({store.uri(key)})"
@@ -147,8 +146,8 @@ def remove_scratch(scratch: Path) -> None:
 def resolve_model(store: LakeStore, model: str) -> str:
     """``lake://models/x`` → a local copy of that lake folder; a local path must be a folder that exists (and
     lie in ``MELLA_MODEL_ROOTS`` when set); a hub id passes unchanged."""
-    if model.startswith(LAKE_MODEL_PREFIX):
-        return str(store.local_dir(model.removeprefix(LAKE_MODEL_PREFIX)))
+    if model.startswith(LAKE_URI_PREFIX):
+        return str(store.local_dir(model.removeprefix(LAKE_URI_PREFIX)))
     return check_model_reference(model)
 
 
