@@ -1,8 +1,8 @@
 """The bad-input corpus (issue #8): every hostile case ends as a reject reason or a normalised value, none
 crashes, and a hostile partition still materializes from landing WARC to stored images.
 
-The per-case table is written to ``.mella/reports/bad_inputs.md``; ``python -m support.bad_inputs
-PATH`` regenerates it outside pytest.
+The per-case table is written to ``.mella/reports/bad_inputs.md``; ``PYTHONPATH=tests python -m
+support.bad_inputs PATH`` regenerates it outside pytest.
 """
 
 from __future__ import annotations

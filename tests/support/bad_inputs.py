@@ -16,7 +16,7 @@ Stages and the code each case goes through:
 
 ``run_bad_input_report()`` runs every case and returns one :class:`ReportRow` each (an exception becomes the
 outcome ``crash: ...``, never propagates); ``render_report(rows)`` makes the Markdown table.
-Regenerate it with ``python -m support.bad_inputs [report.md]``.
+Regenerate it with ``PYTHONPATH=tests python -m support.bad_inputs [report.md]``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ lake with an uninterrupted run row by row.
   legitimately vary left out: :data:`VARYING_COLUMNS`), every other file by its bytes, temporary files listed apart.
 - :class:`RenameTrap` stands in for ``os`` inside ``lib/lake.py``: it counts the lake's renames (each atomic write
   ends in one) and can SIGKILL the process just before or just after the n-th, which is where a crash changes what
-  is on disk. ``python -m support.faults`` runs one stage that way (the child of the kill tests).
+  is on disk. ``PYTHONPATH=tests python -m support.faults`` runs one stage that way (the child of the kill tests).
 - :class:`FaultySite` serves the demo site and misbehaves on chosen paths (drop, stall, 5xx).
 - :class:`TcpOutage` is a TCP proxy in front of an endpoint (moto_server) that can be taken down and brought back
   on the same port: the endpoint disappears for the client while its data survives.
