@@ -17,7 +17,6 @@ import dagster as dg
 import pytest
 
 from mella_assets.crawl.assets import crawl_sources, raw_crawl
-from mella_assets.demo.site import Route, ScriptedSite
 from mella_assets.know.assets import alt_text_pairs, images
 from mella_assets.resources.fetch import ImageFetcher
 from mella_assets.resources.lake import Lake
@@ -43,6 +42,7 @@ from support.bad_inputs import (
     truncated_gzip_warc,
     warc_record,
 )
+from support.scripted_site import Route, ScriptedSite
 
 REPORT = Path(__file__).resolve().parent.parent / ".mella" / "reports" / "bad_inputs.md"
 CASES = bad_input_cases()

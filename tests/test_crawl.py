@@ -9,8 +9,8 @@ import polars as pl
 
 from mella_assets.crawl.assets import crawl_sources, raw_crawl
 from mella_assets.demo.corpus import warc_bytes
-from mella_assets.demo.site import Route, ScriptedSite
 from mella_assets.resources.lake import Lake
+from support.scripted_site import Route, ScriptedSite
 
 
 def page(alt: str) -> str:

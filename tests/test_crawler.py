@@ -7,8 +7,8 @@ from pathlib import Path
 from mella_assets.commands.crawl import main as crawl_main
 from mella_assets.crawl.crawler import crawl, html_fetcher
 from mella_assets.crawl.warc import WarcStats, iter_html_responses
-from mella_assets.demo.site import Route, ScriptedSite
 from mella_assets.lib.http import DEFAULT_USER_AGENT
+from support.scripted_site import Route, ScriptedSite
 
 
 def html(*links: str, alt: str = "Pražský hrad") -> bytes:

@@ -16,7 +16,6 @@ import polars as pl
 import pytest
 from PIL import Image, ImageDraw
 
-from mella_assets.demo.site import Route, ScriptedSite
 from mella_assets.know.assets import images
 from mella_assets.know.image_fetch import fetch_images
 from mella_assets.languages import LANGUAGES
@@ -25,6 +24,7 @@ from mella_assets.lib.lake import LakeStore
 from mella_assets.lib.robots import RobotsCache
 from mella_assets.resources.fetch import ImageFetcher
 from mella_assets.resources.lake import Lake
+from support.scripted_site import Route, ScriptedSite
 
 DELAY_S = 0.1
 # Server-side clocks see scheduling jitter (a first connection, a busy shared 2-core machine).

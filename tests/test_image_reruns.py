@@ -14,7 +14,6 @@ import polars as pl
 import pytest
 from PIL import Image, ImageDraw
 
-from mella_assets.demo.site import Route, ScriptedSite
 from mella_assets.know.assets import images
 from mella_assets.know.image_fetch import ImageFetchOutcome, ImageLimits, fetch_images
 from mella_assets.languages import LANGUAGES
@@ -22,6 +21,7 @@ from mella_assets.lib.http import HttpFetcher
 from mella_assets.lib.lake import LakeStore
 from mella_assets.resources.fetch import ImageFetcher
 from mella_assets.resources.lake import Lake
+from support.scripted_site import Route, ScriptedSite
 
 # min_side 100 rejects the 80x60 thumbnail; the rerun that lowers it to 48 keeps it.
 STRICT = ImageLimits(min_side=100)

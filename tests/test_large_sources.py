@@ -21,10 +21,10 @@ from warcio.warcwriter import WARCWriter
 from mella_assets.commands.crawl import main as crawl_main
 from mella_assets.crawl.sources import COMMON_CRAWL_BASE, download_key, download_source, parse_registry
 from mella_assets.crawl.warc import iter_html_responses
-from mella_assets.demo.site import Route, ScriptedSite
 from mella_assets.lib import lake as lake_module
 from mella_assets.lib.http import HttpFetcher
 from mella_assets.lib.lake import TMP_PREFIX, LakeStore
+from support.scripted_site import Route, ScriptedSite
 
 WARC_PATH = "/crawl-data/CC-MAIN-2024-33/segments/1/warc/part-00000.warc.gz"
 

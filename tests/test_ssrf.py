@@ -16,9 +16,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from mella_assets.demo.site import Route, ScriptedSite
 from mella_assets.lib.http import HttpFetcher, is_blocked_address
 from support.bad_inputs import EchoServer
+from support.scripted_site import Route, ScriptedSite
 
 # -- witnesses -----------------------------------------------------------------------------------------------
 _CONNECTS: list[object] = []
