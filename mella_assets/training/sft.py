@@ -102,22 +102,83 @@ def conversation(image: Image.Image, prompt: str, answer: str) -> list[dict[str,
     ]
 
 
+# Templates that mark the assistant turn get their answer mask from transformers; released templates (Qwen2-VL,
+# InternVL, most others) have no markers, and then transformers only warns and masks nothing (loss NaN).
+GENERATION_MARKER = "{% generation %}"
+
+
+class NoAnswerTokens(ValueError):
+    """An example whose answer is not found in its rendered chat: training on it would teach nothing (NaN loss)."""
+
+
+def _chat_template(processor) -> str:
+    template = getattr(processor, "chat_template", None) or getattr(processor.tokenizer, "chat_template", None)
+    return template if isinstance(template, str) else ""
+
+
+def _render_ids(processor, chat: list[dict[str, Any]], add_generation_prompt: bool) -> list[int]:
+    rendered = processor.apply_chat_template(
+        [chat], tokenize=True, return_dict=True, add_generation_prompt=add_generation_prompt
+    )
+    ids = rendered["input_ids"][0]
+    return ids.tolist() if hasattr(ids, "tolist") else list(ids)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
+
+
+def answer_spans(processor, chat: list[dict[str, Any]], full_ids: Sequence[int]) -> list[tuple[int, int]]:
+    """``[start, end)`` token spans of every assistant turn of ``chat`` in its rendering ``full_ids``, for any
+    template: a turn starts where the chat before it, rendered with the generation prompt, stops matching the full
+    rendering, and ends where the chat through it does (so the turn's end-of-turn tokens are labelled and the model
+    learns to stop). Multi-turn safe: each assistant turn gets its own span."""
+    spans = []
+    for turn, message in enumerate(chat):
+        if message["role"] != "assistant":
+            continue
+        start = _common_prefix(_render_ids(processor, chat[:turn], add_generation_prompt=True), full_ids)
+        end = _common_prefix(_render_ids(processor, chat[: turn + 1], add_generation_prompt=False), full_ids)
+        spans.append((start, end))
+    return spans
+
+
 def encode_batch(processor, examples: Sequence[dict[str, str]], max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
-    """Tokenize a batch (right padding) with ``labels`` = input ids on answer tokens, -100 elsewhere."""
+    """Tokenize a batch (right padding) with ``labels`` = input ids on answer tokens, -100 elsewhere.
+
+    The answer tokens come from the template's ``{% generation %}`` markers when it has them, else from
+    :func:`answer_spans`. An example with no answer token is a :class:`NoAnswerTokens` error naming it."""
     processor.tokenizer.padding_side = "right"
     chats = []
     for example in examples:
         with Image.open(example["image"]) as image:
             chats.append(conversation(prepare_image(image, max_pixels), example["prompt"], example["answer"]))
+    marked = GENERATION_MARKER in _chat_template(processor)
     batch = processor.apply_chat_template(
         chats,
         tokenize=True,
         return_dict=True,
-        return_assistant_tokens_mask=True,
+        return_assistant_tokens_mask=marked,
         return_tensors="pt",
         processor_kwargs={"padding": True},
     )
-    mask = batch.pop("assistant_masks").bool() & batch["attention_mask"].bool()
+    attention = batch["attention_mask"].bool()
+    if marked:
+        mask = batch.pop("assistant_masks").bool() & attention
+    else:
+        mask = attention.new_zeros(attention.shape)
+        for row, chat in enumerate(chats):
+            full_ids = batch["input_ids"][row][attention[row]].tolist()  # right padding: the real tokens lead
+            for start, end in answer_spans(processor, chat, full_ids):
+                mask[row, start:end] = True
+    for row, example in enumerate(examples):
+        if not mask[row].any():
+            raise NoAnswerTokens(
+                f"example {row} of the batch (prompt {example['prompt'][:60]!r}, answer {example['answer'][:60]!r}) "
+                "has no answer tokens under this chat template: nothing to train on (the loss would be NaN); "
+                "check the template's assistant turn or the answer"
+            )
     batch["labels"] = batch["input_ids"].masked_fill(~mask, IGNORE_INDEX)
     return dict(batch)
 
