@@ -8,6 +8,37 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """The tiny random-weight VLM and translator, built once for the session (tests only read them)."""
+    from mella_assets.demo.tiny_models import SAMPLE_TEXTS, build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("tiny"), SAMPLE_TEXTS, seed=0)
+
+
+SFT_PROMPT = "Describe the image."
+
+
+@pytest.fixture(scope="session")
+def train_file(tmp_path_factory):
+    """A JSONL of 12 SFT examples: a small distinct image each, one prompt, native answers in several scripts."""
+    import json
+
+    from PIL import Image
+
+    from mella_assets.demo.tiny_models import SAMPLE_TEXTS
+
+    folder = tmp_path_factory.mktemp("sft-data")
+    lines = []
+    for index, answer in enumerate(SAMPLE_TEXTS[6:18]):
+        path = folder / f"{index}.png"
+        Image.new("RGB", (48 + index, 40), (20 * index, 200 - 10 * index, 100)).save(path)
+        lines.append(json.dumps({"image": str(path), "prompt": SFT_PROMPT, "answer": answer}, ensure_ascii=False))
+    train = folder / "train.jsonl"
+    train.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return train
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -2,7 +2,6 @@
 and most others have no ``{% generation %}`` markers, where transformers' assistant mask is all zeros and the
 loss NaN. Templates of five styles, built here without markers, on the tiny VLM's real processor."""
 
-import json
 import math
 import os
 import shutil
@@ -13,7 +12,7 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from mella_assets.demo.tiny_models import SAMPLE_TEXTS, TinyModels, build_tiny_models
+from mella_assets.demo.tiny_models import SAMPLE_TEXTS, TinyModels
 from mella_assets.training.sft import (
     GENERATION_MARKER,
     IGNORE_INDEX,
@@ -69,24 +68,6 @@ TEMPLATES = {
         "<end_of_utterance>",
     ),
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    return build_tiny_models(tmp_path_factory.mktemp("tiny"), SAMPLE_TEXTS, seed=0)
-
-
-@pytest.fixture(scope="module")
-def train_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("data")
-    lines = []
-    for index, answer in enumerate(ANSWERS):
-        path = folder / f"{index}.png"
-        Image.new("RGB", (40 + index, 36), (30 * index, 180 - 10 * index, 90)).save(path)
-        lines.append(json.dumps({"image": str(path), "prompt": PROMPT, "answer": answer}, ensure_ascii=False))
-    train = folder / "train.jsonl"
-    train.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return train
 
 
 def with_template(tiny: TinyModels, folder: Path, template: str) -> Path:

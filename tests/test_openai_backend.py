@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from mella_assets.demo.tiny_models import SAMPLE_TEXTS, TinyModels, build_tiny_models
+from mella_assets.demo.tiny_models import TinyModels
 from mella_assets.know.images import image_key
 from mella_assets.lib.lake import LakeStore
 from mella_assets.lib.openai_backend import (
@@ -37,11 +37,6 @@ from support.openai_server import ChatCompletionsServer, Faults
 
 PROMPT = load_caption_prompt().text
 TEXTS = ["A red tram crosses the bridge. Two children play.", "A woman reads a newspaper.", "", "Snow covers roofs."]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    return build_tiny_models(tmp_path_factory.mktemp("tiny"), SAMPLE_TEXTS, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from mella_assets.demo.tiny_models import SAMPLE_TEXTS, TinyModels, build_tiny_models
+from mella_assets.demo.tiny_models import TinyModels
 from mella_assets.lib.vlm import VisionLanguageModel
 from mella_assets.training.sft import (
     IGNORE_INDEX,
@@ -25,26 +25,6 @@ from mella_assets.training.sft import (
 )
 
 PROMPT = "Describe the image."
-# Native sentences (Arabic onwards) as answers, so the answers cover several scripts.
-ANSWERS = SAMPLE_TEXTS[6:18]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    return build_tiny_models(tmp_path_factory.mktemp("tiny"), SAMPLE_TEXTS, seed=0)
-
-
-@pytest.fixture(scope="module")
-def train_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("data")
-    lines = []
-    for index, answer in enumerate(ANSWERS):
-        path = folder / f"{index}.png"
-        Image.new("RGB", (48 + index, 40), (20 * index, 200 - 10 * index, 100)).save(path)
-        lines.append(json.dumps({"image": str(path), "prompt": PROMPT, "answer": answer}, ensure_ascii=False))
-    train = folder / "train.jsonl"
-    train.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return train
 
 
 @pytest.fixture(scope="module")

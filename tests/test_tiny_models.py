@@ -29,11 +29,6 @@ from mella_assets.ling.translation import Translator, split_sentences, translite
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    return build_tiny_models(tmp_path_factory.mktemp("tiny"), SAMPLE_TEXTS, seed=0)
-
-
-@pytest.fixture(scope="module")
 def images() -> list[Image.Image]:
     return [Image.new("RGB", (40 + 10 * i, 30 + 6 * i), (30 * i, 100, 200 - 20 * i)) for i in range(8)]
 

@@ -133,13 +133,19 @@ def answer_spans(processor, chat: list[dict[str, Any]], full_ids: Sequence[int])
     """``[start, end)`` token spans of every assistant turn of ``chat`` in its rendering ``full_ids``, for any
     template: a turn starts where the chat before it, rendered with the generation prompt, stops matching the full
     rendering, and ends where the chat through it does (so the turn's end-of-turn tokens are labelled and the model
-    learns to stop). Multi-turn safe: each assistant turn gets its own span."""
+    learns to stop). Multi-turn safe: each assistant turn gets its own span.
+
+    Each render processes the chat's images again, in the training loop: the last turn, whose chat is the whole
+    chat, ends where ``full_ids`` ends, so a single-turn example costs one extra render, not two."""
     spans = []
     for turn, message in enumerate(chat):
         if message["role"] != "assistant":
             continue
         start = _common_prefix(_render_ids(processor, chat[:turn], add_generation_prompt=True), full_ids)
-        end = _common_prefix(_render_ids(processor, chat[: turn + 1], add_generation_prompt=False), full_ids)
+        if turn == len(chat) - 1:
+            end = len(full_ids)
+        else:
+            end = _common_prefix(_render_ids(processor, chat[: turn + 1], add_generation_prompt=False), full_ids)
         spans.append((start, end))
     return spans
 
