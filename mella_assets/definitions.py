@@ -2,12 +2,15 @@
 
 Assets and checks are discovered: every stage package (``mella_assets/<stage>/``) with an ``assets`` module
 contributes what that module defines (docs/architecture.md, "Adding a stage"). Jobs derive from the asset graph
-(``mella_assets/jobs.py``).
+(``mella_assets/jobs.py``). The executor follows ``MELLA_EXECUTOR``: Dagster's default, or on Kubernetes one pod
+per step, where every step that loads a model in-process gets a GPU pod (:func:`gpu_step_k8s_configs`).
 """
 
 import importlib
 import pkgutil
+from collections.abc import Iterable, Mapping
 from types import ModuleType
+from typing import Any
 
 import dagster as dg
 
@@ -15,6 +18,12 @@ import mella_assets
 from mella_assets.jobs import ALL_JOBS
 from mella_assets.resources import build_resources
 from mella_assets.sensors import ALL_SENSORS
+from mella_assets.settings import Settings, load_settings
+
+# The resources that hold a model: an asset that asks for one loads a model (or asks a server for one), so it is
+# in the GPU pool (tests/test_gpu_placement.py keeps them so).
+MODEL_RESOURCES = ("captioner", "translator", "evaluator", "training")
+EXECUTORS = ("multiprocess", "k8s")
 
 
 def stage_asset_modules() -> list[ModuleType]:
@@ -31,15 +40,90 @@ def stage_asset_modules() -> list[ModuleType]:
     return modules
 
 
+def model_loading_assets(assets: Iterable[object]) -> list[dg.AssetsDefinition]:
+    """The assets that ask for a model resource (:data:`MODEL_RESOURCES`)."""
+    return [
+        asset
+        for asset in assets
+        if isinstance(asset, dg.AssetsDefinition) and asset.required_resource_keys & set(MODEL_RESOURCES)
+    ]
+
+
+def gpu_pod_config(
+    gpus: int, cpu: str, memory: str, node_selector: Mapping[str, str], tolerations: Iterable[Mapping[str, str]]
+) -> dict[str, Any]:
+    """A ``dagster-k8s/config`` value (``USER_DEFINED_K8S_JOB_CONFIG_SCHEMA``) for a pod with ``gpus`` GPUs."""
+    limits = {"memory": memory, **({"nvidia.com/gpu": str(gpus)} if gpus else {})}
+    return {
+        "container_config": {"resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": limits}},
+        "pod_spec_config": {"node_selector": dict(node_selector), "tolerations": [dict(t) for t in tolerations]},
+    }
+
+
+def _step_gpu_config(key: str, resource: Any, settings: Settings) -> dict[str, Any] | None:
+    """The pod of a step using the model resource ``resource`` (at ``key``), or None when the step needs no GPU:
+    a model served elsewhere (backend 'openai'), training in its own pod (runner 'k8s')."""
+    if key == "training":
+        if getattr(resource, "runner", "subprocess") != "subprocess":
+            return None
+        pod = resource.pod  # the trainer runs in the step's pod: it gets the training pod's resources
+        return gpu_pod_config(pod.gpus, pod.cpu, pod.memory, pod.node_selector, pod.tolerations)
+    if getattr(resource, "backend", "transformers") != "transformers":
+        return None
+    return gpu_pod_config(
+        settings.inference_gpus,
+        settings.inference_cpu,
+        settings.inference_memory,
+        settings.training_node_selector,
+        settings.training_tolerations,
+    )
+
+
+def gpu_step_k8s_configs(
+    assets: Iterable[object], resources: Mapping[str, object], settings: Settings
+) -> dict[str, dict[str, Any]]:
+    """``per_step_k8s_config`` of the k8s executor, keyed by op: a GPU pod for every step that loads its model
+    in-process (captioning, translation and evaluation with the transformers backend, training with the
+    subprocess runner), from the settings (``MELLA_INFERENCE_*``; training: ``MELLA_TRAINING_*``)."""
+    configs = {}
+    for asset in model_loading_assets(assets):
+        for key in MODEL_RESOURCES:
+            if key in asset.required_resource_keys and key in resources:
+                config = _step_gpu_config(key, resources[key], settings)
+                if config is not None:
+                    configs[asset.node_def.name] = config
+                    break
+    return configs
+
+
+def build_executor(
+    assets: Iterable[object], resources: Mapping[str, object], settings: Settings
+) -> dg.ExecutorDefinition | None:
+    """The executor of ``MELLA_EXECUTOR``: None (Dagster's default) or dagster_k8s's ``k8s_job_executor`` with a
+    GPU pod for each model-loading step (the other steps get the run launcher's pod settings)."""
+    if settings.executor not in EXECUTORS:
+        raise ValueError(f"MELLA_EXECUTOR must be one of {EXECUTORS}, not {settings.executor!r}")
+    if settings.executor == "multiprocess":
+        return None
+    from dagster_k8s import k8s_job_executor  # the k8s extra (deploy/k8s/Dockerfile)
+
+    return k8s_job_executor.configured(
+        {"per_step_k8s_config": gpu_step_k8s_configs(assets, resources, settings)}, name="k8s"
+    )
+
+
 def build_definitions(resources: dict[str, object] | None = None) -> dg.Definitions:
     """The code location with the given resources (default: chosen from the environment)."""
     modules = stage_asset_modules()
+    resources = resources if resources is not None else build_resources()
+    assets = dg.load_assets_from_modules(modules)
     return dg.Definitions(
-        assets=dg.load_assets_from_modules(modules),
+        assets=assets,
         asset_checks=dg.load_asset_checks_from_modules(modules),
         jobs=ALL_JOBS,
         sensors=ALL_SENSORS,
-        resources=resources if resources is not None else build_resources(),
+        resources=resources,
+        executor=build_executor(assets, resources, load_settings()),
     )
 
 

@@ -195,6 +195,23 @@ class Settings:
     translator_api_key: str | None = setting(
         "MELLA_TRANSLATOR_API_KEY", None, _text, "API key of the openai translator; never logged", secret=True
     )
+    evaluation_backend: str = setting(
+        "MELLA_EVALUATION_BACKEND", "transformers", _text,
+        "transformers (evaluated models loaded in-process) or openai (chat completions, e.g. vLLM serving them)",
+    )  # fmt: skip
+    evaluation_url: str = setting("MELLA_EVALUATION_URL", "", _text, "server base URL of the openai evaluator")
+    evaluation_api_key: str | None = setting(
+        "MELLA_EVALUATION_API_KEY", None, _text, "API key of the openai evaluator; never logged", secret=True
+    )
+    evaluation_base_model: str = setting(
+        "MELLA_EVALUATION_BASE_MODEL", "", _text,
+        "openai evaluator: served name of the base model (empty: MELLA_BASE_MODEL, vLLM's name for a hub id)",
+    )  # fmt: skip
+    evaluation_checkpoint_model: str = setting(
+        "MELLA_EVALUATION_CHECKPOINT_MODEL", "{checkpoint_id}", _text,
+        "openai evaluator: served name of a fine-tuned checkpoint, {checkpoint_id} replaced by its id "
+        "(vLLM: --lora-modules <id>=<checkpoint folder>)",
+    )  # fmt: skip
     langid_backend: str = setting("MELLA_LANGID_BACKEND", "lingua", _text, "lingua (cascade) or langdetect")
     translation_language_qa: str = setting(
         "MELLA_TRANSLATION_LANGUAGE_QA", "enforce", _text,
@@ -209,6 +226,9 @@ class Settings:
     training_lr: float = setting("MELLA_TRAINING_LR", 1e-3, _number, "AdamW learning rate")
     training_nproc: int = setting("MELLA_TRAINING_NPROC", 1, _whole, "processes (GPUs) per node")
     training_launcher: str = setting("MELLA_TRAINING_LAUNCHER", "python", _text, "python or torchrun")
+    training_trainer: str = setting(
+        "MELLA_TRAINING_TRAINER", "builtin", _text, "builtin (the project's SFT loop) or trl (TRL's SFTTrainer)"
+    )
     training_runner: str = setting(
         "MELLA_TRAINING_RUNNER", "subprocess", _text, "subprocess (this machine) or k8s (a pod per run)"
     )
@@ -237,6 +257,19 @@ class Settings:
         "MELLA_TRAINING_TOLERATIONS", [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         _json, "tolerations of the training pod (JSON)",
     )  # fmt: skip
+    # -- GPU placement on Kubernetes ---------------------------------------------------------------------------
+    executor: str = setting(
+        "MELLA_EXECUTOR", "multiprocess", _text,
+        "multiprocess (Dagster's default: every step in the run's process tree) or k8s (dagster_k8s's "
+        "k8s_job_executor: one pod per step, GPU steps on GPU nodes)",
+    )  # fmt: skip
+    inference_gpus: int = setting(
+        "MELLA_INFERENCE_GPUS", 1, _whole, "nvidia.com/gpu limit of a step pod that loads a model to generate"
+    )
+    inference_cpu: str = setting("MELLA_INFERENCE_CPU", "4", _text, "CPU request of a model-loading step pod")
+    inference_memory: str = setting(
+        "MELLA_INFERENCE_MEMORY", "32Gi", _text, "memory of a model-loading step pod (request and limit)"
+    )
     retrain_min_new_rows: int = setting(
         "MELLA_RETRAIN_MIN_NEW_ROWS", 100, _whole, "train rows gained since the latest checkpoint that retrain"
     )

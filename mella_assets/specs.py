@@ -18,6 +18,11 @@ from mella_assets.metadata import counts_by, preview_markdown
 from mella_assets.partitions import LANGUAGE_PARTITIONS
 from mella_assets.tables import TABLES, Table, tables_written_by
 
+# The concurrency pool of every step that loads a model (captioning, translation, evaluation, training): the
+# deployment's instance gives it one slot per GPU (deploy/dagster.yaml, `concurrency: pools`), so two such steps
+# never share a GPU; on Kubernetes their step pods request a GPU (definitions.gpu_step_k8s_configs).
+GPU_POOL = "gpu"
+
 
 def column_schema(table: Table) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in table.columns.items()])

@@ -414,10 +414,11 @@ FINETUNED_CHECKPOINT = Table(
         "data_version": pl.String,
         "train_rows": pl.Int64,
         "method": pl.String,
+        "trainer": pl.String,  # null on rows written before trainers were pluggable
         "base_model": pl.String,
         "created_at": pl.String,
     },
-    description="Every fine-tuned checkpoint: its key, data version, train rows, method and base model.",
+    description="Every fine-tuned checkpoint: its key, data version, train rows, method, trainer and base model.",
     partitioned=False,
     kinds=("pytorch",),
 )

@@ -7,12 +7,13 @@ Configuration).
 from mella_assets.resources.fetch import ImageFetcher
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.langid import LanguageIdentification
-from mella_assets.resources.models import Captioner, Translator
+from mella_assets.resources.models import Captioner, Evaluator, Translator
 from mella_assets.resources.profile import build_resources
 from mella_assets.resources.training import Training
 
 __all__ = [
     "Captioner",
+    "Evaluator",
     "ImageFetcher",
     "Lake",
     "LanguageIdentification",

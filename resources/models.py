@@ -1,23 +1,26 @@
-"""Model resources: the captioner (MLLM) and the translator, each in-process (HF transformers) or remote (an
-OpenAI-compatible chat-completions server such as vLLM, SGLang or TGI).
+"""Model resources: the captioner (MLLM), the translator and the evaluator (the models under evaluation), each
+in-process (HF transformers) or remote (an OpenAI-compatible chat-completions server such as vLLM, SGLang or TGI).
 
 Models are named by hub id, local path, or ``lake://models/...`` (a folder in the lake, e.g. the tiny demo
 models); with the ``openai`` backend ``model`` is the name the server serves. Loaded models are kept per process,
 so the partitions of one run load each model once. Settings (mella_assets/settings.py, read when a resource is
 made and shown in the launchpad defaults): ``MELLA_CAPTIONER_BACKEND`` / ``MELLA_TRANSLATOR_BACKEND``
 (``transformers`` | ``openai``), ``MELLA_CAPTIONER_MODEL`` / ``MELLA_TRANSLATOR_MODEL``, ``MELLA_CAPTIONER_URL`` /
-``MELLA_TRANSLATOR_URL``. The API key is the ``api_key`` field — ``build_resources`` sets it to
-``dg.EnvVar("MELLA_CAPTIONER_API_KEY")`` (resolved at run time, shown in the UI by name only) — or, when unset, the
-setting named by ``api_key_env`` read when the backend is loaded; it is never shown in a repr or logged.
+``MELLA_TRANSLATOR_URL``; the evaluator's ``MELLA_EVALUATION_*`` (see :class:`Evaluator`). The API key is the
+``api_key`` field — ``build_resources`` sets it to ``dg.EnvVar("MELLA_CAPTIONER_API_KEY")`` (resolved at run time,
+shown in the UI by name only) — or, when unset, the setting named by ``api_key_env`` read when the backend is
+loaded; it is never shown in a repr or logged.
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 
 import dagster as dg
 from pydantic import Field
 
 from mella_assets.lib.cache import model_fingerprint
+from mella_assets.lib.checkpoints import checkpoint_id
 from mella_assets.lib.openai_backend import (
     ChatCompletionsClient,
     OpenAICaptioner,
@@ -74,7 +77,10 @@ class _RemoteSettings(dg.ConfigurableResource):
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown model backend {self.backend!r}; choose one of {BACKENDS}")
         if self.backend == "openai" and not self.url:
-            raise ValueError("the openai backend needs a server URL (MELLA_CAPTIONER_URL / MELLA_TRANSLATOR_URL)")
+            raise ValueError(
+                "the openai backend needs a server URL "
+                "(MELLA_CAPTIONER_URL / MELLA_TRANSLATOR_URL / MELLA_EVALUATION_URL)"
+            )
 
     def _api_key(self) -> str | None:
         """The key to send: the ``api_key`` field, else the setting named by ``api_key_env`` (read now)."""
@@ -209,3 +215,86 @@ class Translator(_RemoteSettings):
         if self.backend == "openai":
             return OpenAITranslator(self.client(model_path), load_translation_prompt(self.prompt_version))
         return _load_translator(model_path, self.device, self.dtype)
+
+
+@dataclass(frozen=True)
+class ModelUnderTest:
+    """One model evaluation asks for answers: what identifies its answers in the cache, what to show, and how to
+    get the backend (loaded only when an answer is missing from the cache)."""
+
+    version: str
+    name: str
+    load: Callable[[], VisionLanguageModel | OpenAICaptioner]
+
+
+class Evaluator(_RemoteSettings):
+    """The models ``evaluation_scores`` compares — the base model, the previous and the latest fine-tuned
+    checkpoint — run in-process or asked through an OpenAI-compatible server.
+
+    ``transformers``: each model is loaded here (a LoRA checkpoint as base model + adapter), its cache version the
+    content fingerprint of its folders. ``openai``: the server serves every model under a name; requests carry the
+    image (a PNG ``data:`` URL) and the test prompt, greedy, ``max_new_tokens`` as ``max_tokens``. The base model is
+    asked as ``base_model_name`` (empty: the training resource's ``base_model``, the name vLLM gives a model served
+    by hub id); a checkpoint as ``checkpoint_model_name`` with ``{checkpoint_id}`` replaced by its id — with vLLM,
+    ``vllm serve <base> --enable-lora --lora-modules <id>=<folder of checkpoints/<id>>`` for a LoRA checkpoint, or
+    ``vllm serve <folder of checkpoints/<id>> --served-model-name <id>`` for a full one. Cached answers are keyed
+    by served name *and* what is served: the checkpoint key (or the base model reference), so a new checkpoint is
+    never answered from an old one's cache even under a fixed name. A fixed name (no ``{checkpoint_id}``) can
+    only address the latest checkpoint: the previous one is then not evaluated."""
+
+    backend: str = Field(
+        default_factory=_setting("evaluation_backend"),
+        description="'transformers' (models loaded in-process) or 'openai' (chat completions, e.g. vLLM).",
+    )
+    url: str = Field(
+        default_factory=_setting("evaluation_url"),
+        description="openai backend: server base URL, e.g. http://vllm:8000/v1.",
+    )
+    api_key_env: str = Field(
+        "MELLA_EVALUATION_API_KEY",
+        description="openai backend: the variable the API key comes from (a setting; named in errors, never the key).",
+    )
+    base_model_name: str = Field(
+        default_factory=_setting("evaluation_base_model"),
+        description="openai backend: served name of the base model (empty: the training resource's base_model).",
+    )
+    checkpoint_model_name: str = Field(
+        default_factory=_setting("evaluation_checkpoint_model"),
+        description="openai backend: served name of a fine-tuned checkpoint; {checkpoint_id} is replaced by the "
+        "checkpoint's id (the LoRA module's name with vLLM --lora-modules).",
+    )
+    device: str = Field("auto", description="transformers backend: 'auto' (CUDA when present), 'cpu' or 'cuda'.")
+    dtype: str = Field("auto", description="transformers backend: 'auto' (bf16 on CUDA, fp32 on CPU), 'bfloat16'.")
+
+    def served_name(self, record: dict | None, base_model: str) -> str:
+        """openai backend: the name the server serves a checkpoint ``record`` (None: the base model) under."""
+        if record is None:
+            return self.base_model_name or base_model
+        return self.checkpoint_model_name.replace("{checkpoint_id}", checkpoint_id(record["checkpoint_key"]))
+
+    def addresses_each_checkpoint(self) -> bool:
+        """Whether every checkpoint has its own served name (else only the latest can be asked)."""
+        return self.backend != "openai" or "{checkpoint_id}" in self.checkpoint_model_name
+
+    def base(self, base_model: str, resolve: Callable[[str], str]) -> ModelUnderTest:
+        """The base model (``base_model``: the training resource's reference; ``resolve``: the lake's resolver)."""
+        self._check_backend()
+        if self.backend == "openai":
+            return self._remote(self.served_name(None, base_model), base_model)
+        return self._local(resolve(base_model), None)
+
+    def checkpoint(self, record: dict, local: Callable[[], tuple[str, str | None]]) -> ModelUnderTest:
+        """A fine-tuned checkpoint (a ``checkpoints/LATEST.json`` record); ``local`` gives (model path, adapter
+        path or None) on this machine and is called by the transformers backend only (it may download)."""
+        self._check_backend()
+        if self.backend == "openai":
+            return self._remote(self.served_name(record, ""), record["checkpoint_key"])
+        return self._local(*local())
+
+    def _remote(self, name: str, identity: str) -> ModelUnderTest:
+        client = self.client(name)
+        return ModelUnderTest(f"openai:{name}@{identity}", name, lambda: OpenAICaptioner(client))
+
+    def _local(self, path: str, adapter: str | None) -> ModelUnderTest:
+        version = model_fingerprint(path, adapter)
+        return ModelUnderTest(version, version, lambda: load_vlm(path, adapter, self.device, self.dtype))

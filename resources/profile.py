@@ -1,7 +1,8 @@
 """Choose every resource from the settings (mella_assets/settings.py), in one place.
 
 Settings (all optional): ``MELLA_LAKE`` (lake folder), ``MELLA_CAPTIONER_MODEL``, ``MELLA_TRANSLATOR_MODEL``,
-``MELLA_BASE_MODEL`` (hub ids, paths or lake:// folders; default: the tiny demo models),
+``MELLA_BASE_MODEL`` (hub ids, paths or lake:// folders; default: the tiny demo models), the backends
+(``MELLA_CAPTIONER_BACKEND``, ``MELLA_TRANSLATOR_BACKEND``, ``MELLA_EVALUATION_BACKEND`` and their URLs),
 ``MELLA_LANGID_BACKEND`` (lingua | langdetect) and ``MELLA_TRANSLATION_LANGUAGE_QA`` (enforce | record). The
 demo wires its own fetcher on these (``mella_assets/demo/resources.py``). The openai backends' API
 keys become ``dg.EnvVar`` fields: resolved when a run starts, shown in the UI by name only.
@@ -13,7 +14,7 @@ import dagster as dg
 from mella_assets.resources.fetch import ImageFetcher
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.langid import LanguageIdentification
-from mella_assets.resources.models import Captioner, Translator
+from mella_assets.resources.models import Captioner, Evaluator, Translator
 from mella_assets.resources.training import Training
 from mella_assets.settings import load_settings
 
@@ -21,6 +22,7 @@ from mella_assets.settings import load_settings
 SECRET_FIELDS = (
     ("captioner", "api_key", "MELLA_CAPTIONER_API_KEY"),
     ("translator", "api_key", "MELLA_TRANSLATOR_API_KEY"),
+    ("evaluator", "api_key", "MELLA_EVALUATION_API_KEY"),
 )
 
 
@@ -39,6 +41,7 @@ def build_resources(lake_root: str | None = None) -> dict[str, object]:
         "langid": LanguageIdentification(backend=settings.langid_backend),
         "captioner": Captioner(**secrets.get("captioner", {})),
         "translator": Translator(**secrets.get("translator", {})),
+        "evaluator": Evaluator(**secrets.get("evaluator", {})),
         "training": Training(),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }

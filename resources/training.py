@@ -3,7 +3,7 @@ and when it is retrained; and the launchers that start the training process on a
 
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -14,8 +14,17 @@ from mella_assets.lib.model_paths import LAKE_URI_PREFIX, check_model_reference
 from mella_assets.lib.watchdog import stage_timeout_s
 from mella_assets.settings import load_settings, variables
 from mella_assets.training.lake_job import SCRATCH_ENV, job_prefix
+from mella_assets.training.sft import SFTConfig
 
+# SFTConfig settings this resource exposes with SFTConfig's own defaults (one source for the asset and `mella train`).
+TUNED_SFT_FIELDS = (
+    "grad_accumulation_steps", "lr_scheduler", "warmup_ratio", "min_lr_ratio", "max_grad_norm", "weight_decay",
+    "precision", "group_by_length", "lora_r", "lora_alpha", "lora_scope", "max_pixels",
+)  # fmt: skip
+SFT_DEFAULTS = {field.name: field.default for field in fields(SFTConfig)}
 TRAIN_SCRIPT_MODULE = "mella_assets.training.train"
+# trainer → the module that trains on a lake job (same job, Pipes protocol and checkpoint layout for each).
+TRAINER_MODULES = {"builtin": TRAIN_SCRIPT_MODULE, "trl": "mella_assets.training.trl_train"}
 RUNNERS = ("subprocess", "k8s")
 SCRATCH_MOUNT = "/scratch"
 # Variables a training pod may copy from the orchestrator's environment: where the lake and the hub are, never
@@ -96,9 +105,42 @@ class Training(dg.ConfigurableResource):
     learning_rate: float = Field(default_factory=_setting("training_lr"), description="AdamW learning rate.")
     batch_size: int = Field(8, description="Examples per step on each process.")
     seed: int = Field(0, description="Seed for data order and initialisation.")
+    grad_accumulation_steps: int = Field(
+        SFT_DEFAULTS["grad_accumulation_steps"],
+        description="Micro-batches per optimizer step (effective batch = batch_size × this × processes).",
+    )
+    lr_scheduler: str = Field(
+        SFT_DEFAULTS["lr_scheduler"], description="After warmup: 'cosine', 'linear' or 'constant' down to min_lr_ratio."
+    )
+    warmup_ratio: float = Field(SFT_DEFAULTS["warmup_ratio"], description="Linear warmup as a share of max_steps.")
+    min_lr_ratio: float = Field(SFT_DEFAULTS["min_lr_ratio"], description="Floor of the decay, × learning_rate.")
+    max_grad_norm: float = Field(SFT_DEFAULTS["max_grad_norm"], description="Gradient clipping (0: off).")
+    weight_decay: float = Field(SFT_DEFAULTS["weight_decay"], description="AdamW weight decay on weight matrices.")
+    precision: str = Field(
+        SFT_DEFAULTS["precision"],
+        description="'auto' (bf16 mixed precision with fp32 master weights on a GPU, fp32 on CPU), 'bf16-mixed' or "
+        "'fp32'.",
+    )
+    group_by_length: bool = Field(
+        SFT_DEFAULTS["group_by_length"], description="Batch examples of similar length together (less padding)."
+    )
+    lora_r: int = Field(SFT_DEFAULTS["lora_r"], description="LoRA rank.")
+    lora_alpha: int = Field(SFT_DEFAULTS["lora_alpha"], description="LoRA alpha.")
+    lora_scope: str = Field(
+        SFT_DEFAULTS["lora_scope"],
+        description="What LoRA adapts: 'language' (the language model's attention and MLP), 'language+projector' "
+        "or 'all' (the vision tower too).",
+    )
+    max_pixels: int = Field(SFT_DEFAULTS["max_pixels"], description="Training images are downscaled to this.")
     log_every: int = Field(5, description="Steps between progress reports (loss, tokens/s, peak memory).")
     save_every: int = Field(10, description="Steps between saves of the resume state (in the lake job).")
-    python: str = Field(sys.executable, description="Interpreter that runs mella_assets/training/train.py.")
+    trainer: str = Field(
+        default_factory=_setting("training_trainer"),
+        description="What trains on the lake job: 'builtin' (mella_assets.training.train, the project's own loop) "
+        "or 'trl' (mella_assets.training.trl_train: TRL's SFTTrainer, needs the `trl` extra where it runs). Part "
+        "of a checkpoint's identity.",
+    )
+    python: str = Field(sys.executable, description="Interpreter that runs the trainer module.")
     nproc_per_node: int = Field(
         default_factory=_setting("training_nproc"),
         description="Processes (GPUs) per node. Above 1, or with launcher 'torchrun', the script runs under "
@@ -143,14 +185,20 @@ class Training(dg.ConfigurableResource):
     def uses_torchrun(self) -> bool:
         return self.launcher == "torchrun" or self.nproc_per_node > 1
 
+    def trainer_module(self) -> str:
+        """The module ``trainer`` names (run with ``-m``)."""
+        if self.trainer not in TRAINER_MODULES:
+            raise ValueError(f"trainer must be one of {sorted(TRAINER_MODULES)}, not {self.trainer!r}")
+        return TRAINER_MODULES[self.trainer]
+
     def launch_command(self, config_path: str | Path, python: str | None = None) -> list[str]:
-        """The command that runs the training script on ``config_path`` (plain Python or torchrun)."""
+        """The command that runs the trainer's module on ``config_path`` (plain Python or torchrun)."""
         if self.launcher not in ("python", "torchrun"):
             raise ValueError(f"launcher must be 'python' or 'torchrun', not {self.launcher!r}")
         if self.nproc_per_node < 1:
             raise ValueError("nproc_per_node must be at least 1")
         python = python or self.python
-        script = ["-m", TRAIN_SCRIPT_MODULE, "--config", str(config_path)]
+        script = ["-m", self.trainer_module(), "--config", str(config_path)]
         if not self.uses_torchrun():
             return [python, *script]
         # `python -m torch.distributed.run` is torchrun without relying on the console script being on PATH.
@@ -166,11 +214,13 @@ class Training(dg.ConfigurableResource):
             "learning_rate": self.learning_rate,
             "batch_size": self.batch_size,
             "seed": self.seed,
+            **{name: getattr(self, name) for name in TUNED_SFT_FIELDS},
         }
 
     def checkpoint_settings(self) -> dict[str, Any]:
-        """The settings a checkpoint's identity hashes (with the data version): other values, another checkpoint."""
-        return {**self._training_settings(), "nproc_per_node": self.nproc_per_node}
+        """The settings a checkpoint's identity hashes (with the data version): other values, another checkpoint.
+        They include the trainer, so the checkpoint's record says which one made it."""
+        return {**self._training_settings(), "nproc_per_node": self.nproc_per_node, "trainer": self.trainer}
 
     def job_settings(self) -> dict[str, Any]:
         """The SFTConfig fields of a lake job this resource sets (every other field keeps its SFTConfig default)."""
@@ -191,6 +241,7 @@ class Training(dg.ConfigurableResource):
         return SubprocessLauncher(self, pipes_subprocess_client)
 
     def check_runner(self) -> None:
+        self.trainer_module()  # an unknown trainer fails before any job is written
         if self.runner not in RUNNERS:
             raise ValueError(f"runner must be one of {RUNNERS}, not {self.runner!r}")
         if self.runner == "k8s":
@@ -294,8 +345,9 @@ class Training(dg.ConfigurableResource):
 
 class TrainingLauncher(Protocol):
     """Starts the training process on a lake job and waits for it: the only part of a training run that differs
-    between runners. Both run ``python -m mella_assets.training.train --config <job>`` (torchrun when
-    configured) and hand back the Pipes invocation (the reported materialization and progress messages)."""
+    between runners. Both run ``python -m <trainer module> --config <job>`` (``mella_assets.training.train``, or
+    ``mella_assets.training.trl_train`` for trainer 'trl'; torchrun when configured) and hand back the Pipes
+    invocation (the reported materialization and progress messages)."""
 
     runner: str
 

@@ -13,6 +13,7 @@ import dagster as dg
 import pytest
 import yaml
 from dagster._config import validate_config
+from dagster._core.instance.config import PoolGranularity, dagster_instance_config_schema, validate_concurrency_config
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster_k8s import K8sRunLauncher
 from dagster_k8s.job import USER_DEFINED_K8S_JOB_CONFIG_SCHEMA
@@ -88,10 +89,10 @@ def test_kubernetes_values_validate_against_dagster_k8s_schemas():
         "load_incluster_config": True,
     }
     assert validate_config(K8sRunLauncher.config_type(), instance_config).success
-    coordinator = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    runs = values["concurrency"]["runs"]
     coordinator_config = {
-        "max_concurrent_runs": coordinator["maxConcurrentRuns"],
-        "tag_concurrency_limits": coordinator["tagConcurrencyLimits"],
+        "max_concurrent_runs": runs["maxConcurrentRuns"],
+        "tag_concurrency_limits": runs["tagConcurrencyLimits"],
     }
     assert validate_config(QueuedRunCoordinator.config_type(), coordinator_config).success
     deployment = values["dagster-user-deployments"]["deployments"][0]
@@ -99,6 +100,71 @@ def test_kubernetes_values_validate_against_dagster_k8s_schemas():
     training = yaml.safe_load((ROOT / "deploy" / "k8s" / "training-run-config.yaml").read_text())
     assert validate_config(USER_DEFINED_K8S_JOB_CONFIG_SCHEMA, training).success
     assert training["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+def helm_instance_concurrency(values: dict) -> dict:
+    """The instance's ``concurrency`` that Dagster's Helm chart renders from the values' ``concurrency``."""
+    pools, runs = values["concurrency"]["pools"], values["concurrency"]["runs"]
+    return {
+        "pools": {"default_limit": pools["defaultLimit"], "granularity": pools["granularity"]},
+        "runs": {
+            "max_concurrent_runs": runs["maxConcurrentRuns"],
+            "tag_concurrency_limits": runs["tagConcurrencyLimits"],
+        },
+    }
+
+
+def test_both_deployments_give_the_gpu_pool_one_slot_and_training_one_run():
+    """The `gpu` pool (every model-loading step, tests/test_gpu_placement.py) has one slot per GPU (one GPU by
+    default) at op granularity, and training_job's `mella/pool` tag one run, in deploy/dagster.yaml and in the Helm
+    values alike; both are valid instance config (pools need the run limits under `concurrency`, not under the
+    run coordinator, and no tag limit is left for a pool that no run carries)."""
+    compose = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
+    values = yaml.safe_load((ROOT / "deploy" / "k8s" / "values.yaml").read_text())
+    assert values["concurrency"]["enabled"] is True
+    assert "config" not in values["dagsterDaemon"]["runCoordinator"]  # the chart would render conflicting limits
+    helm = helm_instance_concurrency(values)
+    for concurrency in (compose["concurrency"], helm):
+        assert concurrency["pools"] == {"default_limit": 1, "granularity": "op"}
+        assert concurrency["runs"]["tag_concurrency_limits"] == [{"key": "mella/pool", "value": "training", "limit": 1}]
+    schema = dg.Shape(dagster_instance_config_schema())
+    for instance_config in (
+        compose,
+        {
+            "run_coordinator": {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"},
+            "concurrency": helm,
+        },
+    ):
+        assert validate_config(schema, instance_config).success
+        validate_concurrency_config(instance_config)  # raises on a conflict with the run coordinator's config
+    from mella_assets.jobs import ALL_JOBS
+
+    for limit in compose["concurrency"]["runs"]["tag_concurrency_limits"]:
+        assert any(job.tags.get(limit["key"]) == limit["value"] for job in ALL_JOBS), limit
+
+
+def test_the_deploy_instance_gives_a_gpu_step_its_pool_slot(tmp_path):
+    from mella_assets.specs import GPU_POOL
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    config = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
+    config["storage"] = {"sqlite": {"base_dir": str(tmp_path / "storage")}}  # PostgreSQL: the test below
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        concurrency = instance.get_concurrency_config()
+        assert concurrency.pool_config.default_pool_limit == 1
+        assert concurrency.pool_config.pool_granularity == PoolGranularity.OP
+        assert concurrency.run_queue_config.max_concurrent_runs == 4
+        assert concurrency.run_queue_config.should_block_op_concurrency_limited_runs
+
+        @dg.asset(pool=GPU_POOL)
+        def loads_a_model() -> None:
+            """Stands for a model-loading asset (they carry this pool: tests/test_gpu_placement.py)."""
+
+        assert dg.materialize([loads_a_model], instance=instance).success
+        info = instance.event_log_storage.get_concurrency_info(GPU_POOL)
+        assert (info.limit, info.slot_count, info.using_default_limit) == (1, 1, True)
 
 
 @pytest.mark.skipif(postgres_bin_dir() is None, reason="PostgreSQL server not installed (.ci/run installs it)")
@@ -116,11 +182,11 @@ def test_materializations_run_on_the_deploy_instance_with_postgres_storage(tmp_p
         build_demo_corpus(lake_root, "http://127.0.0.1:9", ["cs"])
         with dg.DagsterInstance.from_config(str(home)) as instance:
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-            coordinator = instance.run_coordinator
-            assert type(coordinator).__name__ == "QueuedRunCoordinator"
-            limits = {(limit["key"], limit["value"]): limit["limit"] for limit in coordinator.get_run_queue_config()
-                      .tag_concurrency_limits}  # fmt: skip
+            assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+            limits = {(limit["key"], limit["value"]): limit["limit"] for limit in instance.get_concurrency_config()
+                      .run_queue_config.tag_concurrency_limits}  # fmt: skip
             assert limits[("mella/pool", "training")] == 1
+            assert instance.global_op_concurrency_default_limit == 1  # the gpu pool
             result = dg.materialize(
                 [crawl_sources, raw_crawl], partition_key="cs", instance=instance,
                 resources={"lake": Lake(root=str(lake_root))},
@@ -214,6 +280,7 @@ def test_training_rbac_lets_run_pods_start_training_pods_and_gives_training_pods
     assert account.automount_service_account_token is False
     grants = {(resource, verb) for rule in objects["Role"].rules for resource in rule.resources for verb in rule.verbs}
     assert {("pods", "create"), ("pods", "delete"), ("pods", "watch"), ("pods/log", "get")} <= grants
+    assert {("jobs", "create"), ("jobs", "watch"), ("jobs", "delete")} <= grants  # k8s_job_executor's step Jobs
     values = yaml.safe_load((ROOT / "deploy" / "k8s" / "values.yaml").read_text())
     (subject,) = objects["RoleBinding"].subjects
     assert subject.name == values["serviceAccount"]["name"]
@@ -224,5 +291,5 @@ def test_kubernetes_dockerfile_installs_the_package_with_dagster_k8s():
     dockerfile = (ROOT / "deploy" / "k8s" / "Dockerfile").read_text()
     copied = set(re.findall(r"^COPY (\S+) \./\1$", dockerfile, re.M)) | {"pyproject.toml", "README.md"}
     assert {"mella_assets", "resources", "sensors"} <= copied
-    assert 'pip install ".[deploy,k8s]"' in dockerfile
+    assert 'pip install ".[deploy,k8s,trl,vision]"' in dockerfile
     assert "-m mella_assets.definitions" in " ".join(re.findall(r'"([^"]+)"', dockerfile.splitlines()[-1]))

@@ -60,7 +60,10 @@ def test_lora_training_lowers_the_loss_and_logs_every_five_steps(lora_run) -> No
     assert result.final_loss < result.first_loss
     progress = [entry for entry in logs if entry["event"] == "progress"]
     assert [entry["step"] for entry in progress] == [5, 10, 15]
-    assert set(progress[0]) == {"event", "step", "loss", "tokens_per_s", "peak_memory_mb"}
+    assert set(progress[0]) == {
+        "event", "step", "loss", "lr", "grad_norm", "answer_tokens", "tokens_per_s", "peak_memory_mb",
+    }  # fmt: skip
+    assert all(entry["answer_tokens"] > 0 for entry in progress)
     assert progress[0]["loss"] == round(result.first_loss, 4)
     assert [step for step, _ in result.loss_curve] == [5, 10, 15]
     assert result.tokens_per_s > 0
@@ -156,7 +159,12 @@ def test_train_script_reports_metadata_through_dagster_pipes(
 def test_a_relaunch_resumes_from_the_saved_state_and_ends_where_an_uninterrupted_run_ends(
     tiny: TinyModels, train_file: Path, tmp_path: Path
 ) -> None:
+    import torch
+    from safetensors.torch import load_file
+
     def config(name: str, max_steps: int, work: str) -> SFTConfig:
+        # Warmup then cosine decay, clipping, two accumulated micro-batches of length-grouped examples: the
+        # schedule, the data order and the optimizer all have to resume where they were.
         return SFTConfig(
             base_model=str(tiny.captioner),
             train_file=str(train_file),
@@ -166,9 +174,15 @@ def test_a_relaunch_resumes_from_the_saved_state_and_ends_where_an_uninterrupted
             log_every=2,
             save_every=3,
             work_dir=str(tmp_path / work),
+            batch_size=2,
+            grad_accumulation_steps=2,
+            warmup_steps=2,
+            max_grad_norm=0.5,
+            group_by_length=True,
         )
 
-    straight = train_sft(config("straight", 8, "work-straight"))
+    straight_logs: list[dict] = []
+    straight = train_sft(config("straight", 8, "work-straight"), log=straight_logs.append)
     # A first launch saves resume state at steps 3 and 6 and ends at 8; a resume state from step 6 is what a
     # run killed between steps 6 and 8 leaves behind (the SIGKILL case is tested through the asset).
     interrupted = config("interrupted", 8, "work-interrupted")
@@ -180,9 +194,19 @@ def test_a_relaunch_resumes_from_the_saved_state_and_ends_where_an_uninterrupted
     resumed = train_sft(interrupted, log=resumed_logs.append)
     assert resumed.resumed_from_step == 6
     assert resumed_logs[0] == {"event": "resumed", "step": 6}
-    assert [e["step"] for e in resumed_logs if e["event"] == "progress"] == [8]
+    resumed_progress = [e for e in resumed_logs if e["event"] == "progress"]
+    assert [e["step"] for e in resumed_progress] == [8]
+    last = next(e for e in straight_logs if e["event"] == "progress" and e["step"] == 8)
+    assert {k: resumed_progress[0][k] for k in ("loss", "lr", "grad_norm", "answer_tokens")} == pytest.approx(
+        {k: last[k] for k in ("loss", "lr", "grad_norm", "answer_tokens")}, rel=1e-4
+    )
     assert resumed.first_loss == straight.first_loss  # the losses before the kill travel with the state
     assert resumed.final_loss == pytest.approx(straight.final_loss, rel=1e-4)
+    assert resumed.answer_tokens == straight.answer_tokens
+    straight_weights = load_file(tmp_path / "straight" / "model.safetensors")
+    resumed_weights = load_file(tmp_path / "interrupted" / "model.safetensors")
+    for name, weight in straight_weights.items():
+        assert torch.allclose(resumed_weights[name], weight, rtol=0, atol=1e-6), name
 
 
 def test_a_run_past_its_time_budget_saves_its_state_stops_with_a_clear_error_and_resumes(

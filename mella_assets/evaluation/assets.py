@@ -6,15 +6,16 @@ import polars as pl
 
 from mella_assets.evaluation.report import render_score_chart, scores_markdown
 from mella_assets.evaluation.scoring import regressions, score_samples
-from mella_assets.lib.cache import JsonCache, batches, content_key, model_fingerprint
+from mella_assets.lib.cache import JsonCache, batches, content_key
 from mella_assets.lib.checkpoints import read_latest_checkpoint
+from mella_assets.lib.openai_backend import ItemError
 from mella_assets.lib.vlm import open_rgb_image
 from mella_assets.lib.watchdog import watched_stage
 from mella_assets.metadata import StageTimer, counts_by, preview_markdown, table_metadata
 from mella_assets.resources.lake import Lake
-from mella_assets.resources.models import load_vlm
+from mella_assets.resources.models import Evaluator, ModelUnderTest
 from mella_assets.resources.training import Training
-from mella_assets.specs import language_of, stage_specs, table_result
+from mella_assets.specs import GPU_POOL, language_of, stage_specs, table_result
 from mella_assets.tables import (
     EVALUATION_REPORT,
     EVALUATION_SAMPLES,
@@ -28,7 +29,8 @@ class EvaluationConfig(dg.Config):
     max_new_tokens: int = 48
     """Longest generated answer, in tokens."""
     batch_size: int = 8
-    """Test items per generate() call."""
+    """Test items per generate() call (openai backend: items whose requests are sent together, at most the
+    evaluator's ``concurrency`` in flight)."""
     bootstrap_resamples: int = 1000
     """Bootstrap resamples per confidence interval."""
     seed: int = 0
@@ -36,24 +38,36 @@ class EvaluationConfig(dg.Config):
 
 
 def _generate_cached(
-    lake: Lake, model, version: str, items: pl.DataFrame, config: EvaluationConfig
+    lake: Lake, model: ModelUnderTest, items: pl.DataFrame, config: EvaluationConfig
 ) -> tuple[list[str], int]:
     """Answers of one model for the test items, each cached by (model version, item, params), and how many
-    were generated (not read from the cache)."""
-    keys = [content_key(version, rid, config.max_new_tokens) for rid in items["id"]]
+    were generated (not read from the cache). An item the server refuses (openai backend: a 400 / 413 / 422) fails
+    the asset naming it, after every other answer is cached: every model must answer the same items for the paired
+    comparison, and a rerun asks only for what is missing."""
+    keys = [content_key(model.version, rid, config.max_new_tokens) for rid in items["id"]]
+    refused: dict[str, str] = {}
 
     def generate(missing: list[int]):
+        backend = model.load()
         for batch in batches(missing, config.batch_size):
-            outputs = model().generate(
+            outputs = backend.generate(
                 [open_rgb_image(lake.get_bytes(items["image_key"][i])) for i in batch],
                 [items["prompt"][i] for i in batch],
                 max_new_tokens=config.max_new_tokens,
                 batch_size=len(batch),
             )
             for i, output in zip(batch, outputs, strict=True):
-                yield i, {"text": output.text}
+                if isinstance(output, ItemError):
+                    refused[items["id"][i]] = f"{output.reason}: {output.detail}"
+                else:
+                    yield i, {"text": output.text}
 
     values, computed = JsonCache(lake.store, "evaluation").get_or_compute(keys, generate)
+    if refused:
+        raise dg.Failure(
+            f"{model.name}: the server refused {len(refused)} test item(s); every model must answer every item",
+            metadata={"refused": dg.MetadataValue.json(dict(list(refused.items())[:20]))},
+        )
     return [value["text"] for value in values], computed
 
 
@@ -66,35 +80,46 @@ def _checkpoint_model(lake: Lake, record: dict) -> tuple[str, str | None]:
 
 
 @dg.multi_asset(
-    name="evaluation_scores", specs=stage_specs("evaluation_scores", deps=[MELLA_DATASET, FINETUNED_CHECKPOINT])
+    name="evaluation_scores",
+    specs=stage_specs("evaluation_scores", deps=[MELLA_DATASET, FINETUNED_CHECKPOINT]),
+    pool=GPU_POOL,
 )
 @watched_stage
 def evaluation_scores(
-    context: dg.AssetExecutionContext, lake: Lake, training: Training, config: EvaluationConfig
+    context: dg.AssetExecutionContext,
+    lake: Lake,
+    training: Training,
+    evaluator: Evaluator,
+    config: EvaluationConfig,
 ) -> tuple[dg.MaterializeResult, ...]:
     """The base model, the previous checkpoint (when there is one) and the latest fine-tuned checkpoint answer
-    every test item of the language; keyword accuracy (know), METEOR and chrF (ling) per model with seeded
-    bootstrap intervals and paired deltas. Per-sample outputs go to ``evaluation_samples``."""
+    every test item of the language, in-process or through an OpenAI-compatible server serving them (the
+    ``evaluator`` resource); keyword accuracy (know), METEOR and chrF (ling) per model with seeded bootstrap
+    intervals and paired deltas. Per-sample outputs go to ``evaluation_samples``."""
     timer = StageTimer()
     language = language_of(context)
     test = lake.read(MELLA_DATASET, language).filter(pl.col("split") == "test")
     latest = read_latest_checkpoint(lake.store)
     if latest is None:
         raise dg.Failure("no fine-tuned checkpoint yet: materialize finetuned_checkpoint first")
-    base_path = lake.resolve_model(training.base_model)
     checkpoints = {"finetuned": latest}
     previous = latest.get("previous_checkpoint")
     if previous and lake.exists(previous["checkpoint_key"]):
-        checkpoints = {"previous": previous, **checkpoints}
-    models = {"base": (base_path, None)} | {
-        role: _checkpoint_model(lake, record) for role, record in checkpoints.items()
+        if evaluator.addresses_each_checkpoint():
+            checkpoints = {"previous": previous, **checkpoints}
+        else:
+            context.log.warning(
+                f"the previous checkpoint is not evaluated: the served name {evaluator.checkpoint_model_name!r} "
+                "has no {checkpoint_id}, so it only addresses the latest checkpoint"
+            )
+    models = {"base": evaluator.base(training.base_model, lake.resolve_model)} | {
+        role: evaluator.checkpoint(record, lambda r=record: _checkpoint_model(lake, r))
+        for role, record in checkpoints.items()
     }
     frames, generated = [], {}
-    for role, (path, adapter) in models.items():
-        version = model_fingerprint(path, adapter)
-        answers, generated[role] = _generate_cached(
-            lake, lambda p=path, a=adapter: load_vlm(p, a), version, test, config
-        )
+    for role, model in models.items():
+        version = model.version
+        answers, generated[role] = _generate_cached(lake, model, test, config)
         frames.append(
             test.select("id", "source", "image_sha256", "prompt", pl.col("text").alias("reference")).with_columns(
                 pl.lit(language.code).alias("language"),
@@ -120,7 +145,8 @@ def evaluation_scores(
             extra={
                 "checkpoint_key": latest["checkpoint_key"],
                 "previous_checkpoint_key": previous["checkpoint_key"] if "previous" in checkpoints else "",
-                "models": dg.MetadataValue.json({role: model_fingerprint(*m) for role, m in models.items()}),
+                "backend": evaluator.backend,
+                "models": dg.MetadataValue.json({role: model.name for role, model in models.items()}),
                 "generated": dg.MetadataValue.json(generated),
                 "scores": dg.MetadataValue.md(scores_markdown(scores)),
                 "samples": dg.MetadataValue.md(

@@ -151,7 +151,10 @@ class VisionLanguageModel:
                 self.processor.apply_chat_template([user_turn(prompt)], add_generation_prompt=True, tokenize=False)
                 for prompt in prompts[start : start + batch_size]
             ]
-            inputs = self.processor(images=batch_images, text=texts, padding=True, return_tensors="pt")
+            # One image per prompt, nested per sample (Gemma 3 reads a flat list as one sample's images); left
+            # padding asked of the processor too, since some (InternVL, Aya Vision) set their own padding side.
+            nested = [[image] for image in batch_images]
+            inputs = self.processor(images=nested, text=texts, padding=True, padding_side="left", return_tensors="pt")
             inputs = inputs.to(self.device)
             if "pixel_values" in inputs and self.model.dtype != torch.float32:
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)

@@ -14,7 +14,7 @@ from mella_assets.metadata import StageTimer, table_metadata
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.langid import LanguageIdentification
 from mella_assets.resources.models import Captioner, Translator
-from mella_assets.specs import language_of, stage_specs, table_result
+from mella_assets.specs import GPU_POOL, language_of, stage_specs, table_result
 from mella_assets.tables import (
     ALT_TEXT_PAIRS,
     CAPTION_REJECTS,
@@ -27,7 +27,7 @@ from mella_assets.tables import (
 
 
 # alt_text_pairs (read for the image domains) is upstream of images, so `images` alone orders the lineage.
-@dg.multi_asset(name="mllm_captions", specs=stage_specs("mllm_captions", deps=[IMAGES]))
+@dg.multi_asset(name="mllm_captions", specs=stage_specs("mllm_captions", deps=[IMAGES]), pool=GPU_POOL)
 @watched_stage
 def mllm_captions(
     context: dg.AssetExecutionContext, lake: Lake, captioner: Captioner
@@ -83,7 +83,7 @@ def mllm_captions(
     ), table_result(CAPTION_REJECTS, rejects)
 
 
-@dg.multi_asset(name="translations", specs=stage_specs("translations", deps=[MLLM_CAPTIONS]))
+@dg.multi_asset(name="translations", specs=stage_specs("translations", deps=[MLLM_CAPTIONS]), pool=GPU_POOL)
 @watched_stage
 def translations(
     context: dg.AssetExecutionContext, lake: Lake, translator: Translator, langid: LanguageIdentification

@@ -66,7 +66,9 @@ def with_checkpoint(history: pl.DataFrame, record: dict[str, Any]) -> pl.DataFra
     return history.unique("checkpoint_key", keep="last", maintain_order=True)
 
 
-@dg.multi_asset(name="finetuned_checkpoint", specs=stage_specs("finetuned_checkpoint", deps=[MELLA_DATASET]))
+@dg.multi_asset(
+    name="finetuned_checkpoint", specs=stage_specs("finetuned_checkpoint", deps=[MELLA_DATASET]), pool="gpu"
+)
 def finetuned_checkpoint(
     context: dg.AssetExecutionContext,
     lake: Lake,
@@ -142,6 +144,7 @@ def finetuned_checkpoint(
         "data_version": data_version,
         "train_rows": train.height,
         "method": training.method,
+        "trainer": training.trainer,
         "base_model": training.base_model,
         "created_at": created_at,
         "settings": settings,

@@ -11,7 +11,7 @@ Layout of one job (``work/training/<checkpoint id>/``)::
 
     job.json         the job: SFTConfig fields + lake_root, train_key, output_key, resume_key
     train.jsonl      one record per line: {"image": <lake key>, "prompt": ..., "answer": ...}
-    resume/          the resume state (state.pt, state.json)
+    resume/          the resume state: state.json (its step) + the trainer's state (state.pt, or TRL's trl/)
     train.pid        (local lake only) the process that trains on the job
 
 On an S3 lake the trainer's work folder is in its scratch folder and the resume state is mirrored to ``resume/``
@@ -31,10 +31,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from mella_assets.lib.lake import LakeStore, atomic_write_bytes, read_location
+from mella_assets.lib.lake import TMP_PREFIX, LakeStore, atomic_write_bytes, read_location
 from mella_assets.lib.model_paths import LAKE_URI_PREFIX, check_model_reference
 from mella_assets.settings import load_settings
-from mella_assets.training.sft import RESUME_DIR, RESUME_INFO, RESUME_STATE, SFTConfig
+from mella_assets.training.sft import RESUME_DIR, RESUME_INFO, SFTConfig
 
 JOB_FILE = "job.json"
 TRAIN_FILE = "train.jsonl"
@@ -192,21 +192,32 @@ def prepare_local_run(job: Mapping[str, Any], scratch: Path) -> tuple[LakeStore,
 
 
 def pull_resume_state(store: LakeStore, resume_key: str, work_dir: Path) -> int | None:
-    """Copy the lake's resume state into ``work_dir``; returns its step (None when the lake holds none)."""
-    if not resume_key or not store.exists(f"{resume_key}/{RESUME_INFO}"):
+    """Copy the lake's resume state (every file under ``resume_key``: the builtin trainer's ``state.pt``, TRL's
+    checkpoint folder) into ``work_dir``; returns its step (None when the lake holds none)."""
+    info_key = f"{resume_key}/{RESUME_INFO}"
+    if not resume_key or not store.exists(info_key):
         return None
     folder = work_dir / RESUME_DIR
     # The state first, its summary last (as the trainer writes them): a summary always describes its state.
-    for name in (RESUME_STATE, RESUME_INFO):
-        atomic_write_bytes(folder / name, store.get_bytes(f"{resume_key}/{name}"))
+    state_keys = [key for key in store.list(resume_key) if key != info_key]
+    for key in [*state_keys, info_key]:
+        atomic_write_bytes(folder / key.removeprefix(f"{resume_key}/"), store.get_bytes(key))
     return int(json.loads((folder / RESUME_INFO).read_text())["step"])
 
 
 def push_resume_state(store: LakeStore, resume_key: str, work_dir: Path) -> None:
-    """Mirror the local resume state to the lake, state first and summary last."""
+    """Mirror the local resume state folder to the lake, state first and summary last; files the trainer has
+    since removed locally (an older checkpoint it rotated out) then leave the lake too."""
     folder = work_dir / RESUME_DIR
-    for name in (RESUME_STATE, RESUME_INFO):
-        store.put_bytes(f"{resume_key}/{name}", (folder / name).read_bytes())
+    files = sorted(
+        path.relative_to(folder).as_posix()
+        for path in folder.rglob("*")
+        if path.is_file() and not path.name.startswith(TMP_PREFIX)
+    )
+    for name in [*(name for name in files if name != RESUME_INFO), RESUME_INFO]:
+        store.put_file(f"{resume_key}/{name}", folder / name)
+    for stale in set(store.list(resume_key)) - {f"{resume_key}/{name}" for name in files}:
+        store.delete(stale)
 
 
 def mirroring_log(

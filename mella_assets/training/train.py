@@ -34,6 +34,10 @@ from mella_assets.training.lake_job import (
 )
 from mella_assets.training.sft import SFTConfig, SFTResult, distributed_context, train_sft
 
+# A trainer: trains on a local SFTConfig, reporting progress entries to ``log`` (rank 0), and returns the result.
+# ``train_sft`` (the builtin loop) here; ``mella_assets.training.trl_train`` runs this script's protocol with TRL.
+TrainFunction = Callable[..., SFTResult]
+
 
 def config_from_mapping(values: Mapping[str, Any]) -> SFTConfig:
     """Build an ``SFTConfig`` from its field names, ignoring other keys (Pipes extras may carry more)."""
@@ -55,6 +59,9 @@ def result_metadata(result: SFTResult) -> dict[str, Any]:
         "peak_memory_mb": result.peak_memory_mb,
         "peak_memory_kind": result.peak_memory_kind,
         "world_size": result.world_size,
+        "answer_tokens": result.answer_tokens,
+        "precision": result.precision,
+        "effective_batch_size": result.effective_batch_size,
         "loss_curve": {"raw_value": result.loss_curve, "type": "json"},
     }
 
@@ -66,26 +73,33 @@ def _read_config_file(argv: list[str]) -> dict[str, Any] | None:
     return read_job(args.config) if args.config else None
 
 
-def train_from_mapping(values: dict[str, Any], log: Callable[[dict], None]) -> tuple[SFTResult, str]:
-    """Train on a lake job (or a plain config); returns the result and where the checkpoint is (a URI or a folder).
+def train_from_mapping(
+    values: dict[str, Any], log: Callable[[dict], None], train: TrainFunction = train_sft
+) -> tuple[SFTResult, str]:
+    """Train on a lake job (or a plain config) with ``train``; returns the result and where the checkpoint is (a
+    URI or a folder).
 
     A lake job's inputs are copied into this rank's scratch folder, its resume state is kept in the lake at every
     save, rank 0 publishes the checkpoint under the job's output key, and each rank then removes its scratch."""
     if not is_lake_job(values):
         config = config_from_mapping(values)
-        result = train_sft(config, log=log)
+        result = train(config, log=log)
         return result, result.output_dir
     dist = distributed_context()
     scratch = scratch_dir(values, dist.rank)
     store, config = prepare_local_run(values, scratch)
-    result = train_sft(config, log=mirroring_log(store, values, config, log))
+    result = train(config, log=mirroring_log(store, values, config, log))
     location = publish_output(store, values, config) if dist.is_main else ""
     remove_scratch(scratch)
     return result, location
 
 
-def run_under_pipes(file_config: dict[str, Any] | None) -> None:
-    """Train (rank 0 of the launch) and report progress and the result back to Dagster."""
+def run_under_pipes(
+    file_config: dict[str, Any] | None,
+    train: TrainFunction = train_sft,
+    extra_metadata: Mapping[str, Any] | None = None,
+) -> None:
+    """Train (rank 0 of the launch) and report progress and the result (with ``extra_metadata``) back to Dagster."""
     from dagster_pipes import open_dagster_pipes
 
     with open_dagster_pipes() as pipes:
@@ -97,26 +111,35 @@ def run_under_pipes(file_config: dict[str, Any] | None) -> None:
             pipes.log.info(json.dumps(entry))
             pipes.report_custom_message(entry)
 
-        result, location = train_from_mapping(values, log)
-        pipes.report_asset_materialization(metadata={**result_metadata(result), "output_dir": location})
+        result, location = train_from_mapping(values, log, train)
+        metadata = {**result_metadata(result), **(extra_metadata or {}), "output_dir": location}
+        pipes.report_asset_materialization(metadata=metadata)
 
 
-def run_plain(file_config: dict[str, Any]) -> None:
+def run_plain(
+    file_config: dict[str, Any], train: TrainFunction = train_sft, extra_metadata: Mapping[str, Any] | None = None
+) -> None:
     """Train without Dagster (or as a rank other than 0), printing progress and the result as JSON lines."""
-    result, location = train_from_mapping(file_config, log=lambda entry: print(json.dumps(entry), flush=True))
+    log = lambda entry: print(json.dumps(entry), flush=True)  # noqa: E731
+    result, location = train_from_mapping(file_config, log, train)
     if distributed_context().is_main:
-        print(json.dumps({"result": {**asdict(result), "output_dir": location}}), flush=True)
+        print(json.dumps({"result": {**asdict(result), **(extra_metadata or {}), "output_dir": location}}), flush=True)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Rank 0 under a Pipes launch reports to Dagster; other ranks and hand-run launches train quietly."""
+def main(
+    argv: list[str] | None = None,
+    train: TrainFunction = train_sft,
+    extra_metadata: Mapping[str, Any] | None = None,
+) -> None:
+    """Rank 0 under a Pipes launch reports to Dagster; other ranks and hand-run launches train quietly. ``train``
+    and ``extra_metadata`` let another trainer module speak the same protocol on the same jobs."""
     from dagster_pipes import PipesEnvVarParamsLoader
 
     file_config = _read_config_file(sys.argv[1:] if argv is None else argv)
     if PipesEnvVarParamsLoader().is_dagster_pipes_process() and distributed_context().is_main:
-        run_under_pipes(file_config)
+        run_under_pipes(file_config, train, extra_metadata)
     elif file_config is not None:
-        run_plain(file_config)
+        run_plain(file_config, train, extra_metadata)
     else:
         raise SystemExit("no --config and no Dagster Pipes context: nothing to train")
 

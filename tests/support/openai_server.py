@@ -1,9 +1,11 @@
 """A small OpenAI-compatible chat-completions server on loopback that serves in-process models (the tiny ones in
 tests) through the same transformers code as the ``transformers`` backend, with optional fault injection.
 
-``POST /v1/chat/completions``: the request's ``model`` picks the role. The captioner gets the user turn's
-``image_url`` (a base64 ``data:`` URL) and text; the translator gets the text of the ``translate-v1`` prompt, from
-which the target NLLB code and the source text are read back (a seq2seq model takes codes, not instructions).
+``POST /v1/chat/completions``: the request's ``model`` picks the role. The captioner — or any vision model served
+under its own name through ``vlms`` (name → model, as vLLM serves a base model and LoRA modules side by side) —
+gets the user turn's ``image_url`` (a base64 ``data:`` URL) and text; the translator gets the text of the
+``translate-v1`` prompt, from which the target NLLB code and the source text are read back (a seq2seq model takes
+codes, not instructions).
 
 Faults (for retry / timeout tests): ``error_every=n`` answers every n-th request with 429 (with ``Retry-After``)
 or 500, alternately; ``stall_first_s=s`` makes the first request for each distinct body wait ``s`` seconds and
@@ -40,9 +42,11 @@ class Faults:
 
 @dataclass
 class ServerLog:
-    """What the server saw: every request's body hash, arrival time and answered status."""
+    """What the server saw: every request's body hash, arrival time and answered status, and every vision
+    request's (model name, image size, prompt)."""
 
     events: list[tuple[str, float, int]] = field(default_factory=list)
+    vision_requests: list[tuple[str, tuple[int, int], str]] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     max_in_flight: int = 0
     model_calls: int = 0
@@ -59,8 +63,10 @@ class ChatCompletionsServer:
         translator_name: str = "tiny-translator",
         faults: Faults | None = None,
         api_key: str | None = None,
+        vlms: dict[str, Any] | None = None,
     ) -> None:
         self.captioner, self.translator = captioner, translator
+        self.vlms = dict(vlms or {})
         self.captioner_name, self.translator_name = captioner_name, translator_name
         self.faults = faults or Faults()
         self.api_key = api_key
@@ -112,18 +118,29 @@ class ChatCompletionsServer:
             first_time = digest not in self._seen
             self._seen.add(digest)
         try:
-            status = self._respond(request, body, number, first_time)
+            status = self._respond(request, body, digest, number, first_time)
         finally:
             with self._lock:
                 self._in_flight -= 1
+        if status == 0:  # no answer at all: nothing was logged yet
+            self._record(digest, status)
+
+    def _record(self, digest: str, status: int) -> None:
         with self._lock:
             self.log.events.append((digest, time.monotonic(), status))
             self.log.statuses[status] += 1
 
-    def _respond(self, request: BaseHTTPRequestHandler, body: bytes, number: int, first_time: bool) -> int:
+    def _answer(
+        self, request: BaseHTTPRequestHandler, digest: str, status: int, payload: dict, headers: dict | None = None
+    ) -> int:
+        """Log the answer, then send it: a client that has its answer finds it in the log already."""
+        self._record(digest, status)
+        return _send(request, status, payload, headers)
+
+    def _respond(self, request: BaseHTTPRequestHandler, body: bytes, digest: str, number: int, first_time: bool) -> int:
         faults = self.faults
         if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
-            return _send(request, 401, {"error": {"message": "invalid API key"}})
+            return self._answer(request, digest, 401, {"error": {"message": "invalid API key"}})
         if faults.stall_first_s and first_time:
             time.sleep(faults.stall_first_s)
             request.close_connection = True
@@ -131,15 +148,16 @@ class ChatCompletionsServer:
         if faults.error_every and number % faults.error_every == 0:
             if (number // faults.error_every) % 2:
                 headers = {"Retry-After": faults.retry_after} if faults.retry_after is not None else {}
-                return _send(request, 429, {"error": {"message": "rate limited"}}, headers)
-            return _send(request, 500, {"error": {"message": "internal error"}})
+                return self._answer(request, digest, 429, {"error": {"message": "rate limited"}}, headers)
+            return self._answer(request, digest, 500, {"error": {"message": "internal error"}})
         try:
             payload = json.loads(body)
             text, prompt_tokens, completion_tokens = self._complete(payload)
         except (ValueError, KeyError, TypeError) as error:
-            return _send(request, 400, {"error": {"message": f"bad request: {error}"}})
-        return _send(
+            return self._answer(request, digest, 400, {"error": {"message": f"bad request: {error}"}})
+        return self._answer(
             request,
+            digest,
             200,
             {
                 "object": "chat.completion",
@@ -156,13 +174,17 @@ class ChatCompletionsServer:
     def _complete(self, payload: dict[str, Any]) -> tuple[str, int, int]:
         max_tokens = int(payload.get("max_tokens") or 64)
         user = next(m for m in reversed(payload["messages"]) if m["role"] == "user")
-        if payload["model"] == self.captioner_name and self.captioner is not None:
+        vlm = self.vlms.get(payload["model"])
+        if vlm is None and payload["model"] == self.captioner_name:
+            vlm = self.captioner
+        if vlm is not None:
             parts = user["content"]
             image = decode_data_url(next(p["image_url"]["url"] for p in parts if p["type"] == "image_url"))
             prompt = "".join(p["text"] for p in parts if p["type"] == "text")
             with self._model_lock:
                 self.log.model_calls += 1
-                (out,) = self.captioner.generate([image], [prompt], max_new_tokens=max_tokens, batch_size=1)
+                self.log.vision_requests.append((payload["model"], image.size, prompt))
+                (out,) = vlm.generate([image], [prompt], max_new_tokens=max_tokens, batch_size=1)
             return out.text, out.prompt_tokens, out.new_tokens
         if payload["model"] == self.translator_name and self.translator is not None:
             content = user["content"] if isinstance(user["content"], str) else user["content"][0]["text"]
