@@ -7,11 +7,11 @@ import os
 import subprocess
 import sys
 
-from mella_assets.commands import crawl, extract, langid, score
+from mella_assets.commands import crawl, extract, langid, score, train
 from mella_assets.demo.run import DEFAULT_DAGSTER_HOME, DEFAULT_SITE_PORT
 
 # Each entry is the `register(subparsers)` of a module in mella_assets/commands/.
-COMMAND_REGISTRARS: list = [score.register, crawl.register, extract.register, langid.register]
+COMMAND_REGISTRARS: list = [score.register, crawl.register, extract.register, langid.register, train.register]
 
 
 def _lake_default() -> str:
@@ -31,16 +31,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_sql(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from mella_assets.lib.catalog import run_sql
+    from mella_assets.lib.catalog import run_sql, to_csv
     from mella_assets.lib.lake import LakeStore
 
     try:
-        result = run_sql(LakeStore(args.lake), args.query)
+        result = run_sql(LakeStore(args.lake), args.query, allow_external=args.allow_external)
     except Exception as error:  # a SQL error is the user's to fix: show it plainly
         print(f"error: {error}", file=sys.stderr)
         return 1
     if args.format == "csv":
-        print(result.write_csv(), end="")
+        print(to_csv(result), end="")
     else:
         with pl.Config(tbl_rows=args.max_rows, tbl_cols=50, fmt_str_lengths=80, tbl_hide_dataframe_shape=False):
             print(result)
@@ -48,16 +48,17 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from mella_assets.demo.run import configure_demo_environment
+    from mella_assets.demo.run import configure_ui_environment
 
-    configure_demo_environment(args.lake, args.dagster_home, args.port)
+    # The demo's code location for a demo lake only; any other lake: production (SSRF guard on).
+    location = configure_ui_environment(args.lake, args.dagster_home, args.port)
     command = [
         sys.executable,
         "-m",
         "dagster",
         "dev",
         "-m",
-        "mella_assets.demo.definitions",
+        location,
         "--host",
         args.host,
         "--port",
@@ -92,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("query", help='e.g. "SELECT language, count(*) FROM d_know GROUP BY 1"')
     sql.add_argument("--format", choices=["table", "csv"], default="table", help="output format")
     sql.add_argument("--max-rows", type=int, default=50, help="rows shown in table format")
+    sql.add_argument(
+        "--allow-external",
+        action="store_true",
+        help="full DuckDB: any statement (COPY, ATTACH, INSTALL, ...) and any file or URL; by default only SELECT "
+        "runs and only the lake's tables can be read",
+    )
     sql.set_defaults(func=cmd_sql)
 
     ui = with_instance(with_lake(sub.add_parser("ui", help="start the Dagster UI on the demo's instance")))

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import io
+import random
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from mella_assets.cli import main
+from mella_assets.commands import langid
 from mella_assets.demo.corpus import warc_bytes
+from mella_assets.lib import langid as langid_lib
 
 PAGE = """<html lang="sr-Latn"><head><base href="https://cdn.example.rs/m/"></head><body>
 <img src="kalemegdan.jpg" alt="Kalemegdan u sumrak">
@@ -95,3 +99,52 @@ def test_langid_takes_the_page_prior(monkeypatch: pytest.MonkeyPatch, capsys, pa
     monkeypatch.setattr(sys, "stdin", stdin)
     assert main(["langid", "--languages", "sr", *page_args]) == 0
     assert capsys.readouterr().out.split("\t")[0] == label
+
+
+# -- bounded lines (issue #16): a line is identified by a bounded sample, and only a bounded prefix is held ------
+def _generated_lines(seed: int = 16) -> list[bytes]:
+    """Lines of every length class around the caps, in one- to four-byte characters, some with CRLF."""
+    rng = random.Random(seed)
+    lengths = [0, 1, 999, 1000, 1001, 4003, 4004, 4005, 65_537, 1_000_000]
+    lengths += [rng.randint(0, 3 * langid.MAX_LINE_BYTES) for _ in range(20)]
+    alphabet = ["a", " ", "ž", "語", "😀", "\t", "\r"]
+    return [("".join(rng.choice(alphabet) for _ in range(n // 2)) + "b" * (n - n // 2)).encode() for n in lengths]
+
+
+def test_bounded_lines_keeps_one_bounded_prefix_per_line():
+    lines = _generated_lines()
+    for ending in (b"\n", b"\r\n"):
+        stream = io.BytesIO(ending.join(lines) + ending)
+        got = list(langid.bounded_lines(stream))
+        assert len(got) == len(lines)
+        for line, prefix in zip(lines, got, strict=True):
+            assert len(prefix) <= langid.MAX_LINE_BYTES
+            assert line.startswith(prefix.rstrip(b"\r")), (len(line), len(prefix))
+    assert list(langid.bounded_lines(io.BytesIO(b"last line without a break"))) == [b"last line without a break"]
+
+
+def test_langid_identifies_a_bounded_sample_of_each_line(monkeypatch: pytest.MonkeyPatch, capsys):
+    lines = _generated_lines()
+    seen: list[str] = []
+
+    def record(identifier, texts, page_langs):
+        seen.extend(texts)
+        return [langid_lib.Detection("und", 0.0) for _ in texts]
+
+    monkeypatch.setattr(langid, "identify_many", record)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\n".join(lines) + b"\n"), encoding="utf-8"))
+    assert main(["langid", "--languages", "cs"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == len(seen) == len(lines)
+    assert max(len(text) for text in seen) <= langid.MAX_LINE_CHARS
+    word_cut = langid.line_sample(("slovo " * 400).encode())
+    assert word_cut.endswith("slovo") and len(word_cut) <= langid.MAX_LINE_CHARS
+
+
+def test_langid_answers_a_megabyte_line_at_once(monkeypatch: pytest.MonkeyPatch, capsys):
+    big = ("Pražský hrad v zimě pokrytý sněhem " * 30_000).encode()  # about 1 MB
+    stdin = io.BytesIO(big + "\nKarlův most v mlze na Vltavě\n".encode())
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(stdin, encoding="utf-8"))
+    started = time.perf_counter()
+    assert main(["langid", "--languages", "cs"]) == 0
+    assert time.perf_counter() - started < 5
+    assert [row.split("\t")[0] for row in capsys.readouterr().out.splitlines()] == ["cs", "cs"]

@@ -28,6 +28,7 @@ _READ_ERRORS = (EOFError, OSError, zlib.error, ValueError, IndexError, KeyError,
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK_BYTES = 1 << 16
 _MAX_HEADER_BYTES = 1 << 16
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*(\d+)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -79,10 +80,12 @@ def _dechunk(data: bytes) -> bytes | None:
         line_end = data.find(b"\r\n", pos)
         if line_end < 0:
             return None
-        try:
-            size = int(data[pos:line_end].split(b";", 1)[0], 16)
-        except ValueError:
+        # ASCII hex digits only: int(..., 16) also takes a sign, underscores and spaces, and a negative size sent
+        # this loop back to an earlier line forever.
+        size_field = data[pos:line_end].split(b";", 1)[0].strip(b" \t")
+        if not _CHUNK_SIZE.fullmatch(size_field):
             return None
+        size = int(size_field, 16)
         if size == 0:
             return b"".join(out)
         start = line_end + 2

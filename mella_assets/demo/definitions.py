@@ -4,7 +4,14 @@ load ``mella_assets.definitions``, which knows nothing of the demo."""
 
 from mella_assets.definitions import build_definitions
 from mella_assets.demo.resources import demo_resources
+from mella_assets.demo.site import is_demo_lake
 from mella_assets.settings import load_settings
 
 _settings = load_settings()
-defs = build_definitions(demo_resources(_settings.lake, _settings.demo_site_port))
+# A lake without the demo site is not the demo's: it gets the production resources (SSRF guard on), whoever loads
+# this location.
+defs = (
+    build_definitions(demo_resources(_settings.lake, _settings.demo_site_port))
+    if is_demo_lake(_settings.lake)
+    else build_definitions()
+)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
-from mella_assets.demo.site import ensure_demo_site_server
+from mella_assets.demo.site import HOST, ensure_demo_site_server
 from mella_assets.resources import build_resources
 from mella_assets.resources.fetch import ImageFetcher
 from mella_assets.resources.models import Translator
@@ -17,12 +17,12 @@ DEFAULT_SITE_PORT = Settings().demo_site_port
 
 class DemoImageFetcher(ImageFetcher):
     """The image fetcher of the demo: serves the demo site from ``site_dir`` on loopback while assets run (also in
-    the run processes `make ui` starts), may fetch from loopback, and — the site being our own — fetches it without
-    the per-host delay."""
+    the run processes `make ui` starts), may fetch from the site's loopback address (and no other private address:
+    the SSRF guard stays on), and — the site being our own — fetches it without the per-host delay."""
 
     site_dir: str = Field(description="Folder of the demo web site (built by `mella demo`).")
     site_port: int = Field(DEFAULT_SITE_PORT, description="Loopback port of the demo web site.")
-    allow_private_addresses: bool = True
+    allowed_networks: list[str] = Field(default_factory=lambda: [f"{HOST}/32"])
     max_per_host: int = 8
     delay_s: float = 0.0
 

@@ -18,6 +18,8 @@ DEFAULT_DAGSTER_HOME = ".mella/dagster_home"
 DEFAULT_SITE_PORT = Settings().demo_site_port
 # The local instance: SQLite storage in DAGSTER_HOME; `dagster dev` (make ui) runs the daemon for sensors.
 DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+DEMO_CODE_LOCATION = "mella_assets.demo.definitions"
+PRODUCTION_CODE_LOCATION = "mella_assets.definitions"
 # The demo prints one line per run; the full event log is in the UI.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
@@ -54,6 +56,27 @@ def configure_demo_environment(lake_root: str, dagster_home: str, port: int) -> 
     os.environ.setdefault("MELLA_TRAINING_STEPS", "200")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # also silences transformers' bars (and Pipes')
+    _write_instance_config(dagster_home)
+
+
+def configure_ui_environment(lake_root: str, dagster_home: str, port: int) -> str:
+    """Environment for `mella ui` / `make ui`; returns the code location module to serve.
+
+    The demo's location (its loopback site and fetcher, the tiny models' training defaults) only for a demo lake;
+    any other lake gets the production location, whose fetcher keeps the SSRF guard on: pointing the UI at a real
+    lake must not open private addresses to the pages it crawls."""
+    from mella_assets.demo.site import is_demo_lake
+
+    if is_demo_lake(lake_root):
+        configure_demo_environment(lake_root, dagster_home, port)
+        return DEMO_CODE_LOCATION
+    os.environ["MELLA_LAKE"] = lake_root if "://" in lake_root else str(Path(lake_root).resolve())
+    os.environ["DAGSTER_HOME"] = str(Path(dagster_home).resolve())
+    _write_instance_config(dagster_home)
+    return PRODUCTION_CODE_LOCATION
+
+
+def _write_instance_config(dagster_home: str) -> None:
     home = Path(dagster_home)
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():

@@ -23,6 +23,15 @@ CONTENT_TYPES: dict[str, str] = {
 HOST = "127.0.0.1"
 
 
+def is_demo_lake(lake_root: str) -> bool:
+    """True when ``lake_root`` holds the demo's web site (``demo/site/``, written by `mella demo`): the only lake
+    the demo's resources (a fetcher that may reach the loopback site) are ever used on."""
+    from mella_assets.lib.lake import LakeStore
+
+    site = LakeStore(lake_root).direct_path("demo/site")
+    return site is not None and site.is_dir()
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _SiteHTTPServer
     server_version = "mella-demo-site/1.0"

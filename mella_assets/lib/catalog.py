@@ -7,9 +7,26 @@ Derived views (created when the tables they read exist):
 - ``rejects_by_reason``: per language, stage (the rejects table) and reason code, the rejected rows.
 - ``pairs_per_domain``: per language and web domain, dataset records by source kind and distinct images.
 - ``split_sizes``: per language, source and split, records, distinct images and image clusters.
+
+Names: a view is named after its folder under ``tables/`` only when the name is a plain identifier
+(:data:`TABLE_NAME`: lowercase letters, digits, underscores); any other folder is skipped with a warning naming it,
+and every name that reaches SQL is quoted (:func:`quote_identifier`), so a folder name cannot run SQL.
+
+Read-only by default: once the views exist, the connection may read files only under the lake's ``tables/``
+(DuckDB ``allowed_directories``, local or ``s3://``) with ``enable_external_access`` off and the configuration
+locked (no ``SET`` can undo it, no extension can be installed or loaded), and :func:`run_sql` runs ``SELECT``
+statements only (``DESCRIBE``, ``SHOW``, ``SUMMARIZE``, ``PIVOT ... IN (...)`` are ``SELECT`` too): no ``COPY``,
+``ATTACH``, ``EXPORT``, ``INSTALL``/``LOAD``, ``SET``, ``CREATE``. ``allow_external=True`` (``mella sql
+--allow-external``) gives DuckDB's full power back: any statement, any file, any URL.
 """
 
 from __future__ import annotations
+
+import datetime
+import decimal
+import json
+import logging
+import re
 
 import duckdb
 import polars as pl
@@ -25,6 +42,42 @@ FUNNEL_STAGES = tuple(
     for step, table in enumerate(funnel_tables(), start=1)
 )
 DERIVED_VIEWS = ("funnel_by_language", "rejects_by_reason", "pairs_per_domain", "split_sizes")
+# A folder under tables/ that becomes a view: what every registered table is called (DuckDB's identifiers are
+# case-insensitive, so upper case could only collide).
+TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# The statements a read-only catalog runs.
+READ_ONLY_STATEMENTS = frozenset({duckdb.StatementType.SELECT})
+_log = logging.getLogger(__name__)
+
+
+class ReadOnlyCatalogError(PermissionError):
+    """A statement other than ``SELECT`` given to a read-only catalog."""
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` as a SQL identifier: double quotes around it, each double quote inside doubled."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    """``value`` as a SQL string literal: single quotes around it, each single quote inside doubled."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def catalog_tables(store: LakeStore) -> dict[str, str]:
+    """The lake's tables that get a view (name → glob of their Parquet files): those whose folder name is a
+    :data:`TABLE_NAME`; every other folder is skipped with a warning that names it."""
+    tables = {}
+    for name, pattern in store.tables().items():
+        if TABLE_NAME.fullmatch(name):
+            tables[name] = pattern
+        else:
+            _log.warning(
+                "lake folder tables/%r skipped: a table name is 1 to 63 lowercase letters, digits and underscores, "
+                "starting with a letter or an underscore",
+                name,
+            )
+    return tables
 
 
 def _funnel_sql(tables: set[str]) -> str | None:
@@ -37,13 +90,13 @@ def _funnel_sql(tables: set[str]) -> str | None:
     for step, stage, kept, rejects in FUNNEL_STAGES:
         if kept in tables:
             parts.append(
-                f"SELECT language, {step} AS step, '{stage}' AS stage, count(*) AS kept, 0 AS rejected "
-                f'FROM "{kept}" GROUP BY 1'
+                f"SELECT language, {step} AS step, {quote_literal(stage)} AS stage, count(*) AS kept, 0 AS rejected "
+                f"FROM {quote_identifier(kept)} GROUP BY 1"
             )
         if rejects and rejects in tables:
             parts.append(
-                f"SELECT language, {step} AS step, '{stage}' AS stage, 0 AS kept, count(*) AS rejected "
-                f'FROM "{rejects}" GROUP BY 1'
+                f"SELECT language, {step} AS step, {quote_literal(stage)} AS stage, 0 AS kept, count(*) AS rejected "
+                f"FROM {quote_identifier(rejects)} GROUP BY 1"
             )
     if not parts:
         return None
@@ -58,7 +111,9 @@ def _rejects_sql(tables: set[str]) -> str | None:
     names = sorted(t for t in tables if t in TABLES and TABLES[t].is_rejects)
     if not names:
         return None
-    union = "\n  UNION ALL ".join(f"SELECT language, '{name}' AS stage, reason FROM \"{name}\"" for name in names)
+    union = "\n  UNION ALL ".join(
+        f"SELECT language, {quote_literal(name)} AS stage, reason FROM {quote_identifier(name)}" for name in names
+    )
     return (
         f"SELECT language, stage, reason, count(*)::BIGINT AS rows\nFROM (\n  {union}\n) "
         "GROUP BY ALL ORDER BY language, stage, rows DESC, reason"
@@ -82,32 +137,94 @@ def _derived_views(tables: set[str]) -> dict[str, str]:
     return {name: sql for name, sql in views.items() if sql}
 
 
-def open_catalog(store: LakeStore) -> duckdb.DuckDBPyConnection:
-    """An in-process DuckDB connection with a view per lake table (named after its asset) and the derived views.
+def open_catalog(store: LakeStore, *, allow_external: bool = False) -> duckdb.DuckDBPyConnection:
+    """An in-process DuckDB connection with a view per lake table (named after its asset) and the derived views;
+    read-only over the lake unless ``allow_external`` (see the module's docstring).
 
     In-process and per caller on purpose: there is no shared writable database file, so parallel partitions
     never wait on a lock (docs/architecture.md, "Storage layout").
     """
     connection = duckdb.connect(":memory:")
-    store.configure_duckdb(connection)  # an S3 lake's credentials and endpoint (httpfs)
-    tables = store.tables()
-    for name, pattern in tables.items():
-        escaped = pattern.replace("'", "''")
-        # The `language` column is stored in every file, so Hive partition parsing is off (no duplicate column).
-        connection.execute(
-            f'CREATE VIEW "{name}" AS SELECT * FROM '
-            f"read_parquet('{escaped}', hive_partitioning = false, union_by_name = true)"
-        )
-    for name, sql in _derived_views(set(tables) - set(DERIVED_VIEWS)).items():
-        try:
-            connection.execute(f'CREATE VIEW "{name}" AS {sql}')
-        except duckdb.Error:
-            # A table written by an older version may lack a column a view needs; its own view still works.
-            continue
+    try:
+        store.configure_duckdb(connection)  # an S3 lake's credentials and endpoint (httpfs)
+        tables = catalog_tables(store)
+        for name, pattern in tables.items():
+            # The `language` column is stored in every file, so Hive partition parsing is off (no duplicate column).
+            connection.execute(
+                f"CREATE VIEW {quote_identifier(name)} AS SELECT * FROM "
+                f"read_parquet({quote_literal(pattern)}, hive_partitioning = false, union_by_name = true)"
+            )
+        for name, sql in _derived_views(set(tables) - set(DERIVED_VIEWS)).items():
+            try:
+                connection.execute(f"CREATE VIEW {quote_identifier(name)} AS {sql}")
+            except duckdb.Error:
+                # A table written by an older version may lack a column a view needs; its own view still works.
+                continue
+        if not allow_external:
+            _confine_to_lake(connection, store)
+    except BaseException:
+        connection.close()
+        raise
     return connection
 
 
-def run_sql(store: LakeStore, query: str) -> pl.DataFrame:
-    """Run one SQL query over the lake's tables and return the result."""
-    with open_catalog(store) as connection:
+def _confine_to_lake(connection: duckdb.DuckDBPyConnection, store: LakeStore) -> None:
+    """From now on the connection reads files under the lake's ``tables/`` only (a folder or an ``s3://`` prefix),
+    loads no extension, and no ``SET`` changes that."""
+    tables_dir = store.location("tables").rstrip("/") + "/"
+    connection.execute(f"SET allowed_directories = [{quote_literal(tables_dir)}]")
+    for setting in ("autoinstall_known_extensions", "autoload_known_extensions", "enable_external_access"):
+        connection.execute(f"SET {setting} = false")
+    connection.execute("SET lock_configuration = true")
+
+
+def check_read_only(connection: duckdb.DuckDBPyConnection, query: str) -> None:
+    """Raise :class:`ReadOnlyCatalogError` unless every statement of ``query`` is a ``SELECT`` (parsed, not run;
+    a syntax error is DuckDB's own ``ParserException``)."""
+    refused = [
+        statement.type.name for statement in connection.extract_statements(query)
+        if statement.type not in READ_ONLY_STATEMENTS
+    ]  # fmt: skip
+    if refused:
+        raise ReadOnlyCatalogError(
+            f"read-only catalog: only SELECT statements run over the lake, not {', '.join(refused)} "
+            "(`mella sql --allow-external` runs any statement)"
+        )
+
+
+def run_sql(store: LakeStore, query: str, *, allow_external: bool = False) -> pl.DataFrame:
+    """Run one SQL query over the lake's tables and return the result; ``SELECT`` only over the lake's files unless
+    ``allow_external``."""
+    with open_catalog(store, allow_external=allow_external) as connection:
+        if not allow_external:
+            check_read_only(connection, query)
         return connection.execute(query).pl()
+
+
+def to_csv(frame: pl.DataFrame) -> str:
+    """``frame`` as CSV text; a value CSV cannot hold (a list, an array, a struct, bytes) is written as JSON text
+    (bytes as hex)."""
+    columns = []
+    for name, dtype in frame.schema.items():
+        if dtype.is_nested() or dtype == pl.Binary or dtype == pl.Object:
+            values = [None if value is None else _json_text(value) for value in frame[name].to_list()]
+            columns.append(pl.Series(name, values, dtype=pl.String))
+        else:
+            columns.append(frame[name])
+    return pl.DataFrame(columns).write_csv() if columns else frame.write_csv()
+
+
+def _json_text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.hex()
+    return json.dumps(value, ensure_ascii=False, default=_json_default)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta | decimal.Decimal):
+        return str(value)
+    return repr(value)

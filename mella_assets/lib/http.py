@@ -66,8 +66,11 @@ MAX_URL_CHARS = 8192
 _METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 IMAGE_CONTENT_TYPES: tuple[str, ...] = ("image/", "application/octet-stream", "binary/octet-stream")
-# "bytes <first>-<last>/<total or *>" of a 206 answer.
-_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
+# "bytes <first>-<last>/<total or *>" of a 206 answer (ASCII digits only).
+_CONTENT_RANGE = re.compile(r"bytes[ \t]+([0-9]+)-([0-9]+)/([0-9]+|\*)", re.IGNORECASE)
+# Header numbers (Content-Length, Retry-After seconds): ASCII digits, and few enough of them to be a real value.
+# str.isdigit() also says yes to "²", "١" or "৩", and int() then fails or reads another script's digits.
+_HEADER_NUMBER = re.compile(r"[0-9]{1,18}")
 # host, port -> the IP addresses (as text) a connection may use, in preference order; raises OSError on failure.
 Resolver = Callable[[str, int], Sequence[str]]
 
@@ -175,28 +178,47 @@ def is_blocked_address(ip: str) -> bool:
     )
 
 
+def header_number(value: str | None) -> int | None:
+    """A non-negative integer header value (``Content-Length``, ``Retry-After`` seconds) in ASCII digits, or None
+    when absent or malformed: a malformed value is ignored, never an error (the size cap and backoff still apply)."""
+    if value is None:
+        return None
+    value = value.strip(" \t")
+    return int(value) if _HEADER_NUMBER.fullmatch(value) else None
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), None if absent/invalid."""
     if value is None or not value.strip():
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    seconds = header_number(value)
+    if seconds is not None:
+        return float(seconds)
+    if not value.isascii():
+        return None
     try:
         moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if moment is None:
         return None
-    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+    try:
+        return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def host_key(url: str) -> str:
-    """``scheme://host:port`` of a URL: the unit of politeness (robots.txt, concurrency, delay)."""
+    """``scheme://host:port`` of a URL: the unit of politeness (robots.txt, concurrency, delay), itself a URL (the
+    origin): an IPv6 literal keeps its brackets (``http://[::1]:8080``), a default port is written out."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     port = parts.port or (443 if scheme == "https" else 80)
-    return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
+    host = (parts.hostname or "").lower()
+    if ":" in host:  # only an IPv6 literal has a colon in its host (its zone, if any, stays percent-encoded)
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
 
 
 class HostLimiter:
@@ -430,8 +452,8 @@ class HttpFetcher:
     _check_url = check_url
 
     def _read_body(self, response: requests.Response, started: float) -> bytes:
-        length = response.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > self.max_bytes:
+        length = header_number(response.headers.get("Content-Length"))
+        if length is not None and length > self.max_bytes:
             raise _Refused("too_large", response.status_code)
         chunks: list[bytes] = []
         total = 0
@@ -649,8 +671,7 @@ class HttpFetcher:
             if sink.written:
                 sink.reset()  # Range ignored: the whole body comes again
                 restarted = 1
-            length = response.headers.get("Content-Length", "")
-            expected = int(length) if length.isdigit() else None
+            expected = header_number(response.headers.get("Content-Length"))
         if expected is not None and expected > self.max_bytes:
             raise _Refused("too_large", status)
         try:

@@ -23,6 +23,12 @@ ROBOTS_MAX_BYTES = 512_000  # Google reads the first 500 KiB
 DEFAULT_MAX_CRAWL_DELAY_S = 10.0
 
 
+def robots_url(url: str) -> str:
+    """The robots.txt that governs ``url``: ``/robots.txt`` on its scheme, host and port (:func:`host_key`, which
+    keeps an IPv6 literal's brackets: ``http://[::1]:8080/robots.txt``)."""
+    return f"{host_key(url)}/robots.txt"
+
+
 @dataclass(frozen=True)
 class RobotsRules:
     """One host's rules: ``parser`` None means allow all (``unavailable`` True: disallow all)."""
@@ -50,7 +56,7 @@ class RobotsCache:
         with host_lock:
             if host in self._rules:
                 return self._rules[host]
-            result = fetcher.fetch(f"{host}/robots.txt", check_robots=False, any_content_type=True)
+            result = fetcher.fetch(robots_url(url), check_robots=False, any_content_type=True)
             if result.body is not None:
                 text = result.body[:ROBOTS_MAX_BYTES].decode("utf-8", errors="replace")
                 rules = RobotsRules(Protego.parse(text), status=result.status)

@@ -15,12 +15,15 @@ Stages and the code each case goes through:
   ``fetched path=<path the server saw> host=<Host header>`` or ``reject <reason> (requests=<n>)``.
 
 ``run_bad_input_report()`` runs every case and returns one :class:`ReportRow` each (an exception becomes the
-outcome ``crash: ...``, never propagates); ``render_report(rows)`` makes the Markdown table.
+outcome ``crash: ...``, never propagates), with the seconds it took and the process's peak resident memory after
+it; a case with a time limit (``max_seconds``: the inputs that used to cost super-linear time, issue #16) that
+overruns it has the outcome ``slow: ...``. ``render_report(rows)`` makes the Markdown table.
 Regenerate it with ``PYTHONPATH=tests python -m support.bad_inputs [report.md]``.
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import random
@@ -28,6 +31,7 @@ import struct
 import sys
 import tempfile
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,8 +65,17 @@ CHARSET_SAMPLES: dict[str, tuple[str, str, str, str]] = {
     "tis-620": ("cp874", "วัดพระแก้ว", "กรุงเทพ", ""),
     "windows-874": ("cp874", "วัดอรุณ", "ยามเย็น", ""),
     "euc-kr": ("cp949", "경복궁", "겨울 풍경", ""),
-    "cp949": ("cp949", "불국사", "가을", ""),
+    "windows-949": ("cp949", "불국사", "가을", ""),  # "cp949" is Python's name, not a WHATWG label
 }
+# Labels Python has a codec for that are no WHATWG encoding label: ignored wherever they are declared (the page is
+# then detected), never a LookupError or a decoding that turns bytes into markup (utf-7).
+NON_WEB_CHARSET_LABELS = ("rot13", "base64", "hex", "zlib", "idna", "punycode", "undefined", "utf-7", "utf-32", "cp037")
+# Sizes of the inputs that cost quadratic or exponential time before issue #16, and the time each may take now.
+REDOS_SECONDS = 1.0
+SVG_COMMENTS = 24  # <!--x--> comments before the root: ~4 s with the old nested repeat (doubling with each)
+SPACE_RUN = 20_000  # spaces in an attribute or a header value: seconds each in the old, quadratic patterns
+# An HTML/script payload for polyglots; ``marker`` is unique per case, so finding it in an output is proof.
+POLYGLOT_HTML = "<html><body><script>alert('{marker}')</script><img src=x onerror=alert(1)></body></html>"
 
 
 # -- report ------------------------------------------------------------------------------------------------
@@ -72,6 +85,8 @@ class ReportRow:
     case: str
     expected: str
     outcome: str
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
 
     @property
     def crashed(self) -> bool:
@@ -89,6 +104,7 @@ class Context:
     workdir: Path
     echo: EchoServer
     _identifier: object | None = field(default=None, repr=False)
+    _site: object | None = field(default=None, repr=False)
 
     def identifier(self):
         if self._identifier is None:
@@ -97,6 +113,18 @@ class Context:
             self._identifier = LanguageIdentifier("lingua")
         return self._identifier
 
+    def site(self):
+        """A scripted loopback site shared by the cases (each adds its own path), started on first use."""
+        if self._site is None:
+            from support.scripted_site import ScriptedSite
+
+            self._site = ScriptedSite().start()
+        return self._site
+
+    def close(self) -> None:
+        if self._site is not None:
+            self._site.stop()
+
 
 @dataclass(frozen=True)
 class Case:
@@ -104,15 +132,31 @@ class Case:
     name: str
     expected: str
     run: Callable[[Context], str]
+    max_seconds: float | None = None
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far, in MB (0 where the platform does not say)."""
+    try:
+        import resource
+    except ImportError:
+        return 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 def run_case(case: Case, context: Context) -> ReportRow:
-    """Run one case; an exception is reported as the outcome ``crash: <type>: <message>``."""
+    """Run one case; an exception is reported as the outcome ``crash: <type>: <message>``, a case over its
+    ``max_seconds`` as ``slow: <seconds> > <limit>; <outcome>``."""
+    started = time.perf_counter()
     try:
         outcome = case.run(context)
     except Exception as error:  # the report must show a crash, not stop at it
         outcome = f"crash: {type(error).__name__}: {str(error)[:200]}"
-    return ReportRow(case.stage, case.name, case.expected, outcome)
+    seconds = time.perf_counter() - started
+    if case.max_seconds is not None and seconds > case.max_seconds and not outcome.startswith("crash:"):
+        outcome = f"slow: {seconds:.2f} s > {case.max_seconds:g} s; {outcome}"
+    return ReportRow(case.stage, case.name, case.expected, outcome, seconds, peak_rss_mb())
 
 
 def run_bad_input_report(workdir: str | Path | None = None, cases: list[Case] | None = None) -> list[ReportRow]:
@@ -120,7 +164,10 @@ def run_bad_input_report(workdir: str | Path | None = None, cases: list[Case] | 
     with tempfile.TemporaryDirectory(prefix="mella-bad-inputs-") as scratch, EchoServer() as echo:
         context = Context(Path(workdir or scratch), echo)
         context.workdir.mkdir(parents=True, exist_ok=True)
-        return [run_case(case, context) for case in (cases or bad_input_cases())]
+        try:
+            return [run_case(case, context) for case in (cases or bad_input_cases())]
+        finally:
+            context.close()
 
 
 def render_report(rows: list[ReportRow]) -> str:
@@ -132,10 +179,13 @@ def render_report(rows: list[ReportRow]) -> str:
         lines.append(f"| {stage} | {len(of_stage)} | {sum(row.ok for row in of_stage)} | {crashes} |")
     total_ok, total_crashes = sum(row.ok for row in rows), sum(row.crashed for row in rows)
     lines += [f"| **all** | {len(rows)} | {total_ok} | {total_crashes} |", ""]
-    lines += ["| stage | case | outcome | as expected |", "|---|---|---|---|"]
+    lines += ["| stage | case | outcome | as expected | seconds | peak RSS MB |", "|---|---|---|---|---:|---:|"]
     for row in rows:
         outcome = row.outcome.replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {row.stage} | {row.case} | `{outcome}` | {'yes' if row.ok else 'NO: ' + row.expected} |")
+        verdict = "yes" if row.ok else "NO: " + row.expected.replace("|", "\\|")
+        lines.append(
+            f"| {row.stage} | {row.case} | `{outcome}` | {verdict} | {row.seconds:.3f} | {row.peak_rss_mb:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -146,11 +196,13 @@ def warc_record(
     content_type: str | None = "text/html; charset=utf-8",
     status: str = "200 OK",
     compress: bool = True,
+    extra_headers: tuple[tuple[str, str], ...] = (),
 ) -> bytes:
     """One WARC ``response`` record (one gzip member when ``compress``)."""
     out = io.BytesIO()
     writer = WARCWriter(out, gzip=compress)
     headers = [("Content-Type", content_type)] if content_type is not None else []
+    headers += list(extra_headers)
     record = writer.create_warc_record(
         url,
         "response",
@@ -364,6 +416,88 @@ def exif_rotated_jpeg(orientation: int = 6) -> bytes:
     return encode(image, "JPEG", quality=95, exif=exif.tobytes())
 
 
+def jpeg_with_segment(marker: int, payload: bytes, base: bytes | None = None) -> bytes:
+    """A JPEG (``base``, default a photo) with one more segment right after SOI: ``marker`` 0xFE is a comment
+    (COM), 0xE0-0xEF an application segment (APPn); ``payload`` is its content (up to 65,533 bytes)."""
+    data = base or encode(photo(), "JPEG")
+    return data[:2] + bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload + data[2:]
+
+
+def png_with_chunk(kind: bytes, payload: bytes) -> bytes:
+    """A photo PNG with one more chunk (``kind``: b"tEXt", b"zTXt", b"iTXt", ...) before IEND, CRC right."""
+    data = encode(photo(), "PNG")
+    chunk = struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    at = data.rindex(b"IEND") - 4
+    return data[:at] + chunk + data[at:]
+
+
+def polyglot(carrier: str, payload: bytes) -> bytes:
+    """An image that also carries ``payload`` (HTML or script) in a metadata field browsers and viewers keep:
+    ``carrier`` is one of :data:`POLYGLOT_CARRIERS`."""
+    text = payload.decode("latin-1")
+    if carrier == "jpeg COM":
+        return jpeg_with_segment(0xFE, payload)
+    if carrier == "jpeg APP1 XMP":
+        return jpeg_with_segment(0xE1, b"http://ns.adobe.com/xap/1.0/\x00" + payload)
+    if carrier == "jpeg APP13 IPTC":
+        return jpeg_with_segment(
+            0xED, b"Photoshop 3.0\x008BIM\x04\x04\x00\x00" + struct.pack(">I", len(payload)) + payload
+        )
+    if carrier == "jpeg APP15":
+        return jpeg_with_segment(0xEF, payload)
+    if carrier == "jpeg EXIF ImageDescription":
+        exif = Image.Exif()
+        exif[0x010E] = text
+        return encode(photo(), "JPEG", exif=exif.tobytes())
+    if carrier == "jpeg APP2 ICC profile":
+        return encode(photo(), "JPEG", icc_profile=b"\x00\x00\x02\x00mntr" + payload)
+    if carrier == "png tEXt":
+        return png_with_chunk(b"tEXt", b"Comment\x00" + payload)
+    if carrier == "png zTXt":
+        return png_with_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(payload))
+    if carrier == "png iTXt":
+        return png_with_chunk(b"iTXt", b"Comment\x00\x00\x00\x00\x00" + payload)
+    if carrier == "gif comment":
+        return encode(photo().convert("P"), "GIF", comment=payload)
+    if carrier == "webp XMP":
+        return encode(photo(), "WEBP", xmp=payload)
+    raise ValueError(f"unknown polyglot carrier {carrier!r}")
+
+
+POLYGLOT_CARRIERS = (
+    "jpeg COM",
+    "jpeg APP1 XMP",
+    "jpeg APP13 IPTC",
+    "jpeg APP15",
+    "jpeg EXIF ImageDescription",
+    "jpeg APP2 ICC profile",
+    "png tEXt",
+    "png zTXt",
+    "png iTXt",
+    "gif comment",
+    "webp XMP",
+)
+
+
+def jpeg_segments(data: bytes) -> list[int]:
+    """The markers of a JPEG's segments from SOI up to the start of scan (what a stored image carries besides its
+    entropy-coded pixels)."""
+    markers, at = [], 2
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        markers.append(marker)
+        if marker == 0xDA:  # start of scan: pixels follow
+            break
+        at += 2 + struct.unpack(">H", data[at + 2 : at + 4])[0]
+    return markers
+
+
+def svg_after_comments(count: int, root: bool = True) -> bytes:
+    """``count`` XML comments, then an ``<svg>`` root (or nothing): the shape that made the old SVG sniffer's
+    nested repeat take time doubling with every comment."""
+    return b"<!--x-->" * count + (b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>' if root else b"")
+
+
 def describe_pixels(data: bytes) -> str:
     """Colour names at the centres of the four quarters of an encoded image (what a viewer of the stored JPEG sees)."""
     image = Image.open(io.BytesIO(data)).convert("RGB")
@@ -531,6 +665,44 @@ def _image(data: bytes | Callable[[], bytes]) -> Callable[[Context], str]:
     return run
 
 
+def _stored_without(carrier: str) -> Callable[[Context], str]:
+    """A polyglot through validate_image; outcome ``kept ... payload=<absent|present> segments=<JPEG markers>``."""
+
+    def run(context: Context) -> str:
+        from mella_assets.know.images import ImageReject, validate_image
+
+        marker = f"mella-{carrier.replace(' ', '-')}-{SEED}"
+        checked = validate_image(polyglot(carrier, POLYGLOT_HTML.format(marker=marker).encode()))
+        if isinstance(checked, ImageReject):
+            return f"reject {checked.reason}"
+        payload = "present" if marker.encode() in checked.data or b"<script" in checked.data else "absent"
+        # Segments that carry metadata: COM and APP1-APP15 (APP0 is the JFIF header every JPEG starts with).
+        metadata = [f"{m:02X}" for m in jpeg_segments(checked.data) if m == 0xFE or 0xE1 <= m <= 0xEF]
+        return f"kept {checked.width}x{checked.height} payload={payload} metadata={' '.join(metadata) or 'none'}"
+
+    return run
+
+
+def _scripted(responses: tuple[tuple[int, tuple[tuple[str, str], ...], bytes], ...]) -> Callable[[Context], str]:
+    """A fetch from the shared scripted site, whose path for this case answers ``responses`` in turn; outcome
+    ``fetched bytes=<n> attempts=<n>`` or ``reject <reason> (requests=<n>)``."""
+
+    def run(context: Context) -> str:
+        from mella_assets.lib.http import HttpFetcher
+        from support.scripted_site import Route
+
+        site = context.site()
+        path = f"/case-{len(site.routes)}.jpg"
+        site.routes[path] = Route(responses=responses)
+        fetcher = HttpFetcher(timeout_s=5, allowed_networks=["127.0.0.1/32"], max_retries=2, backoff_s=0.01)
+        result = fetcher.fetch(f"{site.base_url}{path}")
+        if result.error_reason is not None:
+            return f"reject {result.error_reason} (requests={site.hits.get(path, 0)})"
+        return f"fetched bytes={len(result.body or b'')} attempts={result.attempts}"
+
+    return run
+
+
 def _url(url: str | Callable[[int], str]) -> Callable[[Context], str]:
     def run(context: Context) -> str:
         from mella_assets.lib.http import HttpFetcher
@@ -612,6 +784,33 @@ def bad_input_cases() -> list[Case]:
             "pages=0 images=0 malformed=0",
             _warc(lambda: warc_record("https://example.invalid/status", page_html(), status="abc banana")),
         ),
+        Case(
+            "warc",
+            "Python-only codec label (rot13) in a record's Content-Type, then a good record",
+            "pages=2 images=2 malformed=0",
+            _warc(
+                lambda: (
+                    warc_record("https://example.invalid/rot", page_html(), "text/html; charset=rot13")
+                    + good_records(1)[0]
+                )
+            ),
+        ),
+        Case(
+            "warc",
+            "chunked body with a negative chunk size (read as it is), then a good record",
+            "pages=2 images=2 malformed=0",
+            _warc(
+                lambda: (
+                    warc_record(
+                        "https://example.invalid/chunked",
+                        b"-6\r\n" + page_html(),
+                        extra_headers=(("Transfer-Encoding", "chunked"),),
+                    )
+                    + good_records(1)[0]
+                )
+            ),
+            max_seconds=REDOS_SECONDS * 5,
+        ),
         # html: undecodable bytes in every supported charset become nothing; the words around them survive
         *(
             Case(
@@ -633,6 +832,84 @@ def bad_input_cases() -> list[Case]:
             "unknown charset label falls back to detection",
             "charset=utf-8 alt='Pražský hrad'",
             _page_alt(b'<meta charset="x-bogus-9"><img src="/a.jpg" alt="Pra\xc5\xbesk\xc3\xbd hrad">'),
+        ),
+        # html: only WHATWG labels name a charset; a Python-only codec label is ignored (the page is detected)
+        *(
+            Case(
+                "html",
+                f"Python-only codec label {label!r} in <meta> and in the HTTP header",
+                "charset=utf-8 alt='Pražský hrad'",
+                _page_alt(
+                    f'<meta charset="{label}"><img src="/a.jpg" alt="Pražský hrad">'.encode(),
+                    f"text/html; charset={label}",
+                ),
+            )
+            for label in NON_WEB_CHARSET_LABELS
+        ),
+        Case(
+            "html",
+            "utf-7 label refused: +ADw-script+AD4- stays text, never becomes <script>",
+            "charset=utf-8 alt='+ADw-script+AD4-alert(1)+ADw-/script+AD4-'",
+            _page_alt(
+                b'<meta charset="utf-7"><img src="/a.jpg" alt="+ADw-script+AD4-alert(1)+ADw-/script+AD4-">',
+                "text/html; charset=utf-7",
+            ),
+        ),
+        Case(
+            "html",
+            "ISO-2022-KR label: the replacement encoding (one U+FFFD, no content)",
+            "charset=replacement images=0",
+            _page_alt(page_html(), "text/html; charset=iso-2022-kr"),
+        ),
+        Case(
+            "html",
+            "UTF-16LE BOM wins over the HTTP header's windows-1252",
+            "charset=utf-16-le alt='Pražský hrad'",
+            _page_alt(
+                codecs.BOM_UTF16_LE + '<img src="/a.jpg" alt="Pražský hrad">'.encode("utf-16-le"),
+                "text/html; charset=windows-1252",
+            ),
+        ),
+        Case(
+            "html",
+            "UTF-8 BOM wins over the HTTP header's koi8-r",
+            "charset=utf-8 alt='Pražský hrad'",
+            _page_alt(codecs.BOM_UTF8 + '<img src="/a.jpg" alt="Pražský hrad">'.encode(), "text/html; charset=koi8-r"),
+        ),
+        # html: values that cost quadratic time in the old patterns now cost linear time
+        Case(
+            "html",
+            f"Content-Type header with {SPACE_RUN:,} spaces after charset=",
+            "charset=utf-8 alt='Pražský hrad'",
+            _page_alt('<img src="/a.jpg" alt="Pražský hrad">'.encode(), "text/html; charset=" + " " * SPACE_RUN + "!"),
+            max_seconds=REDOS_SECONDS,
+        ),
+        Case(
+            "html",
+            "<meta tags never closed, filling the charset sniffing window",
+            "charset=utf-8 alt='Pražský hrad'",
+            _page_alt(b"<meta charset = " * 300 + '><img src="/a.jpg" alt="Pražský hrad">'.encode()),
+            max_seconds=REDOS_SECONDS,
+        ),
+        Case(
+            "html",
+            f"srcset of {SPACE_RUN:,} spaces (the src is used)",
+            "images=['https://example.invalid/a.jpg'] skipped=0",
+            _page(b'<img srcset="' + b" " * SPACE_RUN + b'" src="/a.jpg" alt="x">'),
+            max_seconds=REDOS_SECONDS,
+        ),
+        Case(
+            "html",
+            f"width of a digit and {SPACE_RUN:,} spaces, height of 5,000 digits (both no number)",
+            "width=None height=None",
+            _dimensions(b'<img src="/a.jpg" width="1' + b" " * SPACE_RUN + b'x" height="' + b"9" * 5000 + b'">'),
+            max_seconds=REDOS_SECONDS,
+        ),
+        Case(
+            "html",
+            "width 1.5px and height of 20 digits (over the 64-bit column: no number)",
+            "width=1 height=None",
+            _dimensions(b'<img src="/a.jpg" width=" 1.5PX " height="99999999999999999999">'),
         ),
         Case(
             "html",
@@ -775,6 +1052,38 @@ def bad_input_cases() -> list[Case]:
             _image(b'<svg xmlns="http://www.w3.org/2000/svg" width="900" height="600"><rect/></svg>'),
         ),
         Case(
+            "images",
+            f"{SVG_COMMENTS} XML comments, then an <svg> root",
+            "reject unsupported_format",
+            _image(lambda: svg_after_comments(SVG_COMMENTS)),
+            max_seconds=REDOS_SECONDS,
+        ),
+        Case(
+            "images",
+            f"{SVG_COMMENTS} XML comments and no <svg> root",
+            "reject not_decodable",
+            _image(lambda: svg_after_comments(SVG_COMMENTS, root=False)),
+            max_seconds=REDOS_SECONDS,
+        ),
+        Case("images", "TIFF (not an allowed format)", "reject unsupported_format", _image(_other_format("TIFF"))),
+        Case("images", "ICO (not an allowed format)", "reject unsupported_format", _image(_other_format("ICO"))),
+        Case(
+            "images",
+            "EPS (not an allowed format: Ghostscript never runs)",
+            "reject unsupported_format",
+            _image(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 200 150\nshowpage\n"),
+        ),
+        Case("images", "TGA (not an allowed format)", "reject unsupported_format", _image(_other_format("TGA"))),
+        *(
+            Case(
+                "images",
+                f"polyglot: HTML and script in the {carrier}",
+                "kept 200x150 payload=absent metadata=none",
+                _stored_without(carrier),
+            )
+            for carrier in POLYGLOT_CARRIERS
+        ),
+        Case(
             "images", "1 x 1 tracking pixel", "reject too_small", _image(lambda: encode(Image.new("P", (1, 1)), "GIF"))
         ),
         Case("images", "2000 x 64 banner", "reject bad_aspect_ratio", _image(lambda: encode(photo((2000, 64)), "PNG"))),
@@ -830,6 +1139,24 @@ def bad_input_cases() -> list[Case]:
             "fetched path=/a%20b%0Ac.jpg host=127.0.0.1",
             _url(lambda p: f"http://127.0.0.1:{p}/a b\nc.jpg"),
         ),
+        # urls: a header number in other digits than ASCII is malformed, ignored: never a permanent reject
+        *(
+            Case(
+                "urls",
+                f"Retry-After: {digit} on a 503, then the image (backoff instead)",
+                "fetched bytes=5 attempts=2",
+                _scripted(((503, (("Retry-After", digit),), b""), (200, (("Content-Type", "image/jpeg"),), b"image"))),
+            )
+            for digit in ("²", "³³", "¹0")
+        ),
+        Case(
+            "urls",
+            "Content-Length: ² (ignored: the body is read to the end, under the size cap)",
+            "fetched bytes=5 attempts=1",
+            _scripted(
+                ((200, (("Content-Type", "image/jpeg"), ("Content-Length", "²"), ("Connection", "close")), b"image"),)
+            ),
+        ),
     ]
     return cases
 
@@ -839,16 +1166,33 @@ def _joined(sample: tuple[str, str, str, str]) -> str:
     return " ".join(part for part in (first, middle, second) if part)
 
 
-def _page_alt(body: bytes) -> Callable[[Context], str]:
+def _page_alt(body: bytes, content_type: str = "text/html") -> Callable[[Context], str]:
     def run(context: Context) -> str:
         from mella_assets.crawl.html import extract_page
         from mella_assets.lib.text import normalize_text
 
-        page = extract_page(body, PAGE_URL, "text/html")
+        page = extract_page(body, PAGE_URL, content_type)
         alts = [normalize_text(image.alt_raw or "") for image in page.images]
         return f"charset={page.charset} alt={alts[0]!r}" if alts else f"charset={page.charset} images=0"
 
     return run
+
+
+def _dimensions(body: bytes) -> Callable[[Context], str]:
+    """The first image's width and height attributes as extract_page reads them."""
+
+    def run(context: Context) -> str:
+        from mella_assets.crawl.html import extract_page
+
+        page = extract_page(body, PAGE_URL, "text/html")
+        image = page.images[0]
+        return f"width={image.width_attr} height={image.height_attr}"
+
+    return run
+
+
+def _other_format(fmt: str, **options: object) -> Callable[[], bytes]:
+    return lambda: encode(photo(), fmt, **options)
 
 
 def main(argv: list[str]) -> int:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -95,6 +96,8 @@ class _ScriptedHTTPServer(ThreadingHTTPServer):
 
     def __init__(self, site: ScriptedSite, host: str, port: int) -> None:
         self.site = site
+        if ":" in host:  # an IPv6 address such as ::1
+            self.address_family = socket.AF_INET6
         super().__init__((host, port), _ScriptedHandler)
 
     def handle_error(self, request: object, client_address: object) -> None:
@@ -104,7 +107,8 @@ class _ScriptedHTTPServer(ThreadingHTTPServer):
 class ScriptedSite:
     """A loopback HTTP server that answers from ``routes`` (path -> :class:`Route`) and logs every request.
 
-    ``host`` may be any loopback address (127.0.0.2 ... on Linux), so a test can run two "hosts".
+    ``host`` may be any loopback address (127.0.0.2 ... on Linux), so a test can run two "hosts", or ``::1`` (the
+    base URL then has the address in brackets: ``http://[::1]:port``).
     """
 
     def __init__(self, routes: dict[str, Route] | None = None, host: str = HOST) -> None:
@@ -131,7 +135,8 @@ class ScriptedSite:
     def start(self) -> ScriptedSite:
         if self._server is None:
             self._server = _ScriptedHTTPServer(self, self.host, 0)
-            self._base_url = f"http://{self.host}:{self._server.server_address[1]}"
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            self._base_url = f"http://{host}:{self._server.server_address[1]}"
             threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 

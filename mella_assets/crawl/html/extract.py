@@ -24,7 +24,10 @@ if TYPE_CHECKING:
     from mella_assets.crawl.warc import HtmlResponse
 
 TITLE_MAX_CHARS = 500
-_LEADING_INT = re.compile(r"^\s*(\d+)(?:\.\d*)?\s*(?:px)?\s*$", re.IGNORECASE)
+MAX_DIMENSION_DIGITS = 9
+# A width/height attribute: ASCII digits, an optional fraction and "px", matched on the stripped value. (The pattern
+# it replaces had two whitespace runs meeting around an optional "px": quadratic in a long run of spaces.)
+_LEADING_INT = re.compile(r"([0-9]+)(?:\.[0-9]*)?\s*+(?:px)?", re.IGNORECASE)
 # Lazy-loading placeholders: a real image URL sits in data-src / data-srcset instead.
 _PLACEHOLDER = re.compile(
     r"(?:^|/)(?:blank|spacer|placeholder|pixel|transparent|lazy|1x1)[\w-]*\.(?:gif|png|svg)$",
@@ -73,12 +76,17 @@ def _is_placeholder(value: str | None) -> bool:
 
 
 def _int_attr(value: str | None) -> int | None:
+    """A width/height attribute as pixels, or None: not a number, or more than :data:`MAX_DIMENSION_DIGITS` digits
+    (no image is that large, and the column is a 64-bit integer)."""
     if value is None:
         return None
-    if value.isascii() and value.isdigit():
-        return int(value)
-    match = _LEADING_INT.match(value)
-    return int(match.group(1)) if match else None
+    if not (value.isascii() and value.isdigit()):
+        match = _LEADING_INT.fullmatch(value.strip())
+        if match is None:
+            return None
+        value = match.group(1)
+    value = value.lstrip("0") or "0"
+    return int(value) if len(value) <= MAX_DIMENSION_DIGITS else None
 
 
 def _choose_url(
