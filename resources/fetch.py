@@ -14,6 +14,11 @@ class ImageFetcher(dg.ConfigurableResource):
     """How images (and registered remote WARC files) are downloaded, and which images are accepted."""
 
     timeout_s: float = Field(10.0, description="Connect and read timeout per request, seconds.")
+    total_timeout_s: float | None = Field(
+        None,
+        description="Wall-clock cap of one fetch (queue, connect, status line, headers, body, redirects, retries),"
+        " seconds; past it the image is a retryable 'timeout' reject. Default: 3 x timeout_s.",
+    )
     max_bytes: int = Field(20_000_000, description="Largest accepted response body.")
     max_workers: int = Field(8, description="Concurrent downloads within one partition (across hosts).")
     max_per_host: int = Field(2, description="Requests in flight per host at most.")
@@ -46,6 +51,7 @@ class ImageFetcher(dg.ConfigurableResource):
         """A fetcher with this resource's policy; ``images_only`` refuses non-image content types."""
         return HttpFetcher(
             timeout_s=self.timeout_s,
+            total_timeout_s=self.total_timeout_s,
             max_bytes=max_bytes or self.max_bytes,
             allow_private_addresses=self.allow_private_addresses,
             user_agent=self.user_agent,

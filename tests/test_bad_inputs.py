@@ -187,7 +187,10 @@ def test_a_hostile_partition_materializes_with_every_bad_input_recorded(tmp_path
     refused = {u.removeprefix(site.base_url): r for u, r in zip(rejects["image_url"], rejects["reason"], strict=True)}
     long_query = "/img/rlo.jpg?q=" + "a" * 100_000
     credentials = site.base_url.replace("http://", "http://user:pass@") + "/img/rlo.jpg"
-    assert refused == {**EXPECTED_IMAGE_REJECTS, long_query: "url_too_long", credentials: "url_has_credentials"}
+    # A URL over the extraction budget never becomes a candidate: raw_crawl counts it (no fetch, no image reject).
+    assert metadata["raw_crawl"]["skipped"]["candidates_url_too_long"] == 1
+    assert long_query not in refused
+    assert refused == {**EXPECTED_IMAGE_REJECTS, credentials: "url_has_credentials"}
     assert not [entry.path for entry in site.log if "?q=" in entry.path]  # refused before a request
     stored = lake.read_table("images", "cs")
     assert stored["duplicate"].null_count() == stored.height == 6

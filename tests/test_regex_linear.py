@@ -97,6 +97,7 @@ AUDITED: dict[str, Target] = {
     "know.images._SHA256": _target("know.images._SHA256", images._SHA256, "match"),
     "know.images._EXT": _target("know.images._EXT", images._EXT, "match"),
     "crawl.html.extract._LEADING_INT": _target("crawl.html.extract._LEADING_INT", extract._LEADING_INT, "fullmatch"),
+    "crawl.html.extract._TAG": _target("crawl.html.extract._TAG", extract._TAG, "findall"),
     "crawl.html.extract._int_attr": Target(
         "crawl.html.extract._int_attr", extract._int_attr, extract._LEADING_INT.pattern
     ),

@@ -127,6 +127,11 @@ def raw_crawl(context: dg.AssetExecutionContext, config: RawCrawlConfig, lake: L
                         "non_html": stats.skipped_non_html,
                         "status": stats.skipped_status,
                         "malformed": stats.malformed,
+                        "resynced": stats.resynced,
+                        "pages_too_complex": stats.pages_too_complex,
+                        "pages_url_too_long": stats.pages_url_too_long,
+                        "candidates_url_too_long": stats.candidates_url_too_long,
+                        "candidates_over_budget": stats.candidates_over_budget,
                     }
                 ),
             },

@@ -57,8 +57,8 @@ def source_sha256(store: LakeStore, key: str | None, path: Path | None) -> tuple
 
 
 # Bump when extraction changes, so cached per-WARC results are recomputed (v4: nearby-text context became opt-in,
-# so a v3 entry, computed with it, is not the default's result).
-EXTRACTION_VERSION = "v4"
+# so a v3 entry, computed with it, is not the default's result; v5: page/URL/candidate budgets, WARC resync).
+EXTRACTION_VERSION = "v5"
 
 
 def extraction_cache_key(sha256: str, nearby_context: bool = False) -> str:

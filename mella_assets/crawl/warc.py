@@ -1,8 +1,11 @@
 """Read HTML responses out of WARC files (gzip or plain), counting everything that is skipped.
 
 Records are read with FastWARC (~4x warcio's records/s, ``benchmarks/bench_extraction.py``). Bad input never
-raises: a truncated gzip member or a malformed record ends that file's iteration and is counted in
-:attr:`WarcStats.malformed`. FastWARC yields a record cut by the end of the file as if it were whole,
+raises: a truncated or corrupt gzip member, a record with oversized headers or a wrong Content-Length is counted in
+:attr:`WarcStats.malformed`, and reading resumes at the next record start after it (the next gzip member that opens
+with ``WARC/1.``, or in a plain file the next line starting ``WARC/1.``; :attr:`WarcStats.resynced` counts those
+resumptions), so one bad record costs that record, not the rest of a 1 GB file.
+FastWARC yields a record cut by the end of the file as if it were whole,
 so a record counts only once the next one has been found, and the last one only once :func:`_tail_state` has
 checked that the file holds all of it.
 """
@@ -29,6 +32,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK_BYTES = 1 << 16
 _MAX_HEADER_BYTES = 1 << 16
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_WARC_VERSION = b"WARC/1."
 _CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*(\d+)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -42,6 +46,12 @@ class WarcStats:
     skipped_non_html: int = 0
     skipped_status: int = 0
     malformed: int = 0
+    resynced: int = 0  # times reading resumed at a later record after a malformed stretch
+    # Pages and candidates over the extraction budgets (crawl/html/extract.py), by reason.
+    pages_too_complex: int = 0
+    pages_url_too_long: int = 0
+    candidates_url_too_long: int = 0
+    candidates_over_budget: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -242,6 +252,40 @@ def _tail_state(stream: BinaryIO, offset: int) -> tuple[bool, bool]:
     return (complete if one_member else whole_records > 0), complete
 
 
+def _member_opens_record(stream: BinaryIO, position: int) -> bool:
+    """Whether a gzip member starting at ``position`` decompresses to a line starting ``WARC/1.``."""
+    stream.seek(position)
+    try:
+        start = zlib.decompressobj(31).decompress(stream.read(_CHUNK_BYTES), len(_WARC_VERSION))
+    except zlib.error:
+        return False
+    return start == _WARC_VERSION
+
+
+def _blank_from(stream: BinaryIO, position: int) -> bool:
+    stream.seek(position)
+    return not stream.read(_MAX_HEADER_BYTES).strip(b"\r\n")
+
+
+def _next_record_start(stream: BinaryIO, after: int, gzipped: bool) -> int | None:
+    """The offset of the first record start after ``after``: a gzip member opening with ``WARC/1.`` (``gzipped``)
+    or a ``WARC/1.`` at the start of a line; None if the file holds none. One pass over the rest of the file."""
+    marker = _GZIP_MAGIC + b"\x08" if gzipped else b"\n" + _WARC_VERSION
+    position = after + 1 - (0 if gzipped else 1)  # a plain record's line break may be the byte at ``after``
+    while True:
+        stream.seek(position)
+        chunk = stream.read(_CHUNK_BYTES)
+        if len(chunk) < len(marker):
+            return None
+        found = chunk.find(marker)
+        while found >= 0:
+            candidate = position + found + (0 if gzipped else 1)
+            if not gzipped or _member_opens_record(stream, candidate):
+                return candidate
+            found = chunk.find(marker, found + 1)
+        position += len(chunk) - len(marker) + 1
+
+
 def iter_html_responses(
     path: str | Path, stats: WarcStats | None = None, *, max_body_bytes: int = MAX_BODY_BYTES
 ) -> Iterator[HtmlResponse]:
@@ -254,26 +298,39 @@ def iter_html_responses(
         stats.malformed += 1
         return
     try:
-        held: _Record | None = None
-        failed = False
-        try:
-            for record in ArchiveIterator(stream, parse_http=True):
-                # A next record was found: the held one is whole.
-                if held is not None:
-                    _count(stats, held.counts)
-                    if held.page is not None:
-                        yield held.page
-                held = _read_record(record, warc_uri, max_body_bytes)
-        except _READ_ERRORS:
-            # The reader cannot resynchronise after a broken record or gzip member: stop this file.
-            failed = True
-        whole, clean = _tail_state(stream, held.offset if held is not None else 0)
-        if held is not None and whole:
-            _count(stats, held.counts)
-            if held.page is not None:
-                yield held.page
-        # An empty file is no error; FastWARC raises on it.
-        if not clean or (held is not None and (failed or not whole)):
-            stats.malformed += 1
+        gzipped = stream.read(2) == _GZIP_MAGIC
+        start: int | None = 0
+        first = True
+        while start is not None:
+            stream.seek(start)
+            held: _Record | None = None
+            failed = False
+            try:
+                for record in ArchiveIterator(stream, parse_http=True):
+                    # A next record was found: the held one is whole.
+                    if held is not None:
+                        _count(stats, held.counts)
+                        if held.page is not None:
+                            yield held.page
+                    held = _read_record(record, warc_uri, max_body_bytes)
+            except _READ_ERRORS:
+                # FastWARC cannot resynchronise after a broken record or gzip member: that is done below.
+                failed = True
+            whole, clean = _tail_state(stream, held.offset if held is not None else start)
+            if held is not None and whole:
+                _count(stats, held.counts)
+                if held.page is not None:
+                    yield held.page
+            if clean and not failed and (held is None or whole):
+                break
+            if held is None and failed and clean and _blank_from(stream, start):
+                break  # an empty file (or blank lines at its end) is no error; FastWARC raises on it
+            # One malformed stretch, counted once: a pass that read nothing after a resync is the same stretch.
+            new_stretch = first or held is not None
+            stats.malformed += new_stretch
+            # Resume at the next record start after the last record read (or after where this pass started).
+            start = _next_record_start(stream, held.offset if held is not None else start, gzipped)
+            stats.resynced += new_stretch and start is not None
+            first = False
     finally:
         stream.close()

@@ -10,6 +10,11 @@ are reused and deduplicated again from their own hashes, and a reject that the s
 (:data:`PERMANENT_REJECTS`, or :data:`LIMIT_REJECTS` under unchanged limits) is carried over as it was. Transient
 failures (timeouts, connection errors, 429/5xx, 403, robots and address refusals) are retried; so is everything
 with ``retry_rejected``.
+
+Every fetch ends within the fetcher's ``total_timeout_s`` (a slow or dripping host is a ``timeout`` reject, never a
+hung stage). When the stage's own deadline (``MELLA_STAGE_TIMEOUT_S_IMAGES``) comes first, the images finished by
+then are stored and kept as usual, and the URLs not finished are rejects with the reason ``stage_deadline``
+(retried by the next run), so a deadline costs those records, not the partition.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from mella_assets.know.images import (
 )
 from mella_assets.languages import Language
 from mella_assets.lib.http import HttpFetcher
-from mella_assets.lib.watchdog import map_with_deadline
+from mella_assets.lib.watchdog import UNFINISHED, current_deadline, map_until_deadline
 from mella_assets.tables import IMAGE_REJECTS, IMAGES
 
 IMAGES_SCHEMA = dict(IMAGES.columns)
@@ -139,10 +144,16 @@ def fetch_images(
         return _Download(result.status, result.final_url, None, len(result.body), checked)
 
     downloads: dict[str, _Download] = {}
+    unfinished: set[str] = set()
     pending = [url for url in urls if url not in reusable and url not in carried]
     while True:
-        # Bounded by the stage deadline as a whole, not only by each request's timeout (lib/watchdog.py).
-        downloads.update(zip(pending, map_with_deadline(download, pending, max_workers), strict=True))
+        # Bounded by the stage deadline as a whole, not only by each request's timeout (lib/watchdog.py): what is
+        # not done by then is a retryable reject, what is done is kept.
+        for url, done in zip(pending, map_until_deadline(download, pending, max_workers), strict=True):
+            if done is UNFINISHED:
+                unfinished.add(url)
+            else:
+                downloads[url] = done
         rows = [
             {**reusable[url], "language": code} if url in reusable else _kept_row(code, url, downloads[url])
             for url in urls
@@ -173,9 +184,13 @@ def fetch_images(
             if row["image_url"] in downloads and not exists(row["image_key"]):
                 put(row["image_key"], downloads[row["image_url"]].checked.data)
     rejects = []
+    deadline = current_deadline()
+    unfinished_detail = f"not fetched by the stage deadline ({deadline.setting})" if deadline else None
     for url in urls:
         if url in carried:
             rejects.append({**carried[url], "language": code})
+        elif url in unfinished:
+            rejects.append(_reject(code, url, "stage_deadline", unfinished_detail, None, fingerprint))
         elif url in downloads and not isinstance(downloads[url].checked, ValidatedImage):
             failed = downloads[url]
             reason, detail = failed.error_reason, None
@@ -195,6 +210,7 @@ def fetch_images(
         "bytes_downloaded": sum(d.bytes_in for d in downloads.values()),
         "exact_duplicates": sum(reason == "duplicate_image" for reason, _ in marks),
         "near_duplicates": sum(reason == "near_duplicate_image" for reason, _ in marks),
+        "unfinished_at_deadline": len(unfinished),
     }
     return ImageFetchOutcome(kept=kept, rejects=reject_frame, stats=stats)
 

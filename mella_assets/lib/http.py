@@ -4,7 +4,21 @@ with backoff on 429/5xx (honouring ``Retry-After``), manual redirects, size and 
 Reason codes (stable): ``http_error_<status>``, ``timeout``, ``connection_error``, ``dns_error``,
 ``too_large``, ``blocked_address``, ``unsupported_scheme``, ``url_has_credentials``, ``invalid_url``,
 ``too_many_redirects``, ``url_too_long``, ``request_error``, ``robots_disallowed``, ``robots_unavailable``,
-``unexpected_content_type``.
+``unexpected_content_type``, ``unsupported_content_encoding``, ``content_decoding_error``.
+
+Every fetch (and every download) has a wall-clock deadline, ``total_timeout_s`` after it starts, that covers all of
+it: the host's queue, connect, the status line, the headers and the body, across redirects and retries. A per-read
+timeout alone lets a server that drips a byte every half second hold a connection forever; so each request takes
+its connect / read timeouts from what is left of the deadline, and a watchdog thread shuts the request's sockets
+down at the deadline, whatever read they are blocked in. A fetch that the deadline ends has the reason ``timeout``
+(retryable: the next run tries again), never an exception.
+
+Bodies are decoded here, not by urllib3, so the decoding is the same whatever urllib3 is installed: ``gzip`` (every
+member of a multi-member body), ``deflate`` (zlib or raw), stacked (``gzip, gzip``, at most
+:data:`MAX_CONTENT_ENCODINGS`), each layer's output counted against ``max_bytes`` as it is produced, so a
+decompression bomb, single or stacked, is ``too_large`` after at most ``max_bytes`` per layer. Only what the
+fetcher decodes is asked for (``Accept-Encoding: gzip, deflate``); another encoding is
+``unsupported_content_encoding``, a corrupt one ``content_decoding_error``.
 
 :meth:`HttpFetcher.download` streams a large body (a 1 GB Common Crawl WARC) to a file instead: the same guard,
 retries and caps, the sha256 computed on the way, and a dropped connection resumed with a ``Range`` request when
@@ -24,12 +38,16 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import heapq
+import http.client
 import ipaddress
+import itertools
 import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,6 +61,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
+    DecodeError,
     HTTPError,
     NameResolutionError,
     NewConnectionError,
@@ -71,6 +90,11 @@ _CONTENT_RANGE = re.compile(r"bytes[ \t]+([0-9]+)-([0-9]+)/([0-9]+|\*)", re.IGNO
 # Header numbers (Content-Length, Retry-After seconds): ASCII digits, and few enough of them to be a real value.
 # str.isdigit() also says yes to "²", "١" or "৩", and int() then fails or reads another script's digits.
 _HEADER_NUMBER = re.compile(r"[0-9]{1,18}")
+# What the fetcher decodes itself (see the module docstring) and so asks for; and how many stacked encodings it
+# undoes at most (``gzip, gzip`` is 2).
+ACCEPT_ENCODING = "gzip, deflate"
+MAX_CONTENT_ENCODINGS = 4
+_GZIP_CODINGS = frozenset({"gzip", "x-gzip"})
 # host, port -> the IP addresses (as text) a connection may use, in preference order; raises OSError on failure.
 Resolver = Callable[[str, int], Sequence[str]]
 
@@ -151,6 +175,225 @@ class _Sink:
         self.handle.truncate()
         self.written = 0
         self.digest = hashlib.sha256()
+
+
+class _RequestDeadline:
+    """When one fetch or download must be over (``at``, monotonic seconds), and the sockets it uses meanwhile.
+
+    :data:`_WATCHDOG` calls :meth:`expire` at ``at``: every socket registered by then is shut down (both ways), so a
+    read blocked in it returns at once, whatever it was reading (status line, headers, body, TLS). ``finish``
+    ends the watch: from then on ``expire`` does nothing, so a socket back in the pool is never touched."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.expired = False
+        self._finished = False
+        self._lock = threading.Lock()
+        self._owned: list[socket.socket] = []  # duplicates of new sockets: they outlive a TLS wrap's detach
+        self._connections: list[HTTPConnection] = []  # pooled connections reused by this fetch
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def watch_socket(self, sock: socket.socket) -> None:
+        """Watch a newly connected socket (through a duplicate of its descriptor, closed by :meth:`finish`)."""
+        try:
+            duplicate = sock.dup()
+        except OSError:
+            return
+        with self._lock:
+            if not self._finished:
+                self._owned.append(duplicate)
+                if not self.expired:
+                    return
+        if self.expired:
+            _shutdown(duplicate)
+        if self._finished:
+            duplicate.close()
+
+    def watch_connection(self, connection: HTTPConnection) -> None:
+        with self._lock:
+            if not self._finished:
+                self._connections.append(connection)
+
+    def expire(self) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self.expired = True
+            sockets = [*self._owned, *(getattr(c, "sock", None) for c in self._connections)]
+        for sock in sockets:
+            if sock is not None:
+                _shutdown(sock)
+
+    def finish(self) -> None:
+        with self._lock:
+            self._finished = True
+            owned, self._owned, self._connections = self._owned, [], []
+        for sock in owned:
+            sock.close()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    """Shut a socket down both ways (the plain socket call, also for a TLS socket: its descriptor is the same)."""
+    try:
+        if sock.fileno() != -1:
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class _Watchdog:
+    """One daemon thread that expires :class:`_RequestDeadline` objects at their time (a heap of them; finished
+    ones are dropped when their time comes)."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._heap: list[tuple[float, int, _RequestDeadline]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, deadline: _RequestDeadline) -> None:
+        with self._condition:
+            heapq.heappush(self._heap, (deadline.at, next(self._order), deadline))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="mella-http-watchdog", daemon=True)
+                self._thread.start()
+            self._condition.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._heap:
+                    self._condition.wait()
+                at, _, deadline = self._heap[0]
+                wait = at - time.monotonic()
+                if wait > 0:
+                    self._condition.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+            deadline.expire()
+
+
+_WATCHDOG = _Watchdog()
+# The deadline of the fetch running in this thread (requests does its I/O in the calling thread), for the
+# connection hooks; a nested fetch (robots.txt inside a fetch) installs its own and puts the outer one back.
+_ACTIVE = threading.local()
+
+
+def _active_deadline() -> _RequestDeadline | None:
+    return getattr(_ACTIVE, "deadline", None)
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[_RequestDeadline]:
+    """A deadline ``seconds`` from now (never later than the enclosing fetch's), armed and active in this thread."""
+    outer = _active_deadline()
+    at = time.monotonic() + seconds
+    deadline = _RequestDeadline(min(at, outer.at) if outer is not None else at)
+    _WATCHDOG.arm(deadline)
+    _ACTIVE.deadline = deadline
+    try:
+        yield deadline
+    finally:
+        _ACTIVE.deadline = outer
+        deadline.finish()
+
+
+class _Decoding:
+    """One content coding undone incrementally (``gzip``: every member; ``deflate``: zlib, else raw), in pieces of at
+    most ``_CHUNK_BYTES``, its total output capped at ``max_bytes`` (``too_large``)."""
+
+    def __init__(self, coding: str, max_bytes: int, status: int | None) -> None:
+        self.gzip = coding in _GZIP_CODINGS
+        self.max_bytes = max_bytes
+        self.status = status
+        self.produced = 0
+        self._raw = False  # deflate without its zlib wrapper (some servers send that)
+        self._head = b""  # the first bytes of a deflate body, kept until it is known which kind it is
+        self._done = False  # a gzip body's trailing garbage, or the end of a deflate stream: the rest is ignored
+        self._member_output = False
+        self._z = self._new()
+
+    def _new(self) -> zlib._Decompress:
+        self._member_output = False
+        return zlib.decompressobj(
+            16 + zlib.MAX_WBITS if self.gzip else -zlib.MAX_WBITS if self._raw else zlib.MAX_WBITS
+        )
+
+    def _decompress(self, data: bytes) -> bytes:
+        try:
+            out = self._z.decompress(data, _CHUNK_BYTES)
+        except zlib.error as error:
+            if not self.gzip and not self._raw and not self.produced:
+                # Not zlib-wrapped: start again as raw deflate from the first byte.
+                self._raw = True
+                self._z = self._new()
+                return self._decompress(self._head + data)
+            if self.gzip and not self._member_output and self.produced:
+                self._done = True  # bytes after the last member that are no member: ignored, as browsers do
+                return b""
+            raise _Refused("content_decoding_error", self.status) from error
+        if not self.gzip and not self._raw and len(self._head) < 64:
+            self._head += data[:64]
+        self._member_output = self._member_output or bool(out)
+        self.produced += len(out)
+        if self.produced > self.max_bytes:
+            raise _Refused("too_large", self.status)
+        return out
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        while not self._done:
+            out = self._decompress(data)
+            if self._done:
+                return
+            data = self._z.unconsumed_tail
+            if out:
+                yield out
+            if self._z.eof:
+                data = self._z.unused_data + data
+                if not self.gzip:
+                    self._done = True
+                    return
+                self._z = self._new()  # the next member, if any
+                if not data:
+                    return
+            elif not data and len(out) < _CHUNK_BYTES:
+                return
+
+    def decode(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            yield from self.feed(chunk)
+        if not self._done:
+            try:
+                tail = self._z.flush()
+            except zlib.error as error:
+                raise _Refused("content_decoding_error", self.status) from error
+            self.produced += len(tail)
+            if self.produced > self.max_bytes:
+                raise _Refused("too_large", self.status)
+            if tail:
+                yield tail
+
+
+def content_codings(value: str | None) -> list[str]:
+    """The codings of a ``Content-Encoding`` value in the order they were applied (``identity`` dropped)."""
+    codings = [part.strip(" \t").lower() for part in (value or "").split(",")]
+    return [coding for coding in codings if coding and coding != "identity"]
+
+
+def decode_content(
+    chunks: Iterable[bytes], content_encoding: str | None, max_bytes: int, status: int | None = None
+) -> Iterator[bytes]:
+    """The body of ``chunks`` with its ``Content-Encoding`` undone, last applied first; raises ``_Refused``
+    (``unsupported_content_encoding``, ``content_decoding_error``, ``too_large``: any layer past ``max_bytes``)."""
+    codings = content_codings(content_encoding)
+    if len(codings) > MAX_CONTENT_ENCODINGS or any(c not in _GZIP_CODINGS and c != "deflate" for c in codings):
+        raise _Refused("unsupported_content_encoding", status)
+    stream: Iterable[bytes] = chunks
+    for coding in reversed(codings):
+        stream = _Decoding(coding, max_bytes, status).decode(stream)
+    return iter(stream)
 
 
 def is_blocked_address(ip: str) -> bool:
@@ -246,11 +489,15 @@ class HostLimiter:
             self._next_start[host] = max(self._next_start.get(host, 0.0), time.monotonic() + seconds)
 
     @contextmanager
-    def slot(self, host: str) -> Iterator[None]:
-        """Hold one of the host's slots for a whole request, starting no sooner than its delay allows."""
+    def slot(self, host: str, until: float | None = None) -> Iterator[None]:
+        """Hold one of the host's slots for a whole request, starting no sooner than its delay allows.
+
+        ``until`` (monotonic seconds): the request's deadline; a slot not granted by then raises ``_Refused``
+        (``timeout``) instead of waiting on."""
         with self._lock:
             semaphore = self._slots.setdefault(host, threading.BoundedSemaphore(self.max_per_host))
-        semaphore.acquire()
+        if not semaphore.acquire(timeout=None if until is None else max(0.0, until - time.monotonic())):
+            raise _Refused("timeout")
         try:
             while True:
                 with self._lock:
@@ -261,6 +508,8 @@ class HostLimiter:
                         self.granted.append((host, now))
                         break
                     wait = start - now
+                if until is not None and now + wait > until:
+                    raise _Refused("timeout")
                 time.sleep(wait)
             yield
         finally:
@@ -300,11 +549,18 @@ def _guarded_connect(connection: HTTPConnection, guard: _AddressGuard) -> socket
 
     ``_Refused`` is not an error urllib3 or requests wrap, so it reaches :meth:`HttpFetcher.fetch` as itself."""
     last_error: OSError | None = None
+    deadline = _active_deadline()
     for ip in guard.addresses(connection._dns_host, connection.port):
+        timeout = connection.timeout
+        if deadline is not None:
+            if deadline.remaining() <= 0:
+                raise ConnectTimeoutError(connection, f"Connection to {connection.host} ran past the fetch deadline")
+            if isinstance(timeout, (int, float)):
+                timeout = min(timeout, deadline.remaining())
         try:
             sock = create_connection(
                 (ip, connection.port),
-                connection.timeout,
+                timeout,
                 source_address=connection.source_address,
                 socket_options=connection.socket_options,
             )
@@ -322,8 +578,20 @@ def _guarded_connect(connection: HTTPConnection, guard: _AddressGuard) -> socket
         if not guard.allow_private and not guard.allowed(str(peer)):
             sock.close()
             raise _Refused("blocked_address")
+        if deadline is not None:
+            # Watched from now on: the TLS handshake, the request and its answer all end at the deadline.
+            deadline.watch_socket(sock)
         return sock
     raise NewConnectionError(connection, f"Failed to establish a new connection: {last_error}")
+
+
+def _watched(connection: HTTPConnection) -> HTTPConnection:
+    """A pooled connection handed to a request: watched by the running fetch's deadline (a kept-alive socket
+    connected by an earlier fetch is not registered by :func:`_guarded_connect` again)."""
+    deadline = _active_deadline()
+    if deadline is not None:
+        deadline.watch_connection(connection)
+    return connection
 
 
 def _guarded_adapter(guard: _AddressGuard) -> HTTPAdapter:
@@ -340,8 +608,14 @@ def _guarded_adapter(guard: _AddressGuard) -> HTTPAdapter:
     class GuardedHTTPConnectionPool(HTTPConnectionPool):
         ConnectionCls = GuardedHTTPConnection
 
+        def _get_conn(self, timeout: float | None = None) -> HTTPConnection:
+            return _watched(super()._get_conn(timeout))
+
     class GuardedHTTPSConnectionPool(HTTPSConnectionPool):
         ConnectionCls = GuardedHTTPSConnection
+
+        def _get_conn(self, timeout: float | None = None) -> HTTPConnection:
+            return _watched(super()._get_conn(timeout))
 
     adapter = HTTPAdapter()
     adapter.poolmanager.pool_classes_by_scheme = {
@@ -401,6 +675,7 @@ class HttpFetcher:
         if session is None:
             session = requests.Session()
             session.headers["User-Agent"] = self.user_agent
+            session.headers["Accept-Encoding"] = ACCEPT_ENCODING  # decoded by decode_content, not by urllib3
             session.trust_env = False  # no proxies or .netrc credentials from the environment
             adapter = _guarded_adapter(self._guard)
             session.mount("http://", adapter)
@@ -451,21 +726,33 @@ class HttpFetcher:
     # Kept for callers of the old private name.
     _check_url = check_url
 
-    def _read_body(self, response: requests.Response, started: float) -> bytes:
+    def _read_body(self, response: requests.Response, deadline: _RequestDeadline) -> bytes:
+        status = response.status_code
         length = header_number(response.headers.get("Content-Length"))
         if length is not None and length > self.max_bytes:
-            raise _Refused("too_large", response.status_code)
+            raise _Refused("too_large", status)
         chunks: list[bytes] = []
         total = 0
-        # Counted after content decoding, so a gzip bomb hits the cap too.
-        for chunk in response.iter_content(_CHUNK_BYTES):
+        raw = response.raw.stream(_CHUNK_BYTES, decode_content=False)
+        # Counted after content decoding, so a gzip bomb hits the cap too (and each stacked layer has its own).
+        for chunk in decode_content(raw, response.headers.get("Content-Encoding"), self.max_bytes, status):
             total += len(chunk)
             if total > self.max_bytes:
-                raise _Refused("too_large", response.status_code)
-            if time.monotonic() - started > self.total_timeout_s:
-                raise _Refused("timeout", response.status_code)
+                raise _Refused("too_large", status)
+            if deadline.expired or deadline.remaining() <= 0:
+                raise _Refused("timeout", status)
             chunks.append(chunk)
+        if deadline.expired:
+            # The watchdog shut the socket: a body delimited by the connection's end looks complete but is cut.
+            raise _Refused("timeout", status)
         return b"".join(chunks)
+
+    def _timeouts(self, deadline: _RequestDeadline, status: int | None = None) -> tuple[float, float]:
+        """(connect, read) timeouts of the next request: the per-read timeout, never past the deadline."""
+        remaining = deadline.remaining()
+        if remaining <= 0 or deadline.expired:
+            raise _Refused("timeout", status)
+        return min(self.timeout_s, remaining), min(self.timeout_s, remaining)
 
     def _content_type_ok(self, content_type: str | None) -> bool:
         if self.accept_content_types is None:
@@ -484,7 +771,7 @@ class HttpFetcher:
         return self.backoff_s * (2**attempt)
 
     def _request(
-        self, url: str, started: float, any_type: bool = False
+        self, url: str, deadline: _RequestDeadline, any_type: bool = False
     ) -> tuple[int, str | None, str | None, bytes | None, tuple[tuple[str, str], ...], int]:
         """One hop with retries: (status, content_type, location, body, headers, attempts). Body None = redirect."""
         host = host_key(url)
@@ -493,10 +780,8 @@ class HttpFetcher:
         attempt = 0
         while True:
             with (
-                self.limiter.slot(host),
-                session.get(
-                    url, stream=True, allow_redirects=False, timeout=(self.timeout_s, self.timeout_s)
-                ) as response,
+                self.limiter.slot(host, deadline.at),
+                session.get(url, stream=True, allow_redirects=False, timeout=self._timeouts(deadline)) as response,
             ):
                 status = response.status_code
                 content_type = response.headers.get("Content-Type")
@@ -510,7 +795,10 @@ class HttpFetcher:
                         raise _Refused(f"http_error_{status}", status)
                     if not any_type and not self._content_type_ok(content_type):
                         raise _Refused("unexpected_content_type", status)
-                    return status, content_type, None, self._read_body(response, started), headers, attempt + 1
+                    return status, content_type, None, self._read_body(response, deadline), headers, attempt + 1
+            if wait >= deadline.remaining():
+                # No retry can start before the deadline: the answer in hand is the outcome.
+                raise _Refused(f"http_error_{status}", status)
             # The wait applies to the whole host, not only to this thread.
             self.limiter.defer(host, wait)
             attempt += 1
@@ -525,37 +813,47 @@ class HttpFetcher:
         content_type: str | None = None
         headers: tuple[tuple[str, str], ...] = ()
         attempts = 0
-        try:
-            for _hop in range(MAX_REDIRECTS + 1):
-                self.check_url(current)
-                if check_robots and self.robots is not None:
-                    verdict = self.robots.verdict(current, self)
-                    if verdict is not None:
-                        raise _Refused(verdict)
-                status, content_type, location, body, headers, attempts = self._request(
-                    current, started, any_content_type
-                )
-                if body is None:
-                    current = urljoin(current, location or "")
-                    continue
-                return FetchResult(
-                    url, current, status, content_type, body, None, time.monotonic() - started, headers, attempts
-                )
-            raise _Refused("too_many_redirects", status)
-        except _Refused as refused:
-            # A refused redirect target keeps the status of the hop that pointed there.
-            reason, status = refused.reason, refused.status if refused.status is not None else status
-        except requests.Timeout:
-            reason = "timeout"
-        except requests.ConnectionError as error:
-            # requests wraps a read timeout in the body stream as a ConnectionError.
-            timed_out = any(isinstance(arg, ReadTimeoutError) for arg in error.args)
-            reason = "timeout" if timed_out else "connection_error"
-        except requests.RequestException:
-            reason = "request_error"
-        except (ValueError, UnicodeError):
-            # urllib3 raises some URL parse errors (LocationParseError) unwrapped.
-            reason = "invalid_url"
+        # One deadline for the whole fetch (robots.txt, redirects and retries included), enforced on every read.
+        with _deadline(self.total_timeout_s) as deadline:
+            try:
+                for _hop in range(MAX_REDIRECTS + 1):
+                    self.check_url(current)
+                    if check_robots and self.robots is not None:
+                        verdict = self.robots.verdict(current, self)
+                        if verdict is not None:
+                            raise _Refused(verdict)
+                    status, content_type, location, body, headers, attempts = self._request(
+                        current, deadline, any_content_type
+                    )
+                    if body is None:
+                        current = urljoin(current, location or "")
+                        continue
+                    return FetchResult(
+                        url, current, status, content_type, body, None, time.monotonic() - started, headers, attempts
+                    )
+                raise _Refused("too_many_redirects", status)
+            except _Refused as refused:
+                # A refused redirect target keeps the status of the hop that pointed there.
+                reason, status = refused.reason, refused.status if refused.status is not None else status
+            except requests.Timeout:
+                reason = "timeout"
+            except requests.ConnectionError as error:
+                # requests wraps a read timeout in the body stream as a ConnectionError.
+                timed_out = any(isinstance(arg, ReadTimeoutError) for arg in error.args)
+                reason = "timeout" if timed_out else "connection_error"
+            except requests.RequestException:
+                reason = "request_error"
+            except ReadTimeoutError:
+                reason = "timeout"
+            except (DecodeError, HTTPError, http.client.HTTPException, OSError):
+                # The body is read from urllib3 directly: its errors (a cut, a bad chunk) come unwrapped.
+                reason = "connection_error"
+            except (ValueError, UnicodeError):
+                # urllib3 raises some URL parse errors (LocationParseError) unwrapped.
+                reason = "invalid_url"
+            if deadline.expired and reason not in {"timeout", "too_large"}:
+                # Whatever the shut socket looked like to the reader (a reset, a cut chunk, a bad status line).
+                reason = "timeout"
         return FetchResult(
             url, current, status, content_type, None, reason, time.monotonic() - started, headers, attempts
         )
@@ -572,36 +870,45 @@ class HttpFetcher:
         status: int | None = None
         current = url
         resumes = restarts = failures = 0
-        try:
-            with open(path, "wb") as handle:
-                sink = _Sink(handle)
-                while True:
-                    before = sink.written
-                    try:
-                        current, status, restarted = self._download_once(url, sink, started, check_robots)
-                        restarts += restarted
-                        return DownloadResult(
-                            url, current, status, sink.written, sink.digest.hexdigest(), None,
-                            time.monotonic() - started, resumes, restarts,
-                        )  # fmt: skip
-                    except _Cut as cut:
-                        if time.monotonic() - started > self.total_timeout_s:
-                            raise _Refused("timeout", status) from cut
-                        failures = 0 if sink.written > before else failures + 1
-                        if failures > self.max_retries:
-                            raise _Refused("timeout" if cut.timed_out else "connection_error", status) from cut
-                        if failures:
-                            time.sleep(self.backoff_s * (2 ** (failures - 1)))
-                        resumes += sink.written > 0
-        except _Refused as refused:
-            reason, status = refused.reason, refused.status if refused.status is not None else status
-        except (ValueError, UnicodeError):
-            reason = "invalid_url"
-        except requests.RequestException:
-            reason = "request_error"
+        # One deadline for the whole transfer (resumes included), enforced on every read.
+        with _deadline(self.total_timeout_s) as deadline:
+            try:
+                with open(path, "wb") as handle:
+                    sink = _Sink(handle)
+                    while True:
+                        before = sink.written
+                        try:
+                            current, status, restarted = self._download_once(url, sink, deadline, check_robots)
+                            restarts += restarted
+                            return DownloadResult(
+                                url, current, status, sink.written, sink.digest.hexdigest(), None,
+                                time.monotonic() - started, resumes, restarts,
+                            )  # fmt: skip
+                        except _Cut as cut:
+                            if deadline.expired or deadline.remaining() <= 0:
+                                raise _Refused("timeout", status) from cut
+                            failures = 0 if sink.written > before else failures + 1
+                            if failures > self.max_retries:
+                                raise _Refused("timeout" if cut.timed_out else "connection_error", status) from cut
+                            if failures:
+                                pause = self.backoff_s * (2 ** (failures - 1))
+                                if pause >= deadline.remaining():
+                                    raise _Refused("timeout", status) from cut
+                                time.sleep(pause)
+                            resumes += sink.written > 0
+            except _Refused as refused:
+                reason, status = refused.reason, refused.status if refused.status is not None else status
+            except (ValueError, UnicodeError):
+                reason = "invalid_url"
+            except requests.RequestException:
+                reason = "request_error"
+            if deadline.expired:
+                reason = "timeout"
         return DownloadResult(url, current, status, 0, None, reason, time.monotonic() - started, resumes, restarts)
 
-    def _download_once(self, url: str, sink: _Sink, started: float, check_robots: bool) -> tuple[str, int, int]:
+    def _download_once(
+        self, url: str, sink: _Sink, deadline: _RequestDeadline, check_robots: bool
+    ) -> tuple[str, int, int]:
         """One transfer from ``sink.written`` on, following redirects: (final URL, status, restarts).
 
         Raises ``_Cut`` when the connection fails or the body ends short, ``_Refused`` for a final answer."""
@@ -627,13 +934,13 @@ class HttpFetcher:
                     headers["Range"] = f"bytes={sink.written}-"
                 try:
                     with (
-                        self.limiter.slot(host),
+                        self.limiter.slot(host, deadline.at),
                         session.get(
                             current,
                             headers=headers,
                             stream=True,
                             allow_redirects=False,
-                            timeout=(self.timeout_s, self.timeout_s),
+                            timeout=self._timeouts(deadline, status),
                         ) as response,
                     ):
                         status = response.status_code
@@ -644,17 +951,21 @@ class HttpFetcher:
                         if wait is None:
                             if not 200 <= status < 300:
                                 raise _Refused(f"http_error_{status}", status)
-                            return current, status, self._stream_body(response, sink, started)
+                            return current, status, self._stream_body(response, sink, deadline)
                 except requests.Timeout as error:
                     raise _Cut(timed_out=True) from error
                 except requests.ConnectionError as error:
                     raise _Cut(any(isinstance(arg, ReadTimeoutError) for arg in error.args)) from error
+                except (HTTPError, http.client.HTTPException, OSError) as error:
+                    raise _Cut() from error
+                if wait >= deadline.remaining():
+                    raise _Refused(f"http_error_{status}", status)
                 self.limiter.defer(host, wait)
                 attempt += 1
             current = urljoin(current, location or "")
         raise _Refused("too_many_redirects", status)
 
-    def _stream_body(self, response: requests.Response, sink: _Sink, started: float) -> int:
+    def _stream_body(self, response: requests.Response, sink: _Sink, deadline: _RequestDeadline) -> int:
         """Append the body to ``sink`` (from byte 0 when the answer is not the asked range); returns 1 after such a
         restart, else 0. Raises ``_Cut`` when it ends before the announced length."""
         status = response.status_code
@@ -678,13 +989,15 @@ class HttpFetcher:
             for chunk in response.raw.stream(_CHUNK_BYTES, decode_content=False):
                 if sink.written + len(chunk) > self.max_bytes:
                     raise _Refused("too_large", status)
-                if time.monotonic() - started > self.total_timeout_s:
+                if deadline.expired or deadline.remaining() <= 0:
                     raise _Refused("timeout", status)
                 sink.write(chunk)
         except ReadTimeoutError as error:
             raise _Cut(timed_out=True) from error
-        except (HTTPError, OSError) as error:
+        except (HTTPError, http.client.HTTPException, OSError) as error:
             raise _Cut() from error
+        if deadline.expired:
+            raise _Refused("timeout", status)  # a body delimited by the connection's end, cut by the watchdog
         if expected is not None and sink.written < expected:
             raise _Cut()
         return restarted

@@ -8,6 +8,11 @@ Both are :class:`mella_assets.settings.Settings` fields, loaded when a stage sta
 check it (between downloads, model batches, WARC files) and raise :class:`StageTimeout` naming the stage, the
 time it ran and the setting to change.
 
+A stage whose items are independent keeps what it finished instead: :func:`map_until_deadline` returns at the
+deadline with the results done so far and the items it did not finish, which the stage writes as retryable
+rejects (the ``images`` stage: reason ``stage_deadline``), so a deadline costs the unfinished records, not the
+partition, and the next run fetches only those.
+
 Dagster's ``dagster/max_runtime`` tag would bound a whole run, but only the daemon's run monitoring enforces it,
 so an in-process run (tests, ``mella demo``) would still hang; this deadline is checked by the stage itself.
 Work that never returns to a loop (one model batch, a subprocess) is bounded by its own timeouts only.
@@ -117,6 +122,25 @@ def watched_stage(function: Callable[..., R]) -> Callable[..., R]:
     return run
 
 
+class _Unfinished:
+    """The result of an item a :func:`map_until_deadline` did not finish by the deadline."""
+
+    def __repr__(self) -> str:
+        return "UNFINISHED"
+
+
+UNFINISHED = _Unfinished()
+
+
+def map_until_deadline(
+    function: Callable[[T], R], items: Sequence[T], max_workers: int, deadline: StageDeadline | None = None
+) -> list[R | _Unfinished]:
+    """Like :func:`map_with_deadline`, but at the deadline it returns instead of raising: the results finished by
+    then, :data:`UNFINISHED` for the others (started or not). Workers take no new item after the deadline; one
+    still in an item finishes it in the background (a daemon thread), its result dropped."""
+    return _map(function, items, max_workers, deadline, keep_done=True)
+
+
 def map_with_deadline(
     function: Callable[[T], R], items: Sequence[T], max_workers: int, deadline: StageDeadline | None = None
 ) -> list[R]:
@@ -125,8 +149,19 @@ def map_with_deadline(
     The caller waits at most until ``deadline`` (default: the running stage's), then raises
     :class:`StageTimeout`; the worker threads are daemons, so one stuck in a slow socket cannot keep the
     process alive after the stage has failed. ``function`` must not raise (the HTTP fetcher returns reasons)."""
+    return _map(function, items, max_workers, deadline, keep_done=False)  # type: ignore[return-value]
+
+
+def _map(
+    function: Callable[[T], R],
+    items: Sequence[T],
+    max_workers: int,
+    deadline: StageDeadline | None,
+    keep_done: bool,
+) -> list[R | _Unfinished]:
     deadline = deadline if deadline is not None else current_deadline()
-    results: list[R | None] = [None] * len(items)
+    results: list[R | _Unfinished] = [UNFINISHED] * len(items)
+    lock = threading.Lock()
     if not items:
         return []
     done = threading.Semaphore(0)
@@ -142,9 +177,13 @@ def map_with_deadline(
             if i is None:
                 return
             try:
-                results[i] = function(items[i])
+                result = function(items[i])
             except BaseException as error:  # handed to the caller below
                 failures.append(error)
+            else:
+                with lock:
+                    if not stop.is_set():
+                        results[i] = result
             done.release()
 
     for n in range(max(1, min(max_workers, len(items)))):
@@ -153,9 +192,12 @@ def map_with_deadline(
         if deadline is None:
             done.acquire()
         elif not done.acquire(timeout=max(0.0, deadline.remaining())):
-            stop.set()
+            with lock:
+                stop.set()  # from now on no result lands: the caller reads a settled list
+            if keep_done:
+                return list(results)
             raise StageTimeout(deadline.stage, deadline.elapsed(), deadline.seconds, deadline.setting)
         if failures:
             stop.set()
             raise failures[0]
-    return results  # type: ignore[return-value]
+    return results

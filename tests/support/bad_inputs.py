@@ -12,7 +12,9 @@ Stages and the code each case goes through:
 - ``images``: :func:`mella_assets.know.images.validate_image` (what ``images`` runs on every body); outcome
   ``kept WxH from <mode> (<what the pixels show>)`` or ``reject <reason>``.
 - ``urls``: :meth:`mella_assets.lib.http.HttpFetcher.fetch` against a loopback echo server; outcome
-  ``fetched path=<path the server saw> host=<Host header>`` or ``reject <reason> (requests=<n>)``.
+  ``fetched path=<path the server saw> host=<Host header>`` or ``reject <reason> (requests=<n>)``; against a
+  dripping server (``support.drip_server``, issue #16): ``reject <reason>`` by the fetch deadline
+  (:data:`DRIP_DEADLINE_S`, per-read timeout 10 s), with a time limit.
 
 ``run_bad_input_report()`` runs every case and returns one :class:`ReportRow` each (an exception becomes the
 outcome ``crash: ...``, never propagates), with the seconds it took and the process's peak resident memory after
@@ -74,6 +76,10 @@ NON_WEB_CHARSET_LABELS = ("rot13", "base64", "hex", "zlib", "idna", "punycode", 
 REDOS_SECONDS = 1.0
 SVG_COMMENTS = 24  # <!--x--> comments before the root: ~4 s with the old nested repeat (doubling with each)
 SPACE_RUN = 20_000  # spaces in an attribute or a header value: seconds each in the old, quadratic patterns
+# The wall-clock deadline of a fetch from the dripping server (its per-read timeout is 10 s), and the time such a
+# case may take: before issue #16 each ran 15 s (the server's own limit) or more.
+DRIP_DEADLINE_S = 1.0
+DRIP_CASE_SECONDS = DRIP_DEADLINE_S + 1.0
 # An HTML/script payload for polyglots; ``marker`` is unique per case, so finding it in an output is proof.
 POLYGLOT_HTML = "<html><body><script>alert('{marker}')</script><img src=x onerror=alert(1)></body></html>"
 
@@ -105,6 +111,7 @@ class Context:
     echo: EchoServer
     _identifier: object | None = field(default=None, repr=False)
     _site: object | None = field(default=None, repr=False)
+    _drip: object | None = field(default=None, repr=False)
 
     def identifier(self):
         if self._identifier is None:
@@ -121,9 +128,19 @@ class Context:
             self._site = ScriptedSite().start()
         return self._site
 
+    def drip(self):
+        """The dripping loopback server (support.drip_server), started on first use."""
+        if self._drip is None:
+            from support.drip_server import DripServer
+
+            self._drip = DripServer(interval_s=0.1, max_s=15.0).__enter__()
+        return self._drip
+
     def close(self) -> None:
         if self._site is not None:
             self._site.stop()
+        if self._drip is not None:
+            self._drip.__exit__(None, None, None)
 
 
 @dataclass(frozen=True)
@@ -703,6 +720,29 @@ def _scripted(responses: tuple[tuple[int, tuple[tuple[str, str], ...], bytes], .
     return run
 
 
+def _dripping(pattern: str) -> Callable[[Context], str]:
+    """A fetch from the dripping server's ``pattern``; outcome ``reject <reason>`` (or ``fetched bytes=<n>``)."""
+
+    def run(context: Context) -> str:
+        from mella_assets.lib.http import HttpFetcher
+
+        fetcher = HttpFetcher(
+            timeout_s=10, total_timeout_s=DRIP_DEADLINE_S, allowed_networks=["127.0.0.1/32"], backoff_s=0.01
+        )
+        result = fetcher.fetch(context.drip().url(pattern))
+        if result.error_reason is not None:
+            return f"reject {result.error_reason}"
+        return f"fetched bytes={len(result.body or b'')}"
+
+    return run
+
+
+def _gzip_of_zeros(size: int) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1 << 20)
+    return b"".join(compressor.compress(block) for _ in range(size >> 20)) + compressor.flush()
+
+
 def _url(url: str | Callable[[int], str]) -> Callable[[Context], str]:
     def run(context: Context) -> str:
         from mella_assets.lib.http import HttpFetcher
@@ -744,8 +784,8 @@ def bad_input_cases() -> list[Case]:
         ),
         Case(
             "warc",
-            "Content-Length shorter than the record (body cut there, the rest of the file malformed)",
-            "pages=1 images=0 malformed=1",
+            "Content-Length shorter than the record (body cut there, reading resumes at the next record)",
+            "pages=2 images=1 malformed=1",
             _warc(lambda: lying_content_length_warc(-30), "lie.warc"),
         ),
         Case(
@@ -771,6 +811,32 @@ def bad_input_cases() -> list[Case]:
             f"{NESTING_DEPTH:,}-deep nested HTML",
             "pages=1 images=1 malformed=0",
             _warc(lambda: warc_record("https://example.invalid/deep", nested_html())),
+        ),
+        Case(
+            "warc",
+            "corrupt gzip member between good records (reading resumes at the next member)",
+            "pages=4 images=4 malformed=1",
+            _warc(lambda: corrupted_gzip_warc() + b"".join(good_records())),
+        ),
+        Case(
+            "warc",
+            "5,000 <img> under a 2,000-char <base href> (candidates stop at the page budget)",
+            "pages=1 images=2000 malformed=0",
+            _warc(
+                lambda: warc_record(
+                    "https://example.invalid/amplify",
+                    b'<html><head><base href="https://example.invalid/'
+                    + b"d/" * 1000
+                    + b'"></head><body>'
+                    + b'<img src="a.jpg">' * 5000,
+                )
+            ),
+        ),
+        Case(
+            "warc",
+            "40,000-deep nested HTML (page_too_complex, not parsed)",
+            "pages=0 images=0 malformed=0",
+            _warc(lambda: warc_record("https://example.invalid/deeper", nested_html(40_000))),
         ),
         Case(
             "warc",
@@ -1156,6 +1222,64 @@ def bad_input_cases() -> list[Case]:
             _scripted(
                 ((200, (("Content-Type", "image/jpeg"), ("Content-Length", "²"), ("Connection", "close")), b"image"),)
             ),
+        ),
+    ]
+    # urls: a server that drips (a byte every 0.1 s, never silent for a read timeout) costs one fetch its deadline
+    cases += [
+        Case("urls", f"drip: {name}", expected, _dripping(pattern), max_seconds=DRIP_CASE_SECONDS)
+        for pattern, name, expected in (
+            ("status_line", "status line byte by byte", "reject timeout"),
+            ("headers", "endless header value", "reject timeout"),
+            ("body", "body byte by byte under a 1 MB Content-Length", "reject timeout"),
+            ("body_until_close", "body byte by byte until the close", "reject timeout"),
+            ("chunked", "one-byte chunks byte by byte", "reject timeout"),
+            ("silent", "no answer (per-read timeout 10 s)", "reject timeout"),
+            ("retry_after", "503 with Retry-After past the deadline", "reject http_error_503"),
+        )
+    ]
+    # urls: content encodings the fetcher decodes itself (every gzip member, stacked codings, each layer capped)
+    gzip_header = (("Content-Type", "image/jpeg"), ("Content-Encoding", "gzip"))
+    cases += [
+        Case(
+            "urls",
+            "gzip body of two members",
+            "fetched bytes=6 attempts=1",
+            _scripted(((200, gzip_header, gzip.compress(b"abc") + gzip.compress(b"def")),)),
+        ),
+        Case(
+            "urls",
+            "Content-Encoding: gzip, gzip",
+            "fetched bytes=5 attempts=1",
+            _scripted(
+                (
+                    (
+                        200,
+                        (("Content-Type", "image/jpeg"), ("Content-Encoding", "gzip, gzip")),
+                        gzip.compress(gzip.compress(b"image")),
+                    ),
+                )
+            ),
+        ),
+        Case(
+            "urls",
+            "gzip, gzip bomb (64 MB of zeros in ~1 KB, cap 20 MB)",
+            "reject too_large (requests=1)",
+            _scripted(
+                (
+                    (
+                        200,
+                        (("Content-Type", "image/jpeg"), ("Content-Encoding", "gzip, gzip")),
+                        gzip.compress(_gzip_of_zeros(64 << 20)),
+                    ),
+                )
+            ),
+            max_seconds=REDOS_SECONDS * 2,
+        ),
+        Case(
+            "urls",
+            "Content-Encoding: br (not asked for)",
+            "reject unsupported_content_encoding (requests=1)",
+            _scripted(((200, (("Content-Type", "image/jpeg"), ("Content-Encoding", "br")), b"\x0b\x02\x80image\x03"),)),
         ),
     ]
     return cases

@@ -197,19 +197,50 @@ def _nearby_text(img: LexborNode, texts: dict[int, str]) -> str | None:
     return " ".join(part for part in (shown_before, shown_after) if part) or None
 
 
-def _captions_by_img(tree: LexborHTMLParser) -> dict[int, str | None]:
-    """The caption of the nearest ``<figure>`` around each ``<img>`` (keyed by ``mem_id``): the text of the figure's
-    first ``<figcaption>``. Figures come in document order, so an inner figure overrides an outer one."""
-    img, figcaption = _TAG_ID["img"], _TAG_ID["figcaption"]
+def _captions_by_img(tree: LexborHTMLParser, images: list[LexborNode]) -> dict[int, str | None]:
+    """The caption of the nearest ``<figure>`` around each of ``images`` (keyed by ``mem_id``): the text of the
+    figure's first ``<figcaption>`` (in document order, nested figures' included), an inner figure overriding an
+    outer one.
+
+    Linear in the size of the page, whatever its nesting: each node is climbed through once. (Walking each figure's
+    whole subtree cost 21 s on 20,000 nested figures.)"""
+    figures = tree.tags("figure")
+    if not figures:
+        return {}
+    figure = _TAG_ID["figure"]
+    # The first figcaption of each figure: figcaptions come in document order, and each climbs to the root through
+    # figures not yet captioned, stopping where an earlier figcaption climbed (everything above is captioned).
+    caption_of: dict[int, LexborNode] = {}
+    climbed: set[int] = set()
+    for caption in tree.tags("figcaption"):
+        node = caption.parent
+        while node is not None and (key := node.mem_id) not in climbed:
+            climbed.add(key)
+            if node.tag_id == figure:
+                caption_of.setdefault(key, caption)
+            node = node.parent
+    # The nearest figure of each node, remembered along each climb (None: no figure above).
+    nearest: dict[int, int | None] = {}
     captions: dict[int, str | None] = {}
-    for figure in tree.tags("figure"):
-        caption_node, images = None, []
-        for node in figure.traverse():
-            tag_id = node.tag_id
-            if tag_id == img:
-                images.append(node.mem_id)
-            elif tag_id == figcaption and caption_node is None:
-                caption_node = node
-        if images:
-            captions.update(dict.fromkeys(images, _text(caption_node, CONTEXT_TEXT_MAX_CHARS)))
+    texts: dict[int, str | None] = {}
+    for img in images:
+        path, node, found = [], img.parent, None
+        while node is not None:
+            key = node.mem_id
+            if key in nearest:
+                found = nearest[key]
+                break
+            if node.tag_id == figure:
+                found = key
+                nearest[key] = key
+                break
+            path.append(key)
+            node = node.parent
+        for key in path:
+            nearest[key] = found
+        if found is None:
+            continue
+        if found not in texts:
+            texts[found] = _text(caption_of.get(found), CONTEXT_TEXT_MAX_CHARS)
+        captions[img.mem_id] = texts[found]
     return captions

@@ -35,6 +35,29 @@ _PLACEHOLDER = re.compile(
 )
 OPT_OUT_ROBOTS_TOKENS = frozenset({"noai", "noimageai"})
 
+# -- budgets: what one page may cost (hostile input costs a record, never a partition) ----------------------------
+# A candidate URL longer than this is dropped (counted in ``Page.urls_too_long``): 2,048 characters is the usual
+# practical limit of browsers, CDNs and crawlers for a URL worth fetching, and every candidate stores its resolved
+# URLs, so a long ``<base href>`` or page URL times thousands of short ``src`` values would otherwise reach GBs.
+MAX_IMAGE_URL_CHARS = 2048
+# A page whose own URL (or ``<base href>``, resolved) is longer than this is rejected (``url_too_long``): every
+# candidate carries the page URL downstream, and relative URLs resolve against it.
+MAX_PAGE_URL_CHARS = 4096
+# Candidates kept per page; the rest are dropped and counted (``Page.candidates_over_budget``). A gallery page
+# holds a few hundred images.
+MAX_PAGE_CANDIDATES = 2000
+# A page with more tags than this ("<" counted before parsing), or nested deeper than this (estimated from its tags
+# before parsing), is rejected (``page_too_complex``) without being parsed: the parser's time grows with the square
+# of the nesting depth (0.7 s at 20,000 levels, minutes at 100,000), and real pages nest a few hundred deep at most.
+MAX_PAGE_ELEMENTS = 1_000_000  # lexbor holds ~200 bytes per node: ~200 MB at most
+MAX_PAGE_DEPTH = 16_384  # parsing at this depth: ~0.5 s, the most one page may cost
+# Tags for the depth estimate; void elements and those whose end tag is usually omitted never count as open.
+_TAG = re.compile(rb"<(/?)([a-z][a-z0-9]*)")
+_NOT_NESTING = frozenset(
+    b"area base br col embed hr img input link meta param source track wbr "
+    b"p li dt dd tr td th thead tbody tfoot colgroup option optgroup rt rp".split()
+)
+
 
 @dataclass(frozen=True)
 class ImageCandidate:
@@ -66,6 +89,39 @@ class Page:
     opt_out_source: str | None = None
     images: list[ImageCandidate] = field(default_factory=list)
     skipped_urls: int = 0
+    # Why the page yields no candidates although it may have images (``page_too_complex``, ``url_too_long``).
+    reject_reason: str | None = None
+    urls_too_long: int = 0  # candidates dropped for a URL over MAX_IMAGE_URL_CHARS
+    candidates_over_budget: int = 0  # candidates past MAX_PAGE_CANDIDATES
+
+
+def _nesting_depth(body: bytes) -> int:
+    """The deepest nesting of elements in ``body``, estimated from its tags as the parser would close them (an end
+    tag closes its open element and all opened after it; one with no open element is ignored). Linear."""
+    stack: list[bytes] = []
+    open_counts: dict[bytes, int] = {}
+    deepest = 0
+    for close, name in _TAG.findall(body.lower()):
+        if name in _NOT_NESTING:
+            continue
+        if close:
+            if open_counts.get(name):
+                while True:
+                    top = stack.pop()
+                    open_counts[top] -= 1
+                    if top == name:
+                        break
+        else:
+            stack.append(name)
+            open_counts[name] = open_counts.get(name, 0) + 1
+            deepest = max(deepest, len(stack))
+    return deepest
+
+
+def _too_complex(body: bytes) -> bool:
+    """Whether a page is over :data:`MAX_PAGE_ELEMENTS` or :data:`MAX_PAGE_DEPTH`, judged before parsing it."""
+    tags = body.count(b"<")
+    return tags > MAX_PAGE_ELEMENTS or (tags > MAX_PAGE_DEPTH and _nesting_depth(body) > MAX_PAGE_DEPTH)
 
 
 def _is_placeholder(value: str | None) -> bool:
@@ -95,14 +151,7 @@ def _choose_url(
     """(url, source_attr) the browser would end up showing, after a lazy loader swapped data-* in; ``picture``:
     the ``<picture>`` the ``<img>`` is a child of."""
     if picture is not None:
-        # Every <source> inside the picture whose parent is a <picture>, in document order.
-        source_id, picture_id = _TAG_ID["source"], _TAG_ID["picture"]
-        srcsets = []
-        for node in picture.traverse():
-            if node.tag_id == source_id and node.parent is not None and node.parent.tag_id == picture_id:
-                attributes_of_source = node.attributes
-                srcsets.append(attributes_of_source.get("data-srcset") or attributes_of_source.get("srcset") or "")
-        url = _largest_of(resolver, srcsets)
+        url = _largest_of(resolver, _picture_srcsets(picture))
         if url:
             return url, "picture"
     data_srcset, srcset = attributes.get("data-srcset"), attributes.get("srcset")
@@ -114,6 +163,25 @@ def _choose_url(
     if data_src and not _is_placeholder(data_src) and (url := resolver.resolve(data_src)):
         return url, "data-src"
     return src_url, "src"
+
+
+# Nodes of a <picture> looked at for its <source> elements: a real one holds a handful. The walk is bounded so that
+# nested pictures (each <img> inside all the pictures after it) stay linear instead of quadratic.
+_MAX_PICTURE_NODES = 256
+
+
+def _picture_srcsets(picture: LexborNode) -> list[str]:
+    """The srcsets of the ``<source>`` elements inside ``picture`` whose parent is a ``<picture>``, in document
+    order, among its first :data:`_MAX_PICTURE_NODES` nodes."""
+    source_id, picture_id = _TAG_ID["source"], _TAG_ID["picture"]
+    srcsets = []
+    for seen, node in enumerate(picture.traverse()):
+        if seen >= _MAX_PICTURE_NODES:
+            break
+        if node.tag_id == source_id and node.parent is not None and node.parent.tag_id == picture_id:
+            attributes_of_source = node.attributes
+            srcsets.append(attributes_of_source.get("data-srcset") or attributes_of_source.get("srcset") or "")
+    return srcsets
 
 
 def _pictures_by_img(tree: LexborHTMLParser) -> dict[int, LexborNode]:
@@ -159,7 +227,21 @@ def _extract_rows(
     body: bytes, page_url: str, content_type: str | None, x_robots_tag: str | None, *, nearby_context: bool = False
 ) -> tuple[Page, list[ImageRow]]:
     """The page (``images`` left empty) and its image candidates as :data:`ImageRow` tuples; nearby text is
-    looked for only with ``nearby_context``."""
+    looked for only with ``nearby_context``. A page over a budget (module constants above) comes back with its
+    ``reject_reason`` set and no candidates; candidates over a budget are counted on the page, never raised."""
+    if len(page_url) > MAX_PAGE_URL_CHARS or _too_complex(body):
+        reason = "url_too_long" if len(page_url) > MAX_PAGE_URL_CHARS else "page_too_complex"
+        page = Page(
+            page_url=page_url[:MAX_PAGE_URL_CHARS],
+            domain="",
+            charset="",
+            charset_source="",
+            html_lang=None,
+            og_locale=None,
+            title=None,
+            reject_reason=reason,
+        )
+        return page, []
     html, charset, charset_source = _utf8_for_parser(body, content_type)
     tree = LexborHTMLParser(html)
     # tags() walks the tree by tag name; lexbor always builds one <html> root.
@@ -175,7 +257,10 @@ def _extract_rows(
     for base_node in tree.tags("base"):
         attributes = base_node.attributes
         if "href" in attributes:
-            base = UrlResolver(page_url).resolve(attributes["href"] or "") or page_url
+            href = attributes["href"] or ""
+            base = (UrlResolver(page_url).resolve(href) if len(href) <= MAX_PAGE_URL_CHARS else None) or page_url
+            if len(href) > MAX_PAGE_URL_CHARS or len(base) > MAX_PAGE_URL_CHARS:
+                base = ""
             break
     titles = tree.tags("title")
     page = Page(
@@ -191,24 +276,38 @@ def _extract_rows(
         page.opt_out, page.opt_out_source = True, "header"
     elif _meta_opts_out(metas):
         page.opt_out, page.opt_out_source = True, "meta"
+    if not base:
+        page.reject_reason = "url_too_long"
+        return page, []
     resolver = UrlResolver(base)
-    pictures, captions = _pictures_by_img(tree), _captions_by_img(tree)
+    images = tree.tags("img")
+    pictures, captions = _pictures_by_img(tree), _captions_by_img(tree, images)
     rows: list[ImageRow] = []
     texts: dict[int, str] = {}  # text nodes read for nearby text, by mem_id
-    for img in tree.tags("img"):
+    for img in images:
+        if len(rows) >= MAX_PAGE_CANDIDATES:
+            page.candidates_over_budget += 1
+            continue
         attributes = img.attributes
         get = attributes.get
         src = get("src", _ABSENT)
-        src_url = resolver.resolve(src or "") if src is not _ABSENT else None
+        # A value over the budget is not resolved: the result would be longer still.
+        src_too_long = src is not _ABSENT and len(src or "") > MAX_IMAGE_URL_CHARS
+        src_url = resolver.resolve(src or "") if src is not _ABSENT and not src_too_long else None
         key = img.mem_id if pictures or captions else None
         picture = pictures.get(key) if pictures else None
         if picture is None and not (get("data-srcset") or get("srcset") or get("data-src")):
             url, source_attr = src_url, "src"
         else:
             url, source_attr = _choose_url(attributes, picture, resolver, src_url)
-        if url is None:
-            page.skipped_urls += 1
+        if url is None or len(url) > MAX_IMAGE_URL_CHARS:
+            if url is None and not (src_too_long and source_attr == "src"):
+                page.skipped_urls += 1
+            else:
+                page.urls_too_long += 1
             continue
+        if src_url is not None and len(src_url) > MAX_IMAGE_URL_CHARS:
+            src_url = None  # the chosen URL is within the budget; its plain src is not kept
         # An attribute present without a value reads as "" (HTML semantics), an absent one as None.
         alt, title = get("alt", _ABSENT), get("title", _ABSENT)
         context = captions.get(key) if captions else None
@@ -315,7 +414,9 @@ def pages_to_frame(pages: Iterable[tuple[HtmlResponse, Page]]) -> pl.DataFrame:
 def extract_warc(path: str | Path, stats: WarcStats | None = None, *, nearby_context: bool = False) -> pl.DataFrame:
     """Every HTML page of one WARC file as :data:`RAW_CRAWL_SCHEMA` rows; skipped records counted in ``stats``.
 
-    A page whose HTML cannot be parsed at all is counted as ``stats.malformed`` and skipped, never raised.
+    A page whose HTML cannot be parsed at all is counted as ``stats.malformed`` and skipped, never raised; a page
+    over a budget is counted by its reason (``pages_too_complex``, ``pages_url_too_long``) and skipped, and
+    candidates over a budget are counted (``candidates_url_too_long``, ``candidates_over_budget``).
     ``nearby_context``: as in :func:`extract_page`."""
     stats = stats if stats is not None else WarcStats()
     table = _TableBuilder()
@@ -330,6 +431,15 @@ def extract_warc(path: str | Path, stats: WarcStats | None = None, *, nearby_con
             )
         except (ValueError, TypeError, RuntimeError, UnicodeError):
             stats.malformed += 1
+            continue
+        stats.candidates_url_too_long += page.urls_too_long
+        stats.candidates_over_budget += page.candidates_over_budget
+        if page.reject_reason is not None:
+            # Counted by reason (raw_crawl's materialization metadata); the page has no row.
+            if page.reject_reason == "url_too_long":
+                stats.pages_url_too_long += 1
+            else:
+                stats.pages_too_complex += 1
             continue
         table.add(response, page, image_rows)
     return table.frame()
