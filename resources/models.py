@@ -293,7 +293,10 @@ class Evaluator(_RemoteSettings):
 
     def _remote(self, name: str, identity: str) -> ModelUnderTest:
         client = self.client(name)
-        return ModelUnderTest(f"openai:{name}@{identity}", name, lambda: OpenAICaptioner(client))
+        # An answer cut at max_new_tokens is still the model's answer: scored as the in-process backend scores it.
+        return ModelUnderTest(
+            f"openai:{name}@{identity}", name, lambda: OpenAICaptioner(client, reject_truncated=False)
+        )
 
     def _local(self, path: str, adapter: str | None) -> ModelUnderTest:
         version = model_fingerprint(path, adapter)

@@ -69,3 +69,49 @@ def test_duckdb_queries_the_s3_lake_with_httpfs_from_the_wheel(lake):
             f"SELECT language, count(*) FROM read_parquet('{pattern}') GROUP BY 1 ORDER BY 1"
         ).fetchall()
     assert rows == [("cs", 2), ("ko", 1)]
+
+
+def _lake_secret(connection) -> tuple[str, str]:
+    (provider, secret) = connection.execute(
+        "SELECT provider, secret_string FROM duckdb_secrets() WHERE name = 'mella_lake'"
+    ).fetchone()
+    return provider, secret
+
+
+def test_duckdb_takes_credentials_from_the_aws_chain_when_no_keys_are_set(lake, tmp_path, monkeypatch):
+    """Instance roles, IRSA and profiles have no AWS_ACCESS_KEY_ID: DuckDB must find the keys as boto3 does."""
+    import duckdb
+
+    from mella_assets.lib.duckdb_s3 import enable_s3
+    from support.s3 import TEST_CREDENTIALS
+
+    lake.write_table("d_know", "cs", pl.DataFrame({"language": ["cs"], "alt_text": ["Karlův most"]}))
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    profile_key = "mella-profile-key"
+    (tmp_path / "credentials").write_text(
+        f"[lake-reader]\naws_access_key_id = {profile_key}\n"
+        f"aws_secret_access_key = {TEST_CREDENTIALS['AWS_SECRET_ACCESS_KEY']}\n"
+    )
+    (tmp_path / "config").write_text("[profile lake-reader]\nregion = us-east-1\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_PROFILE", "lake-reader")
+    with duckdb.connect(":memory:") as connection:
+        enable_s3(connection)
+        provider, secret = _lake_secret(connection)
+        rows = connection.execute(f"SELECT alt_text FROM read_parquet('{lake.tables()['d_know']}')").fetchall()
+    assert provider == "credential_chain" and f"key_id={profile_key}" in secret
+    assert rows == [("Karlův most",)]
+
+
+def test_explicit_keys_win_over_the_chain(lake):
+    import duckdb
+
+    from mella_assets.lib.duckdb_s3 import enable_s3
+    from support.s3 import TEST_CREDENTIALS
+
+    with duckdb.connect(":memory:") as connection:
+        enable_s3(connection)
+        provider, secret = _lake_secret(connection)
+    assert provider == "config" and f"key_id={TEST_CREDENTIALS['AWS_ACCESS_KEY_ID']}" in secret

@@ -4,6 +4,7 @@ a stalling server, no duplicate records, concurrency limit, API key handling, se
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 from pathlib import Path
@@ -23,9 +24,10 @@ from mella_assets.lib.openai_backend import (
     OpenAICaptioner,
     OpenAITranslator,
     chat_completions_url,
+    image_data_url,
     parse_retry_after,
 )
-from mella_assets.lib.vlm import VisionLanguageModel, load_caption_prompt
+from mella_assets.lib.vlm import VisionLanguageModel, load_caption_prompt, open_rgb_image
 from mella_assets.ling.assets import mllm_captions, translations
 from mella_assets.ling.translation import Translator
 from mella_assets.resources import build_resources
@@ -189,3 +191,43 @@ def test_endpoint_and_retry_after_parsing():
     assert chat_completions_url("http://h/v1/chat/completions") == "http://h/v1/chat/completions"
     assert parse_retry_after("3") == 3.0 and parse_retry_after(None) is None and parse_retry_after("soon") is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past: no wait
+
+
+def _jpeg(size: tuple[int, int], colour: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_stored_images_are_sent_as_their_own_bytes_and_oversized_ones_as_prepared_pixels(vlm):
+    small, large = _jpeg((40, 30), (200, 40, 40)), _jpeg((120, 90), (20, 40, 200))
+    with ChatCompletionsServer(captioner=vlm) as server:
+        remote = OpenAICaptioner(client(server, "tiny-captioner", concurrency=1))
+        outputs = remote.generate([open_rgb_image(small), open_rgb_image(large)], [PROMPT] * 2, max_new_tokens=4,
+                                  max_pixels=60 * 60)  # fmt: skip
+    assert not any(isinstance(output, ItemError) for output in outputs)
+    sent_small, sent_large = server.log.image_urls
+    assert sent_small == "data:image/jpeg;base64," + base64.b64encode(small).decode("ascii")
+    # over max_pixels: downscaled by us and sent losslessly, never the stored file
+    assert sent_large.startswith("data:image/png;base64,")
+    assert server.log.vision_requests[1][1][0] * server.log.vision_requests[1][1][1] <= 60 * 60
+    # a resized copy inherits the stored bytes in ``info`` but is not the stored file: its own pixels go
+    resized = open_rgb_image(small).resize((20, 15))
+    assert image_data_url(resized).startswith("data:image/png;base64,")
+
+
+def test_a_caption_or_translation_cut_at_max_tokens_is_the_items_reject_but_an_evaluation_answer_is_kept(
+    vlm, translator, pictures
+):
+    with ChatCompletionsServer(captioner=vlm, translator=translator, faults=Faults(report_length=True)) as server:
+        # random tiny models never stop early: every answer uses all of its 3 tokens
+        captions = OpenAICaptioner(client(server, "tiny-captioner")).generate(pictures[:2], [PROMPT] * 2, 3)
+        answers = OpenAICaptioner(client(server, "tiny-captioner"), reject_truncated=False).generate(
+            pictures[:2], [PROMPT] * 2, 3
+        )
+        translations = OpenAITranslator(client(server, "tiny-translator")).translate(TEXTS, "ces_Latn", 2)
+    assert all(isinstance(c, ItemError) and c.reason == "output_truncated" for c in captions)
+    assert all(not isinstance(a, ItemError) and a.text for a in answers)
+    assert [t.reason if isinstance(t, ItemError) else t for t in translations] == [
+        "output_truncated", "output_truncated", "", "output_truncated"
+    ]  # fmt: skip

@@ -27,7 +27,7 @@ from typing import Any
 
 from PIL import Image
 
-from mella_assets.lib.vlm import DEFAULT_MAX_PIXELS, Generation, prepare_image
+from mella_assets.lib.vlm import DEFAULT_MAX_PIXELS, STORED_BYTES_KEY, Generation, prepare_image
 
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 # Statuses that blame the request itself (a bad or oversized item): recorded as the item's reject. Any other
@@ -54,6 +54,7 @@ class ChatResult:
     text: str
     prompt_tokens: int
     completion_tokens: int
+    finish_reason: str | None = None  # "stop", or "length" when the server cut the answer at max_tokens
 
 
 def chat_completions_url(url: str) -> str:
@@ -179,12 +180,13 @@ class ChatCompletionsClient:
             self._count("connection_errors")
             raise _Retryable(f"{type(error).__name__}: {reason}") from error
         self._count("ok")
-        choice = payload["choices"][0]["message"]
+        choice = payload["choices"][0]
         usage = payload.get("usage") or {}
         return ChatResult(
-            text=(choice.get("content") or "").strip(),
+            text=(choice["message"].get("content") or "").strip(),
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
+            finish_reason=choice.get("finish_reason"),
         )
 
     def complete_many(
@@ -205,8 +207,21 @@ def _error_detail(error: urllib.error.HTTPError) -> str:
     return text[:200]
 
 
+def truncated(result: ChatResult, max_tokens: int) -> ItemError | None:
+    """A caption or translation the server cut at ``max_tokens`` is not a caption: the item's reject."""
+    if result.finish_reason != "length":
+        return None
+    return ItemError(reason="output_truncated", detail=f"finish_reason length at max_tokens={max_tokens}")
+
+
 def image_data_url(image: Image.Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
-    """The image (RGB, at most ``max_pixels``) as a lossless PNG ``data:`` URL, so the server sees our pixels."""
+    """The image as a ``data:`` URL: the stored file's own bytes when the image came from the lake and fits
+    ``max_pixels`` (no re-encoding: smaller requests, the server decodes what we stored), else our prepared
+    pixels as a lossless PNG."""
+    mime, data, size = image.info.get(STORED_BYTES_KEY, (None, None, None))
+    # A resized or cropped copy inherits ``info``: its size tells it is not the stored file any more.
+    if data is not None and size == image.size and image.width * image.height <= max_pixels:
+        return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
     buffer = io.BytesIO()
     prepare_image(image, max_pixels).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -223,8 +238,11 @@ def decode_data_url(url: str) -> Image.Image:
 class OpenAICaptioner:
     """The captioner role over chat completions: one request per image (an image part + the prompt text)."""
 
-    def __init__(self, client: ChatCompletionsClient) -> None:
+    def __init__(self, client: ChatCompletionsClient, reject_truncated: bool = True) -> None:
+        """``reject_truncated``: a caption cut at ``max_new_tokens`` becomes an ``output_truncated`` reject (the
+        captioner role); evaluation answers keep their text, as the in-process backend's do."""
         self.client = client
+        self.reject_truncated = reject_truncated
 
     @property
     def version(self) -> str:
@@ -254,12 +272,15 @@ class OpenAICaptioner:
             ]
             for image, prompt in zip(images, prompts, strict=True)
         ]
-        return [
-            result
-            if isinstance(result, ItemError)
-            else Generation(result.text, result.prompt_tokens, result.completion_tokens)
-            for result in self.client.complete_many(conversations, max_new_tokens)
-        ]
+        out: list[Generation | ItemError] = []
+        for result in self.client.complete_many(conversations, max_new_tokens):
+            if isinstance(result, ItemError):
+                out.append(result)
+            elif self.reject_truncated and (cut := truncated(result, max_new_tokens)):
+                out.append(cut)
+            else:
+                out.append(Generation(result.text, result.prompt_tokens, result.completion_tokens))
+        return out
 
 
 @dataclass(frozen=True)
@@ -324,5 +345,8 @@ class OpenAITranslator:
         )
         out: list[str | ItemError] = [""] * len(texts)
         for i, result in zip(todo, results, strict=True):
-            out[i] = result if isinstance(result, ItemError) else result.text
+            if isinstance(result, ItemError):
+                out[i] = result
+            else:
+                out[i] = truncated(result, max_new_tokens) or result.text
         return out

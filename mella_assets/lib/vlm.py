@@ -21,9 +21,20 @@ PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 DEFAULT_MAX_PIXELS = 768 * 768
 
 
+# Where an image opened from the lake keeps its file's (MIME type, bytes, size), so a remote backend can send the
+# stored file as it is instead of re-encoding the pixels.
+STORED_BYTES_KEY = "mella_stored_bytes"
+_SENDABLE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+
+
 def open_rgb_image(data: bytes) -> Image.Image:
     """A stored (validated, re-encoded) image's bytes as an RGB image, as every model here takes it."""
-    return Image.open(io.BytesIO(data)).convert("RGB")
+    with Image.open(io.BytesIO(data)) as source:
+        image = source.convert("RGB")
+        mime = _SENDABLE_FORMATS.get(source.format or "")
+    if mime and source.mode == "RGB":
+        image.info[STORED_BYTES_KEY] = (mime, data, image.size)
+    return image
 
 
 @dataclass(frozen=True)

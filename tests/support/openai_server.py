@@ -38,6 +38,8 @@ class Faults:
     error_every: int = 0
     retry_after: str | None = "0"
     stall_first_s: float = 0.0
+    # Answer `finish_reason: length` when the completion used all of max_tokens, as vLLM does.
+    report_length: bool = False
 
 
 @dataclass
@@ -47,6 +49,7 @@ class ServerLog:
 
     events: list[tuple[str, float, int]] = field(default_factory=list)
     vision_requests: list[tuple[str, tuple[int, int], str]] = field(default_factory=list)
+    image_urls: list[str] = field(default_factory=list)  # the data: URL of every vision request, as sent
     statuses: Counter[int] = field(default_factory=Counter)
     max_in_flight: int = 0
     model_calls: int = 0
@@ -155,6 +158,8 @@ class ChatCompletionsServer:
             text, prompt_tokens, completion_tokens = self._complete(payload)
         except (ValueError, KeyError, TypeError) as error:
             return self._answer(request, digest, 400, {"error": {"message": f"bad request: {error}"}})
+        cut = faults.report_length and completion_tokens >= int(payload.get("max_tokens") or 64)
+        finish_reason = "length" if cut else "stop"
         return self._answer(
             request,
             digest,
@@ -162,7 +167,13 @@ class ChatCompletionsServer:
             {
                 "object": "chat.completion",
                 "model": payload["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": finish_reason,
+                    }
+                ],
                 "usage": {
                     "prompt_tokens": prompt_tokens,
                     "completion_tokens": completion_tokens,
@@ -179,11 +190,13 @@ class ChatCompletionsServer:
             vlm = self.captioner
         if vlm is not None:
             parts = user["content"]
-            image = decode_data_url(next(p["image_url"]["url"] for p in parts if p["type"] == "image_url"))
+            url = next(p["image_url"]["url"] for p in parts if p["type"] == "image_url")
+            image = decode_data_url(url)
             prompt = "".join(p["text"] for p in parts if p["type"] == "text")
             with self._model_lock:
                 self.log.model_calls += 1
                 self.log.vision_requests.append((payload["model"], image.size, prompt))
+                self.log.image_urls.append(url)
                 (out,) = vlm.generate([image], [prompt], max_new_tokens=max_tokens, batch_size=1)
             return out.text, out.prompt_tokens, out.new_tokens
         if payload["model"] == self.translator_name and self.translator is not None:
