@@ -1,5 +1,8 @@
 # MELLA: the two set-up commands are `make demo` and `make test` (see README).
 PYTHON ?= python3.11
+# bash with pipefail: a failing pip install fails the target even though its output goes through grep.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
@@ -9,18 +12,30 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export DAGSTER_HOME ?= $(CURDIR)/.mella/dagster_home
 
-.PHONY: install install-dev demo test ui lint format bench clean
+.PHONY: install install-dev demo test ui lint format bench clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+# Exact versions from requirements.lock (pip constraints), the package's own ranges in pyproject.toml. pip prints
+# one line per package it collects, so a first install (≈ 3-5 min, ≈ 2.5 GB) is never silent.
+PIP_INSTALL := $(BIN)/pip install --disable-pip-version-check --progress-bar off -c requirements.lock
+
+$(VENV)/.installed: pyproject.toml requirements.lock | $(BIN)/python
+	@echo "Installing MELLA with its models extra from requirements.lock (first time ≈ 3-5 min) ..."
+	$(PIP_INSTALL) -e '.[models]' | { grep -E '^(Collecting|Successfully)' || true; }
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+$(VENV)/.installed-dev: pyproject.toml requirements.lock $(VENV)/.installed
+	@echo "Installing the dev extras (tests, lint, deploy, Kubernetes, TRL) from requirements.lock ..."
+	$(PIP_INSTALL) -e '.[dev]' | { grep -E '^(Collecting|Successfully)' || true; }
 	touch $@
+
+# Re-resolve requirements.lock from pyproject.toml's ranges, keeping today's pins where they still fit
+# (`make lock LOCK_ARGS=--upgrade` takes the newest allowed versions).
+lock: install-dev
+	$(BIN)/pip-compile --quiet --extra dev --strip-extras --no-emit-index-url --no-emit-find-links $(LOCK_ARGS) \
+		-o requirements.lock pyproject.toml
 
 install: $(VENV)/.installed
 
@@ -29,8 +44,10 @@ install-dev: $(VENV)/.installed-dev
 demo: install
 	$(BIN)/mella demo
 
+# The UI's port: make ui UI_PORT=3001
+UI_PORT ?= 3000
 ui: install
-	$(BIN)/mella ui
+	$(BIN)/mella ui --port $(UI_PORT)
 
 # pytest exits 5 when it collects no test; that is not a failure of the suite.
 test: install-dev

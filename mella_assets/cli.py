@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import subprocess
 import sys
 
-from mella_assets.commands import crawl, extract, langid, score, train
-from mella_assets.demo.run import DEFAULT_DAGSTER_HOME, DEFAULT_SITE_PORT
-
-# Each entry is the `register(subparsers)` of a module in mella_assets/commands/.
-COMMAND_REGISTRARS: list = [score.register, crawl.register, extract.register, langid.register, train.register]
+# The modules in mella_assets/commands/, each with a `register(subparsers)`. A command line naming one of them
+# imports only that module: `mella langid` answers without importing the crawler, polars, Dagster or torch.
+COMMAND_MODULES = {
+    name: f"mella_assets.commands.{name.replace('-', '_')}"
+    for name in ("score", "crawl", "extract", "langid", "train", "cc-select")
+}
+BUILTIN_COMMANDS = ("demo", "sql", "ui")
+DEFAULT_UI_PORT = 3000
 
 
 def _lake_default() -> str:
@@ -24,18 +28,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from mella_assets.demo.run import run_demo
 
     languages = [c.strip() for c in args.languages.split(",")] if args.languages else None
-    run_demo(args.lake, args.dagster_home, languages, args.port)
+    run_demo(args.lake, args.dagster_home, languages, args.site_port)
     return 0
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from mella_assets.lib.catalog import run_sql, to_csv
+    from mella_assets.lib.catalog import list_tables, run_sql, to_csv
     from mella_assets.lib.lake import LakeStore
 
+    if not args.tables and not args.query:
+        print("error: give a query, or --tables to list the lake's tables", file=sys.stderr)
+        return 2
     try:
-        result = run_sql(LakeStore(args.lake), args.query, allow_external=args.allow_external)
+        if args.tables:
+            result = list_tables(LakeStore(args.lake))
+        else:
+            result = run_sql(LakeStore(args.lake), args.query, allow_external=args.allow_external)
     except Exception as error:  # a SQL error is the user's to fix: show it plainly
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -51,7 +61,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from mella_assets.demo.run import configure_ui_environment
 
     # The demo's code location for a demo lake only; any other lake: production (SSRF guard on).
-    location = configure_ui_environment(args.lake, args.dagster_home, args.port)
+    location = configure_ui_environment(args.lake, args.dagster_home, args.site_port)
     command = [
         sys.executable,
         "-m",
@@ -62,15 +72,14 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "--host",
         args.host,
         "--port",
-        str(args.ui_port),
+        str(args.port),
     ]
-    print(f"Dagster UI on http://{args.host}:{args.ui_port} (instance {os.environ['DAGSTER_HOME']})", flush=True)
+    print(f"Dagster UI on http://{args.host}:{args.port} (instance {os.environ['DAGSTER_HOME']})", flush=True)
     return subprocess.call(command)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mella", description="MELLA: multilingual image-text data as Dagster assets.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_builtin_commands(sub: argparse._SubParsersAction) -> None:
+    from mella_assets.demo.run import DEFAULT_DAGSTER_HOME, DEFAULT_SITE_PORT
 
     def with_lake(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--lake", default=_lake_default(), help="lake folder (default: $MELLA_LAKE or .mella/lake)")
@@ -82,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
             default=os.environ.get("DAGSTER_HOME", DEFAULT_DAGSTER_HOME),
             help="Dagster instance folder (default: $DAGSTER_HOME or .mella/dagster_home)",
         )
-        p.add_argument("--port", type=int, default=DEFAULT_SITE_PORT, help="loopback port of the demo web site")
+        p.add_argument("--site-port", type=int, default=DEFAULT_SITE_PORT, help="loopback port of the demo web site")
         return p
 
     demo = with_instance(with_lake(sub.add_parser("demo", help="build the demo corpus and run every asset")))
@@ -90,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     sql = with_lake(sub.add_parser("sql", help="run SQL over the lake's tables (one view per asset)"))
-    sql.add_argument("query", help='e.g. "SELECT language, count(*) FROM d_know GROUP BY 1"')
+    sql.add_argument("query", nargs="?", help='e.g. "SELECT language, count(*) FROM d_know GROUP BY 1"')
+    sql.add_argument("--tables", action="store_true", help="list the lake's tables and views with their row counts")
     sql.add_argument("--format", choices=["table", "csv"], default="table", help="output format")
     sql.add_argument("--max-rows", type=int, default=50, help="rows shown in table format")
     sql.add_argument(
@@ -103,16 +113,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     ui = with_instance(with_lake(sub.add_parser("ui", help="start the Dagster UI on the demo's instance")))
     ui.add_argument("--host", default="127.0.0.1", help="interface to listen on (default loopback)")
-    ui.add_argument("--ui-port", type=int, default=3000, help="UI port")
+    ui.add_argument("--port", type=int, default=DEFAULT_UI_PORT, help=f"UI port (default {DEFAULT_UI_PORT})")
+    # The UI's port was --ui-port before --port meant it: kept, unlisted, so older scripts still work.
+    ui.add_argument("--ui-port", dest="port", type=int, help=argparse.SUPPRESS)
     ui.set_defaults(func=cmd_ui)
 
-    for register in COMMAND_REGISTRARS:
-        register(sub)
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `mella` parser; for a ``command`` of mella_assets/commands/ only that command's parser (and import)."""
+    parser = argparse.ArgumentParser(prog="mella", description="MELLA: multilingual image-text data as Dagster assets.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    if command in COMMAND_MODULES:
+        importlib.import_module(COMMAND_MODULES[command]).register(sub)
+        return parser
+    _add_builtin_commands(sub)
+    if command not in BUILTIN_COMMANDS:  # no or an unknown command: the help lists them all
+        for module in COMMAND_MODULES.values():
+            importlib.import_module(module).register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     return args.func(args)
 
 

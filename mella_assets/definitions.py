@@ -2,8 +2,10 @@
 
 Assets and checks are discovered: every stage package (``mella_assets/<stage>/``) with an ``assets`` module
 contributes what that module defines (docs/architecture.md, "Adding a stage"). Jobs derive from the asset graph
-(``mella_assets/jobs.py``). The executor follows ``MELLA_EXECUTOR``: Dagster's default, or on Kubernetes one pod
-per step, where every step that loads a model in-process gets a GPU pod (:func:`gpu_step_k8s_configs`).
+(``mella_assets/jobs.py``). The executor follows ``MELLA_EXECUTOR``: locally every step of a run in the run's own
+process (models and language detectors load once per run, not once per step), or Dagster's process per step, or on
+Kubernetes one pod per step, where every step that loads a model in-process gets a GPU pod
+(:func:`gpu_step_k8s_configs`).
 """
 
 import importlib
@@ -23,7 +25,7 @@ from mella_assets.settings import Settings, load_settings
 # The resources that hold a model: an asset that asks for one loads a model (or asks a server for one), so it is
 # in the GPU pool (tests/test_gpu_placement.py keeps them so).
 MODEL_RESOURCES = ("captioner", "translator", "evaluator", "training")
-EXECUTORS = ("multiprocess", "k8s")
+EXECUTORS = ("in_process", "multiprocess", "k8s")
 
 
 def stage_asset_modules() -> list[ModuleType]:
@@ -99,10 +101,15 @@ def gpu_step_k8s_configs(
 def build_executor(
     assets: Iterable[object], resources: Mapping[str, object], settings: Settings
 ) -> dg.ExecutorDefinition | None:
-    """The executor of ``MELLA_EXECUTOR``: None (Dagster's default) or dagster_k8s's ``k8s_job_executor`` with a
-    GPU pod for each model-loading step (the other steps get the run launcher's pod settings)."""
+    """The executor of ``MELLA_EXECUTOR``: Dagster's ``in_process_executor``, None (Dagster's default, a process
+    per step) or dagster_k8s's ``k8s_job_executor`` with a GPU pod for each model-loading step (the other steps
+    get the run launcher's pod settings)."""
     if settings.executor not in EXECUTORS:
         raise ValueError(f"MELLA_EXECUTOR must be one of {EXECUTORS}, not {settings.executor!r}")
+    if settings.executor == "in_process":
+        # A process per step imports torch and transformers and loads lingua again in each of ~16 steps: a
+        # one-language run took ~180 s that way against ~35 s of step work.
+        return dg.in_process_executor
     if settings.executor == "multiprocess":
         return None
     from dagster_k8s import k8s_job_executor  # the k8s extra (deploy/k8s/Dockerfile)

@@ -41,6 +41,10 @@ class Language:
     # character than Latin or Cyrillic, so their bounds are lower.
     min_alt_chars: int = 8
     max_alt_chars: int = 250
+    # Fewest word units an alt text needs (lib/text.py ``word_units``: whitespace words, Korean eojeol, Thai newmm
+    # words): one- and two-word alt texts are almost always labels ("Facebook", "섬네일 이미지", "Karlův most").
+    # Vietnamese writes every syllable apart, so its words are counted in syllables.
+    min_alt_words: int = 3
     # Words that mark an alt text as page furniture rather than a description (matched case-insensitively as
     # whole words; the English ones are checked for every language).
     boilerplate_words: tuple[str, ...] = ()
@@ -49,6 +53,9 @@ class Language:
     # Country-code top-level domains (Unicode form) whose sites are mostly in this language: the page prior when
     # a page declares no language (lib/page_language.py). Only countries with one dominant standard.
     country_tlds: tuple[str, ...] = ()
+    # ISO 639-3 codes that Common Crawl's index gives this language's pages (``content_languages``, CLD2 labels),
+    # own code first: how page selection (crawl/cc_index.py) finds the language's pages.
+    iso639_3: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -62,6 +69,7 @@ REGISTRY: dict[str, Language] = {
     for language in [
         Language(
             code="ar",
+            iso639_3=("ara",),
             name="Arabic",
             scripts=("Arab",),
             nllb_code="arb_Arab",
@@ -95,6 +103,7 @@ REGISTRY: dict[str, Language] = {
         ),
         Language(
             code="cs",
+            iso639_3=("ces",),
             name="Czech",
             scripts=("Latn",),
             nllb_code="ces_Latn",
@@ -106,6 +115,7 @@ REGISTRY: dict[str, Language] = {
         ),
         Language(
             code="hu",
+            iso639_3=("hun",),
             name="Hungarian",
             scripts=("Latn",),
             nllb_code="hun_Latn",
@@ -116,6 +126,7 @@ REGISTRY: dict[str, Language] = {
         ),
         Language(
             code="ko",
+            iso639_3=("kor",),
             name="Korean",
             scripts=("Hang",),
             nllb_code="kor_Hang",
@@ -127,6 +138,7 @@ REGISTRY: dict[str, Language] = {
         ),
         Language(
             code="ru",
+            iso639_3=("rus",),
             name="Russian",
             scripts=("Cyrl",),
             nllb_code="rus_Cyrl",
@@ -147,6 +159,7 @@ REGISTRY: dict[str, Language] = {
         ),
         Language(
             code="sr",
+            iso639_3=("srp", "hbs"),  # hbs: the Serbo-Croatian macrolanguage code
             name="Serbian",
             scripts=("Cyrl", "Latn"),
             nllb_code="srp_Cyrl",  # NLLB has no Latin-script Serbian: translate to Cyrillic, transliterate
@@ -170,6 +183,7 @@ REGISTRY: dict[str, Language] = {
         ),
         Language(
             code="th",
+            iso639_3=("tha",),
             name="Thai",
             scripts=("Thai",),
             nllb_code="tha_Thai",
@@ -181,16 +195,19 @@ REGISTRY: dict[str, Language] = {
         ),
         Language(
             code="vi",
+            iso639_3=("vie",),
             name="Vietnamese",
             scripts=("Latn",),
             nllb_code="vie_Latn",
             country_tlds=("vn",),
+            min_alt_words=4,
             boilerplate_words=("biểu tượng", "logo", "ảnh đại diện", "quảng cáo", "nút"),
             marker_chars="ơưđ",
         ),
         # Known beyond the paper's eight, ready for MELLA_LANGUAGES.
         Language(
             code="uk",
+            iso639_3=("ukr",),
             name="Ukrainian",
             scripts=("Cyrl",),
             nllb_code="ukr_Cyrl",
@@ -201,6 +218,7 @@ REGISTRY: dict[str, Language] = {
         ),
         Language(
             code="sw",
+            iso639_3=("swa",),
             name="Swahili",
             scripts=("Latn",),
             nllb_code="swh_Latn",
@@ -235,6 +253,7 @@ def load_languages(codes: str | None = None, languages_file: str | None = None) 
                 "langid_fast_accept_scripts",
                 "boilerplate_words",
                 "country_tlds",
+                "iso639_3",
             ):
                 if record.get(key) is not None:
                     record[key] = tuple(record[key])

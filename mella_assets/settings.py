@@ -93,6 +93,16 @@ def _positive_seconds(raw: str) -> float:
     return seconds
 
 
+def _share(raw: str) -> float:
+    try:
+        share = float(raw)
+    except ValueError:
+        share = -1.0
+    if not 0.0 <= share <= 1.0:
+        raise ValueError("must be a number from 0 to 1")
+    return share
+
+
 def _flag(raw: str) -> bool:
     """``1`` is on; anything else off (as the demo sets it)."""
     return raw == "1"
@@ -259,9 +269,10 @@ class Settings:
     )  # fmt: skip
     # -- GPU placement on Kubernetes ---------------------------------------------------------------------------
     executor: str = setting(
-        "MELLA_EXECUTOR", "multiprocess", _text,
-        "multiprocess (Dagster's default: every step in the run's process tree) or k8s (dagster_k8s's "
-        "k8s_job_executor: one pod per step, GPU steps on GPU nodes)",
+        "MELLA_EXECUTOR", "in_process", _text,
+        "in_process (every step of a run in the run's process: models load once per run), multiprocess "
+        "(Dagster's default: a process per step) or k8s (dagster_k8s's k8s_job_executor: one pod per step, GPU "
+        "steps on GPU nodes)",
     )  # fmt: skip
     inference_gpus: int = setting(
         "MELLA_INFERENCE_GPUS", 1, _whole, "nvidia.com/gpu limit of a step pod that loads a model to generate"
@@ -282,6 +293,12 @@ class Settings:
     retrain_max_concurrent: int = setting(
         "MELLA_RETRAIN_MAX_CONCURRENT", 1, _whole, "training runs queued or in progress at most"
     )
+    # -- data mix --------------------------------------------------------------------------------------------
+    dknow_max_headline_share: float = setting(
+        "MELLA_DKNOW_MAX_HEADLINE_SHARE", 1.0, _share,
+        "most share of D_know pairs whose alt text is a reused headline (alt_kind headline); the excess is dropped "
+        "by content hash as headline_over_mix (1: no cap)",
+    )  # fmt: skip
     # -- stage watchdog ----------------------------------------------------------------------------------------
     stage_timeout_s: float | None = setting(
         STAGE_TIMEOUT_ENV, None, _positive_seconds,

@@ -14,7 +14,7 @@ import dagster as dg
 import polars as pl
 
 from mella_assets.languages import LANGUAGES, Language
-from mella_assets.metadata import counts_by, preview_markdown
+from mella_assets.metadata import counts_by, preview_table
 from mella_assets.partitions import LANGUAGE_PARTITIONS
 from mella_assets.tables import TABLES, Table, tables_written_by
 
@@ -57,11 +57,12 @@ def language_of(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContex
 
 
 def table_result(table: Table, frame: pl.DataFrame, metadata: Mapping[str, Any] | None = None) -> dg.MaterializeResult:
-    """The materialization of one table: rows, rows by reason for a rejects table, a preview, and ``metadata``."""
-    base: dict[str, Any] = {"dagster/row_count": frame.height}
+    """The materialization of one table: its row count and column schema (the catalog shows both), rows by reason
+    for a rejects table, a preview, and ``metadata``."""
+    base: dict[str, Any] = {"dagster/row_count": frame.height, "dagster/column_schema": column_schema(table)}
     if table.is_rejects:
         base["rows_by_reason"] = dg.MetadataValue.json(counts_by(frame, "reason"))
-        base["preview"] = dg.MetadataValue.md(preview_markdown(frame))
+        base["preview"] = preview_table(frame)
     return dg.MaterializeResult(asset_key=table.name, metadata={**base, **(metadata or {})})
 
 

@@ -92,6 +92,10 @@ IMAGE_CANDIDATE = pl.Struct(
         "context_text": pl.String,
         "src_url": pl.String,
         "context_source": pl.String,
+        # Evidence of the alt text's kind (know/alt_kind.py): link text, nearby heading, photo-caption markup.
+        "link_text": pl.String,
+        "nearby_heading": pl.String,
+        "caption_markup": pl.String,
     }
 )
 # The page fields each image candidate carries into the know stage.
@@ -100,6 +104,9 @@ CANDIDATE_PAGE_COLUMNS = {
     "domain": pl.String,
     "html_lang": pl.String,
     "og_locale": pl.String,
+    # The site's name and the page title: evidence that an alt text names the site (know/boilerplate.py).
+    "title": pl.String,
+    "site_name": pl.String,
     "warc_uri": pl.String,
     "record_offset": pl.Int64,
     "opt_out": pl.Boolean,
@@ -111,6 +118,7 @@ _ALT_TEXT_CANDIDATE_COLUMNS = {
     **{f.name: f.dtype for f in IMAGE_CANDIDATE.fields},
     "alt_text": pl.String,
     "page_language": pl.String,
+    "alt_kind": pl.String,  # caption, headline or description (know/alt_kind.py); null without an alt text
 }
 # A translation with its QA measurements: what translations keeps and translation_rejects (+ reason) share.
 _TRANSLATION_COLUMNS = {
@@ -175,6 +183,7 @@ RAW_CRAWL = Table(
         "html_lang": pl.String,
         "og_locale": pl.String,
         "title": pl.String,
+        "site_name": pl.String,  # og:site_name
         "fetch_date": pl.String,
         "opt_out": pl.Boolean,
         "opt_out_source": pl.String,
@@ -268,6 +277,7 @@ D_KNOW = Table(
         "page_url": pl.String,
         "domain": pl.String,
         "image_url": pl.String,
+        "alt_kind": pl.String,  # caption, headline or description (know/alt_kind.py)
     },
     description="D_know: a stored image, its native alt text and keywords — the cultural-knowledge pairs.",
 )
@@ -304,7 +314,10 @@ CAPTION_REJECTS = Table(
         "reason": pl.String,
         "detail": pl.String,
     },
-    description="Images the captioner could not caption (unreadable image, empty caption), with the reason.",
+    description=(
+        "Images the captioner could not caption (unreadable image, refused or failed generation, not reached by the"
+        " stage deadline), with the reason; retried on the next run."
+    ),
     writer="mllm_captions",
     rejects_of="mllm_captions",
 )
@@ -323,7 +336,7 @@ TRANSLATION_REJECTS = Table(
     columns={**_TRANSLATION_COLUMNS, "reason": pl.String},
     description=(
         "Translations that failed QA (empty, repetition loop, untranslated copy, length ratio, wrong language),"
-        " with the reason."
+        " or were refused, failed or not reached by the stage deadline (retried on the next run), with the reason."
     ),
     writer="translations",
     rejects_of="translations",
@@ -365,6 +378,7 @@ MELLA_DATASET = Table(
         "page_url": pl.String,
         "domain": pl.String,
         "image_url": pl.String,
+        "alt_kind": pl.String,  # of a know record's alt text (know/alt_kind.py); null for ling
         "conversation": pl.String,
     },
     description="SFT records with native prompts and a train/test split by image cluster.",

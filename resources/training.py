@@ -3,6 +3,7 @@ and when it is retrained; and the launchers that start the training process on a
 
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from copy import deepcopy
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,6 +32,22 @@ SCRATCH_MOUNT = "/scratch"
 # a credential (credentials reach the pod only through the Secret named by `env_secret`).
 DEFAULT_FORWARD_ENV = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "HF_HUB_OFFLINE"]
 _SECRET_WORDS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "CREDENTIAL", "SESSION")
+# The image's non-root user (deploy/k8s/Dockerfile: USER 10001:10001), which the pod's securityContext enforces.
+POD_UID = POD_GID = 10001
+# The training pod runs as that user, cannot gain privileges, holds no capability and is under the runtime's
+# default seccomp profile (Kubernetes' "restricted" Pod Security Standard). fsGroup lets it write its volumes.
+POD_SECURITY_CONTEXT = {
+    "run_as_non_root": True,
+    "run_as_user": POD_UID,
+    "run_as_group": POD_GID,
+    "fs_group": POD_GID,
+    "seccomp_profile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT = {
+    "allow_privilege_escalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "run_as_non_root": True,
+}
 
 
 def _setting(name: str) -> Callable[[], Any]:
@@ -276,6 +293,7 @@ class Training(dg.ConfigurableResource):
             "image_pull_policy": pod.image_pull_policy,
             "env_from": [{"secret_ref": {"name": pod.env_secret}}],
             "resources": {"requests": {"cpu": pod.cpu, "memory": pod.memory}, "limits": limits},
+            "security_context": deepcopy(CONTAINER_SECURITY_CONTEXT),
             "volume_mounts": [
                 {"name": "scratch", "mount_path": SCRATCH_MOUNT},
                 {"name": "dshm", "mount_path": "/dev/shm"},
@@ -284,6 +302,7 @@ class Training(dg.ConfigurableResource):
         spec = {
             "service_account_name": pod.service_account,
             "restart_policy": "Never",
+            "security_context": deepcopy(POD_SECURITY_CONTEXT),
             "node_selector": dict(pod.node_selector),
             "tolerations": [dict(t) for t in pod.tolerations],
             "containers": [container],

@@ -1,4 +1,9 @@
-"""crawl_landing_sensor: a new WARC file in ``landing/<code>/`` requests one run of that language's pipeline."""
+"""crawl_landing_sensor: a new WARC file in ``landing/<code>/`` requests one run of that language's pipeline.
+
+Its first tick (an empty cursor: just switched on, or reset) starts from what the lake already holds: a file that
+``crawl_sources`` registered with the same size, in a language whose ``raw_crawl`` is written, counts as seen, so
+switching the sensor on after the demo requests nothing until a new WARC lands.
+"""
 
 import hashlib
 import json
@@ -8,6 +13,7 @@ import dagster as dg
 from mella_assets.crawl.landing import new_landing_files
 from mella_assets.languages import LANGUAGES
 from mella_assets.resources.lake import Lake
+from mella_assets.tables import CRAWL_SOURCES, RAW_CRAWL
 
 LANGUAGE_PIPELINE_JOB = "language_pipeline_job"
 
@@ -16,10 +22,11 @@ LANGUAGE_PIPELINE_JOB = "language_pipeline_job"
     job_name=LANGUAGE_PIPELINE_JOB,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Watches landing/<code>/ for new or changed WARC files; one run per language that has some.",
+    description="Watches landing/<code>/ for new or changed WARC files; one run per language that has some. "
+    "Its first tick counts the WARCs the lake already registered and extracted as seen.",
 )
 def crawl_landing_sensor(context: dg.SensorEvaluationContext, lake: Lake) -> dg.SensorResult:
-    seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
+    seen: dict[str, int] = json.loads(context.cursor) if context.cursor else processed_landing_files(lake)
     listing = [(key, lake.size(key)) for key in lake.list("landing")]
     new = new_landing_files(listing, seen, LANGUAGES)
     requests = []
@@ -34,3 +41,16 @@ def crawl_landing_sensor(context: dg.SensorEvaluationContext, lake: Lake) -> dg.
         )
     seen.update({key: size for key, size in listing})
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
+
+
+def processed_landing_files(lake: Lake) -> dict[str, int]:
+    """Landing key → size of every WARC a language's pipeline already registered and extracted (the cursor of a
+    first tick)."""
+    processed: dict[str, int] = {}
+    for code, language in LANGUAGES.items():
+        if not lake.has_table(RAW_CRAWL.name, code):
+            continue
+        sources = lake.read_or_empty(CRAWL_SOURCES, language)
+        landed = sources.filter(sources["key"].str.starts_with(f"landing/{code}/"))
+        processed.update(zip(landed["key"].to_list(), landed["size"].to_list(), strict=True))
+    return processed

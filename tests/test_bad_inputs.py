@@ -1,8 +1,9 @@
-"""The bad-input corpus (issue #8): every hostile case ends as a reject reason or a normalised value, none
-crashes, and a hostile partition still materializes from landing WARC to stored images.
+"""The bad-input corpus (issues #8, #16): every hostile case — named ones and generated families over WARC/HTML,
+URLs, HTTP behaviour, images, text and SQL — ends as its reject reason, count or clear error, none crashes, each
+within 10 s and 1 GB of added memory; and a hostile partition still materializes from landing WARC to stored images.
 
-The per-case table is written to ``.mella/reports/bad_inputs.md``; ``PYTHONPATH=tests python -m
-support.bad_inputs PATH`` regenerates it outside pytest.
+The report (per stage, per class, per case) is written to ``.mella/reports/bad_inputs.md``; ``python -m
+benchmarks.bad_inputs`` regenerates benchmarks/results/bad_inputs.md outside pytest.
 """
 
 from __future__ import annotations
@@ -22,10 +23,7 @@ from mella_assets.resources.fetch import ImageFetcher
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.langid import LanguageIdentification
 from support.bad_inputs import (
-    STAGES,
     Case,
-    ReportRow,
-    bad_input_cases,
     cmyk_jpeg,
     corrupted_gzip_warc,
     encode,
@@ -42,34 +40,55 @@ from support.bad_inputs import (
     truncated_gzip_warc,
     warc_record,
 )
+from support.bad_inputs_generated import (
+    GENERATED_STAGES,
+    MAX_CASE_RSS_MB,
+    MAX_CASE_SECONDS,
+    PENDING_FAMILIES,
+    CorpusRow,
+    GeneratedCase,
+    all_cases,
+    render_corpus_report,
+    run_corpus,
+)
 from support.scripted_site import Route, ScriptedSite
 
 REPORT = Path(__file__).resolve().parent.parent / ".mella" / "reports" / "bad_inputs.md"
-CASES = bad_input_cases()
+CASES = all_cases()
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory) -> dict[tuple[str, str], ReportRow]:
-    rows = run_bad_input_report(tmp_path_factory.mktemp("bad-inputs"))
+def report(tmp_path_factory) -> dict[tuple[str, str], CorpusRow]:
+    rows, load_seconds = run_corpus(tmp_path_factory.mktemp("bad-inputs"), CASES)
     REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(render_report(rows), encoding="utf-8")
+    REPORT.write_text(render_corpus_report(rows, CASES, load_seconds, "this test run"), encoding="utf-8")
     return {(row.stage, row.case): row for row in rows}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[f"{case.stage}-{case.name}" for case in CASES])
-def test_bad_input_ends_as_its_reject_reason_or_normalised_value(report, case: Case):
+def _case_id(case: Case) -> str:
+    pending = "[pending]" if isinstance(case, GeneratedCase) and case.family in PENDING_FAMILIES else ""
+    return f"{pending}{case.stage}-{case.name}"[:160]
+
+
+# Cases of PENDING_FAMILIES (none now) would be fixed by a change in flight: asserted like every other case, listed
+# on their own in the report.
+@pytest.mark.parametrize("case", CASES, ids=[_case_id(case) for case in CASES])
+def test_bad_input_ends_as_its_reason_within_its_time_and_memory(report, case: Case):
     row = report[(case.stage, case.name)]
     assert not row.crashed, row.outcome
     assert row.outcome == row.expected
+    assert row.seconds <= MAX_CASE_SECONDS and row.added_rss_mb <= MAX_CASE_RSS_MB, (row.seconds, row.added_rss_mb)
 
 
-def test_every_stage_has_cases_and_none_crashes(report):
-    per_stage = Counter(stage for stage, _ in report)
-    assert set(per_stage) == set(STAGES)
-    assert min(per_stage.values()) >= 10, per_stage
+def test_the_corpus_holds_at_least_300_generated_cases_in_every_stage_and_none_crashes(report):
+    generated = [case for case in CASES if isinstance(case, GeneratedCase)]
+    assert len(generated) >= 300
+    per_stage = Counter(case.stage for case in generated)
+    assert set(per_stage) == set(GENERATED_STAGES) and min(per_stage.values()) >= 10, per_stage
+    assert len({case.family for case in generated}) >= 20
     assert [row for row in report.values() if row.crashed] == []
     table = REPORT.read_text(encoding="utf-8")
-    assert f"| **all** | {len(report)} | {len(report)} | 0 |" in table
+    assert f"{len(CASES)} cases ({len(generated)} generated" in table and "## By class" in table
 
 
 def test_case_names_are_unique_per_stage():

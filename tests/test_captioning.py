@@ -22,11 +22,13 @@ from mella_assets.know.images import image_key
 from mella_assets.lib.cache import JsonCache
 from mella_assets.lib.lake import LakeStore
 from mella_assets.lib.vlm import VisionLanguageModel, load_caption_prompt
+from mella_assets.lib.watchdog import stage_deadline
 from mella_assets.ling.assets import mllm_captions
 from mella_assets.ling.captioning import CaptionParams, caption_images
 from mella_assets.ling.selection import select_images_for_captioning
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.models import Captioner
+from support.stage_deadline import Counting, DeadlineAfterCalls, RaisingOn
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = "lake://models/tiny/captioner"
@@ -197,3 +199,78 @@ def test_metadata_reports_selection_cache_rejects_tokens_and_throughput(lake_roo
     assert meta["new_tokens"] > 0 and meta["prompt_tokens"] > 0 and meta["generated_images_per_second"] > 0
     assert meta["backend"] == "transformers" and meta["model_version"].startswith("captioner@")
     assert store.read_table("caption_rejects", "cs")["reason"].to_list() == ["image_unreadable"]
+
+
+# -- the stage deadline and failing items: keep what is done ------------------------------------------------
+
+
+def caption_run(store: LakeStore, chosen: pl.DataFrame, backend, namespace: str = "captions", batch_size: int = 2):
+    read = lambda key: Image.open(io.BytesIO(store.get_bytes(key))).convert("RGB")  # noqa: E731
+    return caption_images(chosen, read, lambda: backend, "tiny", load_caption_prompt(), JsonCache(store, namespace),
+                          CaptionParams(max_new_tokens=8), batch_size, "cs", "tiny")  # fmt: skip
+
+
+@pytest.fixture()
+def seven_images(lake_root: Path) -> tuple[LakeStore, pl.DataFrame, VisionLanguageModel]:
+    store = LakeStore(lake_root)
+    chosen = store_images(store, "cs", list(range(0, 210, 30)), ["a.cz"] * 7).select(
+        "image_sha256", "image_key", "domain"
+    )
+    return store, chosen, VisionLanguageModel.from_pretrained(str(lake_root / "models/tiny/captioner"))
+
+
+def test_a_deadline_mid_stage_keeps_finished_captions_and_the_rerun_captions_only_the_rest(seven_images):
+    store, chosen, vlm = seven_images
+    reference, _, _ = caption_run(store, chosen, vlm, namespace="reference")
+    with stage_deadline("mllm_captions", seconds=3600):
+        slow = DeadlineAfterCalls(vlm, calls=2)  # the deadline passes while the second batch of two runs
+        frame, rejects, run = caption_run(store, chosen, slow)
+    assert slow.seen == [2, 2]
+    assert frame.equals(reference.head(4))
+    assert rejects["image_sha256"].to_list() == chosen["image_sha256"].to_list()[4:]
+    assert set(rejects["reason"]) == {"stage_deadline"}
+    assert rejects["detail"][0] == "not captioned by the stage deadline (3600 s given)"
+    assert run.failed == {"stage_deadline": 3}
+    # The rerun asks the model only for the three, and the table equals a run that never met a deadline.
+    counting = Counting(vlm)
+    again, rejects_again, run_again = caption_run(store, chosen, counting)
+    assert counting.seen == [2, 1] and (run_again.cache_hits, run_again.cache_misses) == (4, 3)
+    assert rejects_again.is_empty() and again.equals(reference)
+
+
+def test_an_image_whose_captioning_raises_costs_that_image_not_its_batch_or_the_stage(seven_images):
+    store, chosen, vlm = seven_images
+    reference, _, _ = caption_run(store, chosen, vlm, namespace="reference")
+    odd_width = 40 + 60 % 7  # the third image
+    failing = RaisingOn(vlm, lambda image: image.width == odd_width, ValueError("unsupported image shape"))
+    frame, rejects, _ = caption_run(store, chosen, failing)
+    assert rejects.select("image_sha256", "reason", "detail").rows() == [
+        (chosen["image_sha256"][2], "caption_failed", "ValueError: unsupported image shape")
+    ]
+    assert frame.equals(reference.filter(pl.col("image_sha256") != chosen["image_sha256"][2]))
+    # Its batch partner was captioned alone after the batch failed; the failure is not cached, so it is retried.
+    assert failing.seen == [2, 2, 1, 1, 2, 1]
+    again, rejects_again, run_again = caption_run(store, chosen, vlm)
+    assert (run_again.cache_hits, run_again.cache_misses) == (6, 1) and rejects_again.is_empty()
+    assert again.equals(reference)
+
+
+def test_a_model_that_raises_on_every_image_fails_the_stage_instead_of_rejecting_them_all(seven_images):
+    store, chosen, vlm = seven_images
+    broken = RaisingOn(vlm, lambda image: True, RuntimeError("CUDA error: no kernel image is available"))
+    with pytest.raises(RuntimeError, match=r"raised on every one of the 7 items.*no kernel image"):
+        caption_run(store, chosen, broken)
+
+
+def test_a_captions_stage_past_its_deadline_writes_what_it_has_and_the_rerun_completes_it(lake_root, monkeypatch):
+    store = LakeStore(lake_root)
+    store_images(store, "cs", [1, 2, 3], ["a.cz"] * 3)
+    monkeypatch.setenv("MELLA_STAGE_TIMEOUT_S_MLLM_CAPTIONS", "0.001")  # past before the first batch
+    meta = materialize_captions(lake_root, "cs")
+    assert (meta["rows_out"], meta["rows_rejected"], meta["rejected_by_reason"]) == (0, 3, {"stage_deadline": 3})
+    assert store.read_table("caption_rejects", "cs")["reason"].to_list() == ["stage_deadline"] * 3
+    assert store.has_table("mllm_captions", "cs") and cache_files(lake_root) == 0
+    monkeypatch.delenv("MELLA_STAGE_TIMEOUT_S_MLLM_CAPTIONS")
+    meta = materialize_captions(lake_root, "cs")
+    assert (meta["rows_out"], meta["rows_rejected"], meta["cache_misses"]) == (3, 0, 3)
+    assert store.read_table("caption_rejects", "cs").is_empty()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
 import random
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -148,3 +151,33 @@ def test_langid_answers_a_megabyte_line_at_once(monkeypatch: pytest.MonkeyPatch,
     assert main(["langid", "--languages", "cs"]) == 0
     assert time.perf_counter() - started < 5
     assert [row.split("\t")[0] for row in capsys.readouterr().out.splitlines()] == ["cs", "cs"]
+
+
+def test_langid_answers_each_line_while_its_input_is_still_open():
+    """Streaming: the answer to a line comes before the input ends (a pipe written one line at a time), so a
+    first line does not wait for the rest; the module imports only what langid needs."""
+    code = (
+        "import sys; from mella_assets.cli import main; code = main(['langid']); "
+        "heavy = sorted(m for m in ('torch', 'transformers', 'dagster', 'mella_assets.crawl') if m in sys.modules); "
+        "print('imported', heavy, file=sys.stderr); sys.exit(code)"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    # Without streaming the first answer would never come while stdin is open: end the wait after two minutes.
+    watchdog = threading.Timer(120, process.kill)
+    watchdog.start()
+    try:
+        process.stdin.write("Pražský hrad v zimě pokrytý sněhem\n".encode())
+        process.stdin.flush()
+        assert process.stdout.readline().decode().split("\t")[0] == "cs"  # stdin is still open here
+        process.stdin.write("경복궁의 가을 풍경\n".encode())
+        process.stdin.flush()
+        assert process.stdout.readline().decode().split("\t")[0] == "ko"
+        process.stdin.close()
+        assert process.wait(timeout=120) == 0
+        assert process.stderr.read().decode().strip().splitlines()[-1] == "imported []"
+    finally:
+        watchdog.cancel()
+        process.kill()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -162,3 +164,81 @@ def test_a_registered_file_is_hashed_once_until_it_changes(tmp_path: Path, monke
     assert hashlib.sha256(changed).hexdigest() in sources["sha256"].to_list()
     assert (metadata["warc_files_extracted"], metadata["warc_files_cached"]) == (1, 1)
     assert sorted(lake.read_table("raw_crawl", "cs")["page_url"]) == ["http://a.cz/2", "http://c.cz/1"]
+
+
+def many_pages_warc(pages: int) -> bytes:
+    """A WARC of ``pages`` small HTML pages, a gzip member each: slow to extract for its size."""
+    members = []
+    for n in range(pages):
+        body = b"<html lang='cs'><body><img src='/%d.jpg' alt='Hrad %d'></body></html>" % (n, n)
+        block = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n" + body
+        head = (
+            f"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: http://big.cz/{n}\r\nWARC-Date: 2024-05-01T10:00:00Z"
+            f"\r\nContent-Type: application/http; msgtype=response\r\nContent-Length: {len(block)}\r\n\r\n"
+        )
+        members.append(gzip.compress(head.encode() + block + b"\r\n\r\n", compresslevel=1))
+    return b"".join(members)
+
+
+def test_raw_crawl_at_its_deadline_writes_the_files_done_and_the_rerun_extracts_only_the_rest(tmp_path, monkeypatch):
+    lake = Lake(root=str(tmp_path / "lake"))
+    store = lake.store
+    store.put_bytes("landing/cs/a.warc.gz", warc_bytes([("http://a.cz/1", page("Pražský hrad v zimě"), [])]))
+    store.put_bytes("landing/cs/b.warc.gz", warc_bytes([("http://b.cz/1", page("Karlův most ráno"), [])]))
+    # ~8 000 pages: seconds to extract here, far past a 1 s deadline.
+    store.put_bytes("landing/cs/c-big.warc.gz", many_pages_warc(8000))
+    store.put_bytes("landing/cs/d.warc.gz", warc_bytes([("http://d.cz/1", page("Vltava"), [])]))
+    monkeypatch.setenv("MELLA_STAGE_TIMEOUT_S_RAW_CRAWL", "1.0")
+
+    first = materialize(lake)["raw_crawl"]  # succeeds: no StageTimeout
+    partial = lake.read_table("raw_crawl", "cs")["page_url"].to_list()
+    monkeypatch.delenv("MELLA_STAGE_TIMEOUT_S_RAW_CRAWL")
+    second = materialize(lake)["raw_crawl"]
+
+    unfinished = [store.uri("landing/cs/c-big.warc.gz"), store.uri("landing/cs/d.warc.gz")]
+    assert partial == ["http://a.cz/1", "http://b.cz/1"]  # the big file's pages so far are not kept: not cached
+    assert (first["warc_files_extracted"], first["warc_files_unfinished"], first["stage_deadline"]) == (
+        2,
+        2,
+        unfinished,
+    )
+    assert (second["warc_files_extracted"], second["warc_files_cached"], second["warc_files_unfinished"]) == (2, 2, 0)
+    assert second["html_pages"] == 8003
+
+
+def test_crawl_sources_at_its_deadline_registers_what_is_done_and_the_rerun_downloads_only_the_rest(
+    tmp_path, monkeypatch
+):
+    lake = Lake(root=str(tmp_path / "lake"))
+    good = warc_bytes([("http://remote.cz/1", page("Kutná Hora"), [])])
+    late = warc_bytes([("http://remote.cz/2", page("Telč"), [])])
+    routes = {
+        "/good.warc.gz": Route(good, content_type="application/warc"),
+        # A source server that stays silent far past the stage deadline (only the deadline ends the download).
+        "/stuck.warc.gz": Route(late, content_type="application/warc", delay_s=30.0),
+        "/after.warc.gz": Route(late, content_type="application/warc"),
+    }
+    with ScriptedSite(routes) as site:
+        urls = [f"{site.base_url}{path}" for path in routes]
+        lake.store.put_bytes("sources/cs.txt", "\n".join(urls).encode())
+        config = {"allowed_networks": ["127.0.0.1/32"]}
+        monkeypatch.setenv("MELLA_STAGE_TIMEOUT_S_CRAWL_SOURCES", "1.5")
+        started = time.monotonic()
+        first = materialize(lake, config)["crawl_sources"]
+        seconds = time.monotonic() - started
+        registered = lake.read_table("crawl_sources", "cs")["uri"].to_list()
+        rejects = lake.read_table("crawl_source_rejects", "cs").select("uri", "reason").rows()
+        monkeypatch.delenv("MELLA_STAGE_TIMEOUT_S_CRAWL_SOURCES")
+        site.routes["/stuck.warc.gz"] = Route(late, content_type="application/warc")  # the server is well again
+        before = len(site.paths())
+        materialize(lake, config)
+        rerun_paths = site.paths()[before:]
+
+    assert seconds < 1.5 + 5.0  # the download ended at the stage deadline, not at its own 7 200 s cap
+    assert registered == [urls[0]]
+    # The stuck download and the one never started are retryable rejects, downloaded by the next run.
+    assert rejects == [(urls[1], "stage_deadline"), (urls[2], "stage_deadline")]
+    assert first["rows_rejected"] == 2
+    assert rerun_paths == ["/stuck.warc.gz", "/after.warc.gz"]
+    assert lake.read_table("crawl_sources", "cs")["uri"].to_list() == urls
+    assert lake.read_table("crawl_source_rejects", "cs").height == 0

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from mella_assets.commands.crawl import main as crawl_main
 from mella_assets.crawl.crawler import crawl, html_fetcher
 from mella_assets.crawl.warc import WarcStats, iter_html_responses
 from mella_assets.lib.http import DEFAULT_USER_AGENT
+from mella_assets.lib.watchdog import stage_deadline
 from support.scripted_site import Route, ScriptedSite
 
 
@@ -89,3 +91,37 @@ def test_mella_crawl_command_writes_into_the_language_landing_folder(tmp_path: P
     assert len(files) == 1
     assert [p.page_url for p in iter_html_responses(files[0])] == [f"{site.base_url}/a"]
     assert "1 pages" in capsys.readouterr().out
+
+
+def test_at_the_stage_deadline_the_pages_fetched_are_written_and_the_rest_are_retryable_for_the_next_crawl(
+    tmp_path: Path,
+):
+    # The seed links to fast pages and to one page whose server stays silent far past the stage deadline.
+    routes = {
+        "/robots.txt": Route(b"User-agent: *\n", content_type="text/plain"),
+        "/": Route(html("/a", "/b", "/stuck")),
+        "/a": Route(html("/a/next")),
+        "/b": Route(html()),
+        "/stuck": Route(html(alt="Pomalá stránka"), delay_s=30.0),
+        "/a/next": Route(html()),
+    }
+    with ScriptedSite(routes) as site:
+        base = site.base_url
+        started = time.monotonic()
+        with stage_deadline("crawl", seconds=1.5):
+            first = crawl([f"{base}/"], tmp_path / "one", fetcher(timeout_s=60.0), max_depth=2)
+        seconds = time.monotonic() - started
+        site.routes["/stuck"] = Route(html(alt="Pomalá stránka"))  # the server is well again
+        before = len(site.paths())
+        second = crawl(first.unfinished, tmp_path / "two", fetcher(), max_depth=0)
+        rerun_paths = site.paths()[before:]
+
+    assert seconds < 1.5 + 1.0  # the silent page did not hold the stage past its deadline
+    # What was fetched is in the file; the stuck page and the level not started are retryable rejects.
+    assert sorted(first.pages) == [f"{base}/", f"{base}/a", f"{base}/b"]
+    assert [page.page_url for page in iter_html_responses(first.warc_path)] == first.pages
+    assert sorted(first.unfinished) == [f"{base}/a/next", f"{base}/stuck"]
+    assert {reason for _, reason, _ in first.rejects} == {"stage_deadline"}
+    # The next crawl asks for those only.
+    assert sorted(second.pages) == sorted(first.unfinished)
+    assert sorted(path for path in rerun_paths if path != "/robots.txt") == ["/a/next", "/stuck"]

@@ -74,6 +74,8 @@ def test_good_data_passes_every_check_and_training_starts(lake):
     assert set(outcomes) == BLOCKING | WARNINGS
     assert all(outcomes[name] for name in BLOCKING), outcomes
     assert training_started(result)  # it fails later (no base model in this lake): the gate is what is tested
+    # Each evaluation carries the run's language, so the UI lists it under the cs partition.
+    assert {e.partition for e in result.get_asset_check_evaluations()} == {"cs"}
 
 
 def test_a_language_without_records_fails_not_empty_and_training_does_not_run(lake):

@@ -66,3 +66,24 @@ def test_without_a_previous_checkpoint_the_delta_is_against_the_base_model():
     assert current["compared_to"] == "base"
     assert current["delta"] == pytest.approx(current["value"])
     assert regressions(scores).is_empty()
+
+
+def test_the_chart_is_a_png_embedded_in_markdown_as_a_data_uri():
+    import base64
+    import io
+
+    from PIL import Image
+
+    from mella_assets.evaluation.report import chart_markdown, render_score_chart
+
+    _, scores = score_samples(
+        samples({"base": [""] * 12, "previous": REFERENCES, "finetuned": REFERENCES}), CS, n_resamples=50
+    )
+    png = render_score_chart(scores)
+    image = Image.open(io.BytesIO(png))
+    # One panel per metric: taller than wide for three metrics of one language.
+    assert image.format == "PNG" and image.height > image.width / 2
+    markdown = chart_markdown(png)
+    assert markdown.startswith("![evaluation chart](data:image/png;base64,")
+    assert base64.b64decode(markdown.split(",", 1)[1].rstrip(")")) == png
+    assert Image.open(io.BytesIO(render_score_chart(scores.head(0)))).format == "PNG"  # no scores yet: a notice

@@ -5,6 +5,7 @@ checkpoint is never answered from an old one's cache; batched in-process generat
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import shutil
 from collections import Counter
@@ -24,6 +25,7 @@ from mella_assets.resources import Evaluator, Training, build_resources
 from mella_assets.resources.lake import Lake
 from mella_assets.tables import MELLA_DATASET
 from support.openai_server import ChatCompletionsServer
+from support.stage_deadline import DeadlineAfterCalls, RaisingOn
 
 BASE_NAME = "tiny-base"
 CHECKPOINT_A, CHECKPOINT_B = "a" * 16, "b" * 16
@@ -233,3 +235,62 @@ def test_batched_in_process_generation_equals_one_at_a_time(vlm):
     assert [g.text for g in batched] == [g.text for g in one]
     assert batched == one  # token counts too
     assert len({g.prompt_tokens for g in one[:8]}) > 4  # the first batch really was padded
+
+
+class DeadlineAfterTheFirstBaseBatch(Evaluator):
+    """The in-process evaluator, whose base model's first batch runs into the stage deadline (as a slow one would)."""
+
+    def base(self, base_model, resolve):
+        model = super().base(base_model, resolve)
+        return dataclasses.replace(model, load=lambda: DeadlineAfterCalls(model.load(), calls=1))
+
+
+class BaseRaisesOnTheThirdImage(Evaluator):
+    """The in-process evaluator, whose base model raises on one test image (46 x 36), as a processor might."""
+
+    def base(self, base_model, resolve):
+        model = super().base(base_model, resolve)
+        bad = lambda image: image.size == (46, 36)  # noqa: E731
+        return dataclasses.replace(model, load=lambda: RaisingOn(model.load(), bad, ValueError("odd image")))
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    return failure.step_failure_data.error.message
+
+
+def test_evaluation_past_its_deadline_keeps_the_answers_and_fails_naming_what_is_left(tiny, vlm, tmp_path):
+    store = build_lake(tmp_path / "lake", tiny)
+    publish_checkpoint(store, tiny, CHECKPOINT_A)
+    config = {"ops": {"evaluation_scores": {"config": {**RUN_CONFIG["ops"]["evaluation_scores"]["config"],
+                                                       "batch_size": 2}}}}  # fmt: skip
+    resources = {"lake": Lake(root=str(store.root)), "training": Training(base_model=str(tiny.captioner))}
+    slow = DeadlineAfterTheFirstBaseBatch(backend="transformers")
+    result = dg.materialize([evaluation_scores], partition_key="cs", run_config=config, raise_on_error=False,
+                            resources={**resources, "evaluator": slow})  # fmt: skip
+    assert not result.success
+    message = failure_message(result)
+    assert "reached its stage deadline with 6 of 8 answers left (base: 2, finetuned: 4)" in message
+    assert "the 2 generated in this run are cached" in message
+    # No partial scores: a paired comparison over the answered subset would not be the test set's.
+    assert not store.has_table("evaluation_scores", "cs") and not store.has_table("evaluation_samples", "cs")
+    rerun = dg.materialize([evaluation_scores], partition_key="cs", run_config=config,
+                           resources={**resources, "evaluator": Evaluator(backend="transformers")})  # fmt: skip
+    assert rerun.success and scores_metadata(rerun)["generated"] == {"base": 2, "finetuned": 4}
+    expected = vlm.generate([Image.open(io.BytesIO(store.get_bytes(image_key(f"{n:064x}", "png")))) for n in range(4)],
+                            PROMPTS, max_new_tokens=6, batch_size=1)  # fmt: skip
+    assert outputs_by_model(store) == {"base": [g.text for g in expected], "finetuned": [g.text for g in expected]}
+
+
+def test_an_item_whose_generation_raises_fails_evaluation_naming_it_after_the_rest_is_cached(tiny, tmp_path):
+    store = build_lake(tmp_path / "lake", tiny)
+    publish_checkpoint(store, tiny, CHECKPOINT_A)
+    resources = {"lake": Lake(root=str(store.root)), "training": Training(base_model=str(tiny.captioner))}
+    failing = BaseRaisesOnTheThirdImage(backend="transformers")
+    result = dg.materialize([evaluation_scores], partition_key="cs", run_config=RUN_CONFIG, raise_on_error=False,
+                            resources={**resources, "evaluator": failing})  # fmt: skip
+    assert not result.success
+    assert "generation raised on 1 test item(s); every model must answer every item" in failure_message(result)
+    rerun = dg.materialize([evaluation_scores], partition_key="cs", run_config=RUN_CONFIG,
+                           resources={**resources, "evaluator": Evaluator(backend="transformers")})  # fmt: skip
+    assert rerun.success and scores_metadata(rerun)["generated"] == {"base": 1, "finetuned": 4}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from PIL import Image
 from mella_assets.know.assets import images
 from mella_assets.know.image_fetch import LIMIT_REJECTS, PERMANENT_REJECTS
 from mella_assets.lib.http import MAX_CONTENT_ENCODINGS, HttpFetcher, _Refused, decode_content
+from mella_assets.lib.robots import RobotsCache
 from mella_assets.lib.watchdog import UNFINISHED, map_until_deadline, stage_deadline
 from mella_assets.resources.fetch import ImageFetcher
 from mella_assets.resources.lake import Lake
@@ -84,13 +86,67 @@ def test_a_kept_alive_connection_is_watched_by_the_next_fetch_too():
 
 def test_good_fetches_are_untouched_by_the_watchdog():
     with ScriptedSite({"/a.png": Route(b"a" * 5000, content_type="image/png")}) as site:
-        # The deadline includes the wait for a host slot (40 fetches of one host share it), so it leaves room for a
-        # loaded machine; a deadline that fired early would show as a `timeout` here.
-        client = fetcher(total_timeout_s=1.5)
-        results = client.fetch_many([f"{site.base_url}/a.png"] * 40, max_workers=4)
+        # 40 fetches of one host share 2 slots; the wait for a slot is not part of a fetch's deadline.
+        client = fetcher(total_timeout_s=0.3, max_per_host=2)
+        results = client.fetch_many([f"{site.base_url}/a.png"] * 40, max_workers=8)
         assert {r.error_reason for r in results} == {None}
-        time.sleep(1.6)  # every deadline has passed: pooled sockets stay open
+        time.sleep(0.4)  # every deadline has passed: pooled sockets stay open
         assert client.fetch(f"{site.base_url}/a.png").error_reason is None
+
+
+# -- the wait for a host slot ------------------------------------------------------------------------------------
+CRAWL_DELAY_S = 0.05
+
+
+def polite_site(extra: dict[str, Route] | None = None) -> ScriptedSite:
+    robots = Route(f"User-agent: *\nCrawl-delay: {CRAWL_DELAY_S}\n".encode(), content_type="text/plain")
+    return ScriptedSite({"/robots.txt": robots, "/a.png": Route(b"a" * 500, content_type="image/png"), **(extra or {})})
+
+
+def test_fetches_queued_behind_a_crawl_delay_all_succeed_although_the_queue_outlasts_their_deadline():
+    with polite_site() as site:
+        client = fetcher(total_timeout_s=0.5, max_per_host=2, robots=RobotsCache())
+        urls = [f"{site.base_url}/a.png?n={n}" for n in range(40)]
+        started = time.monotonic()
+
+        results = client.fetch_many(urls, max_workers=40)
+
+        queue_s = time.monotonic() - started
+        assert [r.error_reason for r in results] == [None] * 40
+        # 40 starts a crawl delay apart: the last waited about 2 s, four times its own deadline.
+        assert queue_s >= 39 * CRAWL_DELAY_S > 3 * 0.5
+        # Politeness kept: after robots.txt (read before its Crawl-delay is known), starts a delay apart.
+        starts = sorted(t for _, t in client.limiter.granted)[1:]
+        assert len(starts) == 40 and min(b - a for a, b in itertools.pairwise(starts)) >= CRAWL_DELAY_S
+
+
+def test_a_dripping_server_still_ends_timeout_within_each_deadline_once_its_slot_is_granted():
+    with DripServer(interval_s=0.1, max_s=20.0) as server:
+        client = fetcher(max_per_host=1)  # one at a time: each waits for the one before
+        started = time.monotonic()
+
+        results = client.fetch_many([server.url("headers")] * 3, max_workers=3)
+
+        assert [r.error_reason for r in results] == ["timeout"] * 3
+        # Each holds the slot for its own deadline and no longer.
+        assert time.monotonic() - started < 3 * (DEADLINE_S + SLACK_S)
+        assert all(r.seconds < 3 * (DEADLINE_S + SLACK_S) for r in results)
+
+
+def test_a_fetch_still_queued_at_the_stage_deadline_ends_stage_deadline():
+    with polite_site() as site:
+        client = fetcher(total_timeout_s=5.0, max_per_host=1, delay_s=0.1)
+        urls = [f"{site.base_url}/a.png?n={n}" for n in range(40)]
+        started = time.monotonic()
+
+        with stage_deadline("images", seconds=1.0):
+            results = client.fetch_many(urls, max_workers=40)
+
+        reasons = [r.error_reason for r in results]
+        assert time.monotonic() - started < 1.0 + SLACK_S
+        # One start per 0.1 s for 1 s: about 10 fetched, the rest still queued and retryable.
+        assert 5 <= reasons.count(None) <= 11 and set(reasons) == {None, "stage_deadline"}, reasons
+        assert "stage_deadline" not in PERMANENT_REJECTS | LIMIT_REJECTS
 
 
 # -- content encodings -------------------------------------------------------------------------------------------

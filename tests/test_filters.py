@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import polars as pl
 import pytest
 
@@ -39,6 +41,7 @@ def test_one_candidate_per_reason_keeps_only_the_good_czech_alt(identifier):
     cases = [
         (None, "missing_alt"),
         (" \u200b\t ", "empty_alt"),
+        ("Foto: ČTK / Michal Kamaryt", "alt_credit_only"),
         ("Karlův most v mlze", "unsupported_image_url"),  # its image_url is a data: URL below
         ("https://example.cz/foto/hrad.jpg", "alt_is_url"),
         ("IMG_2041.jpg", "alt_is_filename"),
@@ -47,26 +50,33 @@ def test_one_candidate_per_reason_keeps_only_the_good_czech_alt(identifier):
         ("12.5.", "alt_number_only"),
         ("Úžasnýýýýýý hrad!!!!!!", "alt_repeated_chars"),
         ("Logo Facebook", "alt_boilerplate"),
+        ("Example.com", "alt_site_name"),  # the page's own domain
         ("Hrad", "alt_too_short"),
         ("Hrad nad řekou " * 20, "alt_too_long"),
+        ("Le château de Prague sous la neige", "page_language_mismatch"),  # its page declares French below
         ("Bratislavský hrad pri západe slnka", "wrong_language"),
         ("Hrad na kopci", "language_uncertain"),  # lingua: sk 0.133 vs cs 0.127; no page language (.com, no lang)
+        ("Tomáš Garrigue Masaryk a Edvard Beneš", "alt_names_only"),
         (GOOD_CZECH, None),
         (GOOD_CZECH, "duplicate_pair"),
     ]
     alts = [alt for alt, _ in cases]
     urls = [f"https://example.cz/img/{i}.jpg" for i in range(len(cases))]
-    urls[2] = "data:image/png;base64,iVBORw0KGgo="
+    urls[3] = "data:image/png;base64,iVBORw0KGgo="
     urls[-1] = urls[-2]  # same image, same alt after normalisation -> duplicate
-    result = filter_alt_texts(frame(alts, urls, html_lang=None, host="example.com"), CZECH, identifier)
+    candidates = frame(alts, urls, html_lang=None, host="example.com").with_columns(
+        pl.when(pl.col("alt_raw").str.starts_with("Le château")).then(pl.lit("fr-FR")).alias("html_lang")
+    )
+    result = filter_alt_texts(candidates, CZECH, identifier)
 
     assert result.kept["alt_text"].to_list() == [GOOD_CZECH]
-    assert result.kept["crawl_id"].to_list() == [14]
+    assert result.kept["crawl_id"].to_list() == [18]
     assert result.kept["detected_language"].to_list() == ["cs"]
     assert result.kept["language"].to_list() == ["cs"]
     assert result.rejects["reason"].to_list() == [reason for _, reason in cases if reason]
-    assert result.rejects["reason"].to_list() == list(REASONS)
-    assert result.rejects["alt_text"].to_list()[:3] == [None, "", "Karlův most v mlze"]
+    # Every reason but the one that needs several pages of a site (test_site_furniture_...).
+    assert result.rejects["reason"].to_list() == [reason for reason in REASONS if reason != "alt_site_repeated"]
+    assert result.rejects["alt_text"].to_list()[:4] == [None, "", "", "Karlův most v mlze"]
 
 
 def test_output_columns_are_input_plus_documented_ones(identifier):
@@ -168,17 +178,20 @@ def test_a_page_without_signals_takes_its_sites_language(identifier):
     assert kept["page_language"].to_list() == ["sr", "sr"]
 
 
-def test_thai_needs_five_characters_and_no_second_word(identifier):
-    # "วัดไทย" is 6 code points (ว ั ด ไ ท ย), "วัด" is 3; Thai has no spaces so the 2-word rule does not apply.
-    result = filter_alt_texts(frame(["วัดไทย", "วัด"], html_lang="th"), REGISTRY["th"], identifier)
-    assert result.kept["alt_text"].to_list() == ["วัดไทย"]
-    assert result.rejects["reason"].to_list() == ["alt_too_short"]
+def test_thai_length_is_counted_in_newmm_words(identifier):
+    # Thai has no spaces: "วัดไทย" is two newmm words (วัด ไทย), a label; the sunset caption is five.
+    alts = ["พระอาทิตย์ตกที่ชายหาดพัทยา", "วัดไทย", "วัด"]
+    result = filter_alt_texts(frame(alts, html_lang="th"), REGISTRY["th"], identifier)
+    assert result.kept["alt_text"].to_list() == ["พระอาทิตย์ตกที่ชายหาดพัทยา"]
+    assert result.rejects["reason"].to_list() == ["alt_too_short", "alt_too_short"]
 
 
-def test_korean_needs_four_characters(identifier):
-    result = filter_alt_texts(frame(["가을 풍경", "풍경"], html_lang="ko"), REGISTRY["ko"], identifier)
-    assert result.kept["alt_text"].to_list() == ["가을 풍경"]
-    assert result.rejects["reason"].to_list() == ["alt_too_short"]
+def test_korean_length_is_counted_in_eojeol(identifier):
+    # Two eojeol ("autumn landscape") is a label; four characters are still the floor below that.
+    alts = ["단풍이 물든 설악산 풍경", "가을 풍경", "풍경"]
+    result = filter_alt_texts(frame(alts, html_lang="ko"), REGISTRY["ko"], identifier)
+    assert result.kept["alt_text"].to_list() == ["단풍이 물든 설악산 풍경"]
+    assert result.rejects["reason"].to_list() == ["alt_too_short", "alt_too_short"]
 
 
 def test_serbian_latin_and_cyrillic_alts_are_kept_for_serbian(identifier):
@@ -253,3 +266,109 @@ def test_thresholds_are_configuration(identifier):
     assert strict.rejects["reason"].to_list() == ["alt_too_short", "alt_too_long"]
     floor = filter_alt_texts(frame(alts), CZECH, identifier, FilterConfig(min_confidence={"cs": 1.01}))
     assert floor.rejects["reason"].to_list() == ["language_uncertain", "language_uncertain"]
+
+
+def _site(alts_by_page: list[list[str]], host: str = "www.example.cz", **page_fields) -> pl.DataFrame:
+    """One row per (page, alt): page i of the host carries the alts of alts_by_page[i]; an alt's image is the same
+    on every page (a logo, a teaser)."""
+    records = [
+        {
+            "page_url": f"https://{host}/clanek/{page}",
+            "domain": host,
+            "image_url": f"https://{host}/img/{zlib.crc32(alt.encode())}.jpg",
+            "alt_raw": alt,
+            "html_lang": "cs",
+            **page_fields,
+        }
+        for page, alts in enumerate(alts_by_page)
+        for alt in alts
+    ]
+    return pl.DataFrame(records, schema_overrides={"html_lang": pl.String})
+
+
+def test_site_furniture_on_most_pages_is_rejected_but_a_teaser_on_a_few_is_kept_once(identifier):
+    promo = "Přihlaste se k odběru našeho týdenního newsletteru"
+    teaser = "Vláda schválila zvýšení platů učitelů od září"
+    pages = [[promo, f"Turisté na Karlově mostě v mlze číslo {i}"] for i in range(6)]
+    pages[0].append(teaser)
+    pages[3].append(teaser)
+    result = filter_alt_texts(_site(pages), CZECH, identifier)
+    reasons = result.rejects.group_by("alt_text", maintain_order=True).agg("reason")
+    assert dict(zip(reasons["alt_text"], reasons["reason"].to_list(), strict=True)) == {
+        promo: ["alt_site_repeated"] * 6,
+        teaser: ["duplicate_pair"],  # the same teaser image and alt on a second page: kept once
+    }
+    assert result.kept.filter(pl.col("alt_text") == teaser).height == 1
+    # Below the share (4 of 10 pages) the promo is not furniture any more: kept once per image.
+    sparse = [[promo] if i < 4 else [f"Rybáři vylovují kapry z rybníka číslo {i}"] for i in range(10)]
+    assert filter_alt_texts(_site(sparse), CZECH, identifier).kept.filter(pl.col("alt_text") == promo).height == 1
+
+
+def test_the_sites_own_name_from_og_site_name_title_or_domain_is_rejected(identifier):
+    alts = ["Hrady a zámky – průvodce po památkách", "Logo Novinky", "Novinky", "Novinky z Pražského hradu dnes večer"]
+    candidates = _site([[alt] for alt in alts], host="www.novinky.cz", site_name="Hrady a zámky", title="Domov | X")
+    result = filter_alt_texts(candidates, CZECH, identifier)
+    assert result.rejects["reason"].to_list() == ["alt_site_name", "alt_boilerplate", "alt_site_name"]
+    assert result.kept["alt_text"].to_list() == ["Novinky z Pražského hradu dnes večer"]  # the label amid content
+    titled = _site([["Zprávy Jihočeského kraje – Deník"]], host="www.denik.cz", title="Jihočeský kraj | Deník.cz")
+    assert filter_alt_texts(titled, CZECH, identifier).kept.height == 1  # "Deník" alone is not "Deník.cz"
+    named = _site([["Deník.cz – regionální zprávy"]], host="www.denik.cz", title="Jihočeský kraj | Deník.cz")
+    assert filter_alt_texts(named, CZECH, identifier).rejects["reason"].to_list() == ["alt_site_name"]
+
+
+@pytest.mark.parametrize(
+    ("html_lang", "og_locale", "gate", "reason"),
+    [
+        ("fr-FR", None, True, "page_language_mismatch"),  # declared French: the page wins over the text
+        (None, "fr_FR", True, "page_language_mismatch"),
+        ("en-US", None, True, None),  # an unchanged CMS default: the text decides
+        ("cs", "fr_FR", True, None),  # two declarations that disagree: mixed, the text decides
+        (None, None, True, None),  # silent
+        ("fr-FR", None, False, None),  # the gate switched off
+    ],
+)
+def test_a_page_declaring_another_language_rejects_whatever_the_text_says(
+    identifier, html_lang, og_locale, gate, reason
+):
+    candidates = frame([GOOD_CZECH], html_lang=html_lang).with_columns(
+        pl.lit(og_locale, dtype=pl.String).alias("og_locale")
+    )
+    result = filter_alt_texts(candidates, CZECH, identifier, FilterConfig(page_language_gate=gate))
+    assert (result.rejects["reason"].to_list() or [None]) == [reason]
+
+
+def test_a_french_caption_on_a_french_page_is_not_kept_for_czech(identifier):
+    result = filter_alt_texts(frame(["Le pont Charles sous la neige à Prague"], html_lang="fr"), CZECH, identifier)
+    assert result.rejects["reason"].to_list() == ["page_language_mismatch"]
+
+
+def test_a_russian_caption_with_an_english_league_name_is_kept(identifier):
+    alt = "Игрок «Спартака» забивает гол в матче UEFA Champions League"
+    result = filter_alt_texts(frame([alt], html_lang="ru", host="sport.ru"), REGISTRY["ru"], identifier)
+    assert result.kept["alt_text"].to_list() == [alt]
+
+
+def test_a_korean_caption_ending_in_the_reporters_email_is_kept_without_it(identifier):
+    alt = (
+        "(서울=연합뉴스) 김주형 기자 = 광화문광장에서 열린 집회 참가자들이 행진하고 있다. 2024.5.27 kjhpress@yna.co.kr"
+    )
+    result = filter_alt_texts(frame([alt], html_lang="ko", host="yna.co.kr"), REGISTRY["ko"], identifier)
+    assert result.kept["alt_text"].to_list() == ["광화문광장에서 열린 집회 참가자들이 행진하고 있다."]
+    assert result.kept["alt_raw"].to_list() == [alt]
+
+
+def test_names_and_a_credit_are_not_russian(identifier):
+    alts = ["Эрлинг Холанд, Getty Images", "Игорь Акинфеев, Георгий Джикия, Марио Фернандес"]
+    result = filter_alt_texts(frame(alts, html_lang="ru", host="sport.ru"), REGISTRY["ru"], identifier)
+    assert result.rejects["reason"].to_list() == ["alt_too_short", "alt_names_only"]
+    assert result.rejects["alt_text"].to_list()[0] == "Эрлинг Холанд"
+
+
+def test_credit_stripping_and_word_floor_are_configuration(identifier):
+    alt = "Hráči Sparty slaví gól. Foto: ČTK / Michal Kamaryt"
+    kept = filter_alt_texts(frame([alt]), CZECH, identifier).kept
+    assert kept["alt_text"].to_list() == ["Hráči Sparty slaví gól."]
+    raw = filter_alt_texts(frame([alt]), CZECH, identifier, FilterConfig(strip_credits=False)).kept
+    assert raw["alt_text"].to_list() == [alt]
+    strict = filter_alt_texts(frame(["Hrad v mlze"]), CZECH, identifier, FilterConfig(min_words={"cs": 4}))
+    assert strict.rejects["reason"].to_list() == ["alt_too_short"]

@@ -63,9 +63,11 @@ def test_every_model_resource_is_known_and_every_asset_using_one_is_in_the_gpu_p
         assert graph.get(dg.AssetKey(name)).pools == {GPU_POOL}, name
 
 
-def test_the_default_executor_is_dagsters_and_an_unknown_one_is_refused(monkeypatch):
+def test_the_default_executor_runs_steps_in_the_run_process_and_an_unknown_one_is_refused(monkeypatch):
     monkeypatch.delenv("MELLA_EXECUTOR", raising=False)
-    assert build_definitions(build_resources()).executor is None
+    assert build_definitions(build_resources()).executor is dg.in_process_executor
+    monkeypatch.setenv("MELLA_EXECUTOR", "multiprocess")
+    assert build_definitions(build_resources()).executor is None  # Dagster's default: a process per step
     monkeypatch.setenv("MELLA_EXECUTOR", "celery")
     with pytest.raises(ValueError, match="MELLA_EXECUTOR must be one of"):
         build_definitions(build_resources())

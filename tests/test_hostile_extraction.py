@@ -144,7 +144,10 @@ def test_records_after_a_bad_record_are_still_read(tmp_path: Path) -> None:
         urls = [response.page_url for response in iter_html_responses(path, stats)]
         expected = [f"https://e.example/{part}/{i}" for part in ("before", "after") for i in range(3)]
         assert urls == [*expected, "https://e.example/after/0"], name
-        assert (stats.malformed, stats.resynced) == (2, 2), (name, stats)
+        # A 2 MB HTTP head inside an intact WARC record is the record's fault only (our head parse stops at 64 KB):
+        # the WARC framing holds, so reading goes on without a resync; the other members break the framing.
+        resynced = 0 if name == "huge_headers" else 2
+        assert (stats.malformed, stats.resynced) == (2, resynced), (name, stats)
 
 
 def test_plain_warc_resynchronises_at_the_next_warc_line(tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ def test_the_wheel_holds_only_the_project_package(tmp_path):
     assert "mella_assets/sensors/landing.py" in names
     assert "mella_assets/demo/corpus/cs.json" in names
     assert "mella_assets/crawl/html/whatwg_encodings.json" in names  # the charset label table is data
+    assert "mella_assets/know/lexicons/shared.txt" in names  # the boilerplate lexicons are data
     assert not [name for name in names if "/testing/" in name or name.startswith("tests/") or "/support/" in name]
 
 

@@ -31,7 +31,7 @@ import mella_assets
 from mella_assets.crawl import sources, warc
 from mella_assets.crawl.html import charset, context, extract, srcset, urls
 from mella_assets.dataset import build
-from mella_assets.know import filters, images
+from mella_assets.know import boilerplate, credits, filters, images
 from mella_assets.languages import REGISTRY
 from mella_assets.lib import catalog, http, lake, model_paths, page_language, serbo_croatian, text
 from mella_assets.ling import translation, translation_qa
@@ -59,6 +59,7 @@ class Target:
     pattern: str  # its source, for the generated pumps ("" when it is not a regular expression)
     as_bytes: bool = False
     tokens: tuple[str, ...] = ()  # literal runs to pump with, for patterns the standard parser cannot read
+    passes: int = 1  # a function that applies its patterns in several rounds gets a budget per round
 
 
 def _on(compiled: re.Pattern, method: str) -> Callable[[str], object]:
@@ -137,11 +138,53 @@ AUDITED: dict[str, Target] = {
     "lib.serbo_croatian._WORD": _target("lib.serbo_croatian._WORD", serbo_croatian._WORD, "findall"),
     "lib.model_paths._HUB_ID": _target("lib.model_paths._HUB_ID", model_paths._HUB_ID, "fullmatch"),
     "lib.catalog.TABLE_NAME": _target("lib.catalog.TABLE_NAME", catalog.TABLE_NAME, "fullmatch"),
-    "know.filters._boilerplate_pattern": Target(
-        "know.filters._boilerplate_pattern",
+    "know.boilerplate._boilerplate_pattern": Target(
+        "know.boilerplate._boilerplate_pattern",
         lambda value: filters.is_boilerplate(value, _CS),
         "",
-        tokens=("logo", "ikona", " ", "foto", "a"),
+        tokens=("logo", "ikona", " ", "foto", "a", "zpět nahoru", "reklama", ":", "(x)"),
+    ),
+    "know.boilerplate._ad_marker_pattern": _target(
+        "know.boilerplate._ad_marker_pattern", boilerplate._ad_marker_pattern(_CS), "search"
+    ),
+    "know.boilerplate._WORD": _target("know.boilerplate._WORD", boilerplate._WORD, "findall"),
+    "know.boilerplate._TITLE_SEPARATORS": _target(
+        "know.boilerplate._TITLE_SEPARATORS", boilerplate._TITLE_SEPARATORS, "split"
+    ),
+    "know.boilerplate._DOMAIN_LIKE": _target("know.boilerplate._DOMAIN_LIKE", boilerplate._DOMAIN_LIKE, "search"),
+    "know.credits._HAS_LOWER": _target("know.credits._HAS_LOWER", credits._HAS_LOWER, "search"),
+    "know.credits._TRIM": _target("know.credits._TRIM", credits._TRIM, "sub"),
+    "know.credits._BRACKETED": _target("know.credits._BRACKETED", credits._BRACKETED, "sub"),
+    # Each credit pattern as strip_credits applies it (the whole function skips texts over MAX_STRIP_CHARS, which
+    # would hide a slow pattern).
+    "know.credits._credit_patterns.in_brackets": _target(
+        "know.credits._credit_patterns.in_brackets", credits._credit_patterns().in_brackets, "match"
+    ),
+    "know.credits._credit_patterns.agency_at_end": Target(
+        "know.credits._credit_patterns.agency_at_end",
+        lambda value: credits._credit_patterns().agency_at_end.search(value[-40:]),
+        credits._credit_patterns().agency_at_end.pattern,
+    ),
+    "know.credits._credit_patterns.leading": _target(
+        "know.credits._credit_patterns.leading", credits._credit_patterns().leading, "match"
+    ),
+    "know.credits._credit_patterns.byline": _target(
+        "know.credits._credit_patterns.byline", credits._credit_patterns().byline, "match"
+    ),
+    **{
+        f"know.credits._credit_patterns.trailing[{i}]": Target(
+            f"know.credits._credit_patterns.trailing[{i}]",
+            lambda value, pattern=pattern: pattern.search(value, max(0, len(value) - credits.TAIL_CHARS)),
+            pattern.pattern,
+        )
+        for i, pattern in enumerate(credits._credit_patterns().trailing)
+    },
+    "know.credits._credit_patterns": Target(
+        "know.credits._credit_patterns",
+        credits.strip_credits,
+        "",
+        tokens=("Foto:", "ČTK", " ", "/", "사진=", "(", ")", "a@b.cz", "2024.5.27", "기자 =", ",", "Reuters"),
+        passes=credits._MAX_ROUNDS,  # each pattern above is also timed alone, on one pass
     ),
     "know.filters._has_run": Target(
         "know.filters._has_run",
@@ -238,9 +281,9 @@ def worst_case(target: Target, triples: list[tuple[str, str, str]]) -> tuple[flo
         for triple in candidates:
             for size in sizes:
                 value = _value(triple, size)
-                share = _seconds(target.apply, value) / budget(size)
+                share = _seconds(target.apply, value) / (budget(size) * target.passes)
                 if share > 1:
-                    share = _seconds(target.apply, value, repeats=3) / budget(size)
+                    share = _seconds(target.apply, value, repeats=3) / (budget(size) * target.passes)
                 if share > worst[0]:
                     worst = (share, size, triple)
                 if share > 1:
@@ -256,7 +299,8 @@ def test_every_pattern_runs_in_linear_time_on_generated_adversarial_inputs(name:
     triples = generated_inputs(target, random.Random(f"{SEED}-{name}"))
     share, size, (prefix, pump, suffix) = worst_case(target, triples)
     assert share <= 1, (
-        f"{name} took {share:.1f}x its linear budget ({budget(size) * 1000:.1f} ms) on {size:,} characters: "
+        f"{name} took {share:.1f}x its linear budget ({budget(size) * target.passes * 1000:.1f} ms) "
+        f"on {size:,} characters: "
         f"prefix {prefix!r}, pump {pump!r} repeated, suffix {suffix!r}"
     )
 

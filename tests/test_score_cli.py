@@ -16,12 +16,16 @@ def files(tmp_path):
     return str(refs), str(preds)
 
 
-def test_keyword_accuracy_prints_the_corpus_score_last(files, capsys):
+def test_keyword_accuracy_prints_the_corpus_score_last_with_four_significant_digits(files, capsys):
     refs, preds = files
     assert main(["score", "keyword_accuracy", "--language", "cs", "--references", refs, "--predictions", preds]) == 0
-    out = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
+    # The summary on stderr too: no 17-digit floats.
+    assert captured.err.startswith("keyword_accuracy (cs): 3 items, 1 skipped, 95% CI [")
+    assert all(len(bound) <= 6 for bound in captured.err.split("[")[1].rstrip("]\n").split(", "))
     # Items: 1/3 and 1.0; the third reference has only stop words and is skipped → mean of two = 2/3.
-    assert out[-1] == "0.666667"
+    assert out[-1] == "0.6667"
 
 
 def test_json_gives_per_item_scores_then_the_corpus_object(files, capsys):
@@ -37,9 +41,9 @@ def test_meteor_and_chrf_score_identical_files_at_their_maximum(tmp_path, capsys
     refs = tmp_path / "r.txt"
     refs.write_text("Pražský hrad v zimě\n", encoding="utf-8")
     assert main(["score", "meteor", "--language", "cs", "--references", str(refs), "--predictions", str(refs)]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "0.992188"
+    assert capsys.readouterr().out.splitlines()[-1] == "0.9922"
     assert main(["score", "chrf", "--language", "cs", "--references", str(refs), "--predictions", str(refs)]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "100.000000"
+    assert capsys.readouterr().out.splitlines()[-1] == "100.0"
 
 
 def test_mismatched_line_counts_are_a_clear_error(tmp_path, capsys):

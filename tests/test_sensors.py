@@ -124,3 +124,43 @@ def test_failure_message_names_the_error_and_the_resume_step():
     assert training_failure_message("r2", "", {}) == (
         "training run r2 failed: no error message; no resume state saved, a rerun starts from step 0"
     )
+
+
+def test_the_landing_sensor_starts_from_what_the_lake_already_extracted(tmp_path):
+    """Switched on after the demo (an empty cursor), it requests nothing for the WARCs a run already registered and
+    extracted; a WARC landing afterwards requests exactly one run for its language."""
+    from mella_assets.crawl.assets import crawl_sources, raw_crawl
+    from mella_assets.demo.corpus import build_demo_corpus
+
+    build_demo_corpus(tmp_path, "http://127.0.0.1:9", ["cs", "vi"])
+    result = dg.materialize(
+        [crawl_sources, raw_crawl], partition_key="cs", resources={"lake": Lake(root=str(tmp_path))}
+    )
+    assert result.success
+    store = LakeStore(tmp_path)
+    landed_cs = sorted(key for key in store.list("landing/cs") if key.endswith(".warc.gz"))
+    assert landed_cs and sorted(store.read_table("crawl_sources", "cs")["key"]) == landed_cs
+
+    first = evaluate(crawl_landing_sensor, tmp_path)
+    # vi landed but was never materialized: it is new; cs is not.
+    assert [r.partition_key for r in first.run_requests] == ["vi"]
+    assert set(json.loads(first.cursor)) >= set(landed_cs)
+
+    store.put_bytes("landing/cs/crawl-new.warc.gz", store.get_bytes(landed_cs[0]))
+    second = evaluate(crawl_landing_sensor, tmp_path, cursor=first.cursor)
+    assert [(r.partition_key, r.tags["mella/new_files"]) for r in second.run_requests] == [("cs", "1")]
+
+
+def test_a_landing_file_that_changed_since_it_was_extracted_is_new_on_the_first_tick(tmp_path):
+    from mella_assets.crawl.assets import crawl_sources, raw_crawl
+    from mella_assets.demo.corpus import build_demo_corpus
+
+    build_demo_corpus(tmp_path, "http://127.0.0.1:9", ["cs"])
+    assert dg.materialize(
+        [crawl_sources, raw_crawl], partition_key="cs", resources={"lake": Lake(root=str(tmp_path))}
+    ).success
+    assert evaluate(crawl_landing_sensor, tmp_path).run_requests == []
+    store = LakeStore(tmp_path)
+    key = sorted(store.list("landing/cs"))[0]
+    store.put_bytes(key, store.get_bytes(key) + b"\n")  # rewritten with a different size after extraction
+    assert [r.partition_key for r in evaluate(crawl_landing_sensor, tmp_path).run_requests] == ["cs"]

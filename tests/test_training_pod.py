@@ -117,6 +117,12 @@ def test_a_pod_with_only_lake_credentials_trains_and_publishes_the_checkpoint_to
     assert not set(TEST_CREDENTIALS) & set(env)
     assert not any(secret in json.dumps(env) for secret in TEST_CREDENTIALS.values())
     assert container.resources.limits["nvidia.com/gpu"] == "1"
+    # ... as the image's non-root user, with no capability and no way to gain privileges.
+    security = pod.spec.security_context
+    assert (security.run_as_non_root, security.run_as_user, security.run_as_group) == (True, 10001, 10001)
+    assert security.seccomp_profile.type == "RuntimeDefault"
+    assert container.security_context.allow_privilege_escalation is False
+    assert container.security_context.capabilities.drop == ["ALL"]
     # Nothing in the pod names a path of the orchestrator's machine: the job is lake keys only.
     job = pipes_extras(env["DAGSTER_PIPES_CONTEXT"])
     assert {job["train_key"], job["output_key"], job["base_model"]} == {
@@ -268,6 +274,13 @@ def test_the_pod_spec_carries_image_command_gpus_service_account_and_the_secret_
         {"name": "NCCL_DEBUG", "value": "WARN"},
     ]
     assert "not-for-the-pod" not in json.dumps(manifest)
+    assert spec["securityContext"] == {
+        "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }  # fmt: skip
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
+    }  # fmt: skip
     assert {v["name"]: v["emptyDir"] for v in spec["volumes"]} == {
         "scratch": {"sizeLimit": "200Gi"},
         "dshm": {"medium": "Memory"},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dagster as dg
+import polars as pl
 import pytest
 
 from mella_assets.demo.tiny_models import SAMPLE_TEXTS, build_tiny_models
@@ -9,6 +11,8 @@ from mella_assets.languages import DEFAULT_LANGUAGE_CODES, LANGUAGES, REGISTRY
 from mella_assets.lib.cache import JsonCache
 from mella_assets.lib.lake import LakeStore
 from mella_assets.lib.langid import LanguageIdentifier
+from mella_assets.lib.watchdog import stage_deadline
+from mella_assets.ling.assets import translations
 from mella_assets.ling.translation import (
     Translator,
     nllb_language_name,
@@ -17,6 +21,10 @@ from mella_assets.ling.translation import (
     transliterate_serbian_to_latin,
 )
 from mella_assets.ling.translation_qa import check_translation, check_translations, length_bounds
+from mella_assets.resources.lake import Lake
+from mella_assets.resources.langid import LanguageIdentification
+from mella_assets.resources.models import Translator as TranslatorResource
+from support.stage_deadline import Counting, DeadlineAfterCalls, RaisingOn
 
 LONG_CAPTION = (
     "A red tram crosses the old stone bridge in the morning. Two children are playing football in a small park. "
@@ -25,9 +33,13 @@ LONG_CAPTION = (
 
 
 @pytest.fixture(scope="module")
-def translator(tmp_path_factory: pytest.TempPathFactory) -> Translator:
-    tiny = build_tiny_models(tmp_path_factory.mktemp("tiny"), SAMPLE_TEXTS, seed=0)
-    return Translator.from_pretrained(str(tiny.translator))
+def tiny_translator_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(build_tiny_models(tmp_path_factory.mktemp("tiny"), SAMPLE_TEXTS, seed=0).translator)
+
+
+@pytest.fixture(scope="module")
+def translator(tiny_translator_path: str) -> Translator:
+    return Translator.from_pretrained(tiny_translator_path)
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +183,71 @@ def test_length_bounds_are_per_language_and_configurable(identifier):
     source, output = "A tram.", "빨간 전차가 아침에 오래된 돌다리를 건넙니다"
     assert check_translations([source], [output], LANGUAGES["ko"], identifier)[0].reason == "length_ratio_out_of_bounds"
     assert check_translations([source], [output], LANGUAGES["ko"], identifier, bounds=(0.1, 10.0))[0].reason is None
+
+
+# -- the stage deadline and failing items: keep what is done ------------------------------------------------
+# 20 captions, two of them the same text: chunks of 8 with batch_size=1 (CHUNK_BATCHES).
+WORDS = ["boats", "trams", "dogs", "cars", "birds", "trees", "lamps", "bikes", "boys", "girls", "cats", "horses",
+         "carts", "tents", "flags", "ducks", "geese", "clocks", "bells"]  # fmt: skip
+CAPTIONS = [f"{n} {word} stand near the old bridge." for n, word in enumerate(WORDS, start=2)]
+CAPTIONS.append(CAPTIONS[0])
+PARAMS = {"max_new_tokens": 8}
+
+
+def cached(backend, cache: JsonCache, sources=CAPTIONS):
+    return translate_cached(sources, "ces_Latn", cache, "v1", lambda: backend, PARAMS, batch_size=1)
+
+
+def test_a_deadline_mid_stage_keeps_finished_translations_and_the_rerun_translates_only_the_rest(translator, tmp_path):
+    reference, _, _ = cached(translator, JsonCache(LakeStore(tmp_path), "reference"))
+    cache = JsonCache(LakeStore(tmp_path), "translations")
+    with stage_deadline("translations", seconds=3600):
+        slow = DeadlineAfterCalls(translator, calls=1)  # the deadline passes while the first chunk runs
+        texts, reasons, run = cached(slow, cache)
+    assert slow.seen == [8]
+    assert texts[:8] == reference[:8] and texts[8:19] == [None] * 11
+    # The repeated caption shares its first occurrence's translation, finished before the deadline.
+    assert reasons == [None] * 8 + ["stage_deadline"] * 11 + [None]
+    assert texts[19] == reference[19] and run.failed == {"stage_deadline": 11}
+    counting = Counting(translator)
+    again, reasons_again, run_again = cached(counting, cache)
+    assert counting.seen == [8, 3] and (run_again.cache_hits, run_again.cache_misses) == (9, 11)
+    assert again == reference and reasons_again == [None] * 20
+
+
+def test_a_caption_whose_translation_raises_costs_that_caption_and_a_model_failing_on_all_fails(translator, tmp_path):
+    cache = JsonCache(LakeStore(tmp_path), "translations")
+    reference, _, _ = cached(translator, JsonCache(LakeStore(tmp_path), "reference"))
+    bad = CAPTIONS[3]
+    failing = RaisingOn(translator, lambda text: text == bad, IndexError("index out of range in self"))
+    texts, reasons, run = cached(failing, cache)
+    assert reasons == [None] * 3 + ["translation_failed"] + [None] * 16
+    assert texts[3] is None and [t for i, t in enumerate(texts) if i != 3] == reference[:3] + reference[4:]
+    assert failing.seen == [8, *[1] * 8, 8, 3] and run.failed == {"translation_failed": 1}
+    again, reasons_again, _ = cached(translator, cache)  # not cached: retried, and only it
+    assert again == reference and reasons_again == [None] * 20
+    broken = RaisingOn(translator, lambda text: True, ValueError("'ces_Latn' is not a language token"))
+    with pytest.raises(RuntimeError, match="raised on every one of the 19 items"):
+        cached(broken, JsonCache(LakeStore(tmp_path), "other"))
+
+
+def test_a_translations_stage_past_its_deadline_writes_stage_deadline_rejects_and_the_rerun_completes_it(
+    tiny_translator_path, tmp_path, monkeypatch
+):
+    store = LakeStore(tmp_path)
+    shas = [f"{i:064x}" for i in range(3)]
+    store.write_table("mllm_captions", "cs", pl.DataFrame({"image_sha256": shas, "caption_en": CAPTIONS[:3]}))
+    resources = {"lake": Lake(root=str(tmp_path)), "langid": LanguageIdentification(),
+                 "translator": TranslatorResource(model=tiny_translator_path, backend="transformers",
+                                                  enforce_output_language=False, max_new_tokens=8)}  # fmt: skip
+    monkeypatch.setenv("MELLA_STAGE_TIMEOUT_S_TRANSLATIONS", "0.001")  # past before the first chunk
+    assert dg.materialize([translations], partition_key="cs", resources=resources).success
+    rejects = store.read_table("translation_rejects", "cs")
+    assert rejects.select("image_sha256", "reason").rows() == [(sha, "stage_deadline") for sha in shas]
+    assert store.read_table("translations", "cs").is_empty()
+    monkeypatch.delenv("MELLA_STAGE_TIMEOUT_S_TRANSLATIONS")
+    assert dg.materialize([translations], partition_key="cs", resources=resources).success
+    assert "stage_deadline" not in set(store.read_table("translation_rejects", "cs")["reason"])
+    every = pl.concat([store.read_table("translations", "cs"), store.read_table("translation_rejects", "cs")],
+                      how="diagonal")  # fmt: skip
+    assert sorted(every["image_sha256"]) == shas

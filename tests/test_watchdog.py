@@ -14,6 +14,7 @@ from mella_assets.lib.watchdog import (
     StageTimeout,
     check_deadline,
     current_deadline,
+    map_until_deadline,
     map_with_deadline,
     stage_deadline,
     stage_timeout_s,
@@ -112,3 +113,11 @@ def test_a_watched_asset_body_keeps_its_signature_and_runs_under_its_own_stage_n
     watched = watched_stage(example_stage)
     assert inspect.signature(watched) == inspect.signature(example_stage)
     assert watched(None, "lake", limit=4) == ("example_stage", 12.0, "lake", 4)
+
+
+def test_map_workers_see_the_stage_deadline_of_the_caller():
+    # The HTTP fetcher bounds its wait for a host slot by it, from inside the workers.
+    with stage_deadline("images", seconds=60) as deadline:
+        seen = map_with_deadline(lambda _: current_deadline(), list(range(6)), max_workers=3)
+        kept = map_until_deadline(lambda _: current_deadline(), list(range(6)), max_workers=3)
+    assert seen == kept == [deadline] * 6

@@ -13,12 +13,14 @@ text is in as well as a million do.
 from __future__ import annotations
 
 import argparse
+import io
+import select
 import sys
 from collections.abc import Iterator
 from typing import BinaryIO
 
 from mella_assets.languages import LANGUAGES, REGISTRY
-from mella_assets.lib.langid import BACKENDS, LanguageIdentifier, identify_many
+from mella_assets.lib.langid import BACKENDS, LanguageIdentifier, identify_many, load_models_on_demand
 from mella_assets.lib.page_language import page_language
 from mella_assets.settings import load_settings
 
@@ -53,6 +55,16 @@ def line_sample(raw: bytes, max_chars: int = MAX_LINE_CHARS) -> str:
     return text[:cut] if cut >= max_chars // 2 else text
 
 
+def _input_waiting(stream: BinaryIO) -> bool:
+    """Whether the next read of ``stream`` would not wait: its descriptor is readable (data or end of input). A
+    stream without a descriptor counts as waiting input. Lines already in Python's buffer are not seen, so a
+    batch may end early there: smaller batches, the same answers."""
+    try:
+        return bool(select.select([stream], [], [], 0)[0])
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return True
+
+
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--languages", help="comma-separated target codes (default: the configured languages)")
     parser.add_argument("--backend", choices=BACKENDS, default=load_settings().langid_backend, help="detector")
@@ -83,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         targets = [REGISTRY[c.strip()] for c in args.languages.split(",")]
     else:
         targets = list(LANGUAGES.values())
+    load_models_on_demand()  # answer the first line without loading every language's models first
     identifier = LanguageIdentifier(args.backend, targets, accept_undecided_serbian=not args.drop_undecided_serbian)
     prior = page_language(args.page_lang, None, args.page_url).code
     stdin = sys.stdin.buffer
@@ -95,8 +108,11 @@ def run(args: argparse.Namespace) -> int:
 
     for raw in bounded_lines(stdin):
         batch.append(line_sample(raw))
-        if len(batch) >= BATCH:
+        # A full batch, or nothing more to read yet (typed or piped slowly): answer what is here now, so the
+        # first line is answered before the input ends; a file or fast pipe still fills whole batches.
+        if len(batch) >= BATCH or not _input_waiting(stdin):
             flush()
+            sys.stdout.flush()
     flush()
     sys.stdout.flush()
     return 0

@@ -1,8 +1,8 @@
 """`mella score`: keyword accuracy, METEOR or chrF of a predictions file against a references file.
 
 One item per line in each file (a trailing newline ends the last item; an empty line is an empty item). The
-corpus score is the last line printed; ``--json`` prints one JSON object per item before it, and the last line
-is then a JSON object too (value, items, skipped, bootstrap interval).
+corpus score is the last line printed, with 4 significant digits; ``--json`` prints one JSON object per item before
+it, and the last line is then a JSON object too (value, items, skipped, bootstrap interval; full precision).
 """
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ def score_files(metric: str, language_code: str, references: list[str], predicti
     }
 
 
+def significant(value: float | None, digits: int = 4) -> str:
+    """``value`` with ``digits`` significant digits, trailing zeros kept (0.6667, 100.0, 1.000); "nan" for None."""
+    return "nan" if value is None else f"{value:#.{digits}g}"
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     try:
         result = score_files(args.metric, args.language, _read_items(args.references), _read_items(args.predictions))
@@ -75,10 +80,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     else:
         print(
             f"{result['metric']} ({result['language']}): {result['n_items']} items, {result['n_skipped']} skipped, "
-            f"95% CI [{result['ci_low']}, {result['ci_high']}]",
+            f"95% CI [{significant(result['ci_low'])}, {significant(result['ci_high'])}]",
             file=sys.stderr,
         )
-        print("nan" if result["value"] is None else f"{result['value']:.6f}")
+        print(significant(result["value"]))
     return 0
 
 

@@ -50,7 +50,9 @@ def crawl_sources(
     (origin ``external``; URLs downloaded once into ``external/<code>/``), with size and sha256.
 
     A file seen before keeps its first ``registered_at``, so rerunning changes nothing. Registry entries that
-    cannot be read go to ``crawl_source_rejects`` with a reason.
+    cannot be read go to ``crawl_source_rejects`` with a reason. At the stage deadline the files registered so far
+    are kept and the rest (a download or a hash not finished) are ``stage_deadline`` rejects, which the next run
+    registers.
     """
     timer = StageTimer()
     language = language_of(context)
@@ -94,13 +96,20 @@ def raw_crawl(context: dg.AssetExecutionContext, config: RawCrawlConfig, lake: L
     Each WARC's extraction is cached in the lake by the file's sha256 (``cache/raw_crawl/``), so adding one
     file to a language extracts only that file. Context is the image's ``<figcaption>``; with the
     ``nearby_context`` config also the text around an image without one (cached apart, so switching recomputes).
-    Non-HTML, non-200 and malformed records are skipped and counted, never fatal.
+    Non-HTML, non-200 and malformed records are skipped and counted, never fatal. At the stage deadline the
+    files done are written and the rest listed in the ``stage_deadline`` metadata; the next run extracts those.
     """
     timer = StageTimer()
     language = language_of(context)
     sources = lake.read(CRAWL_SOURCES, language)
-    frames, stats, extracted, cached = extract_sources(sources, lake.store, config.nearby_context)
-    frame = pl.concat(frames, how="vertical_relaxed") if frames else RAW_CRAWL.empty().drop("language")
+    done = extract_sources(sources, lake.store, config.nearby_context)
+    stats = done.stats
+    if done.unfinished:
+        context.log.warning(
+            f"stage deadline: {len(done.unfinished)} of {sources.height} WARC files not extracted (written without "
+            "them; the next run extracts only those)"
+        )
+    frame = pl.concat(done.frames, how="vertical_relaxed") if done.frames else RAW_CRAWL.empty().drop("language")
     frame = frame.with_columns(pl.lit(language.code).alias("language"))
     lake.write(RAW_CRAWL, language, frame)
     candidates = int(frame["images"].list.len().sum() or 0) if frame.height else 0
@@ -111,11 +120,26 @@ def raw_crawl(context: dg.AssetExecutionContext, config: RawCrawlConfig, lake: L
             timer=timer,
             rows_in=stats.records,
             output=frame.drop("images"),
+            # Every record read that is not a page: what it was instead.
+            dropped={
+                "not_a_response": stats.records - stats.responses,
+                "non_html": stats.skipped_non_html,
+                "http_status": stats.skipped_status,
+                "malformed_response": stats.responses
+                - stats.html_pages
+                - stats.skipped_non_html
+                - stats.skipped_status,
+                "page_too_complex": stats.pages_too_complex,
+                "page_url_too_long": stats.pages_url_too_long,
+            },
             unit="records",
             extra={
                 "warc_files": sources.height,
-                "warc_files_extracted": extracted,
-                "warc_files_cached": cached,
+                "warc_files_extracted": done.extracted,
+                "warc_files_cached": done.cached,
+                # Not extracted by the stage deadline (reason stage_deadline): the next run extracts them.
+                "warc_files_unfinished": len(done.unfinished),
+                "stage_deadline": dg.MetadataValue.json(done.unfinished),
                 "html_pages": frame.height,
                 "image_candidates": candidates,
                 "opt_out_pages": int(frame["opt_out"].sum() or 0) if frame.height else 0,

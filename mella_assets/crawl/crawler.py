@@ -5,6 +5,11 @@ concurrency and delay, retries with backoff on 429/5xx honouring ``Retry-After``
 and time caps, a real User-Agent). The crawler adds the frontier: breadth first, depth and page limits,
 same-site scope (a seed's host and its subdomains), HTML only. Every URL it did not store is recorded with a
 reason in :attr:`CrawlResult.rejects`.
+
+Run inside a stage (:mod:`mella_assets.lib.watchdog`), the crawl keeps what it fetched at the stage deadline: the
+fetches still running or queued then end ``stage_deadline``, no further level is started, the pages fetched are
+written, and the URLs not fetched (those fetches and the frontier left) are ``stage_deadline`` rejects, listed in
+:attr:`CrawlResult.unfinished` as the seeds of the next run.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from warcio.warcwriter import WARCWriter
 
 from mella_assets.crawl.html import decode_html
 from mella_assets.lib.http import FetchResult, HttpFetcher
+from mella_assets.lib.watchdog import deadline_passed
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 # The body we store is already decoded by the HTTP client, so these headers no longer describe it.
@@ -38,6 +44,11 @@ class CrawlResult:
     pages: list[str] = field(default_factory=list)
     rejects: list[tuple[str, str, int | None]] = field(default_factory=list)  # (url, reason, http status)
     out_of_scope: int = 0
+
+    @property
+    def unfinished(self) -> list[str]:
+        """The URLs not fetched by the stage deadline: crawl them next (as seeds)."""
+        return [url for url, reason, _ in self.rejects if reason == "stage_deadline"]
 
 
 def _host(url: str) -> str:
@@ -121,6 +132,9 @@ def crawl(
                 if not frontier or len(result.pages) >= max_pages:
                     break
                 batch = frontier[: max_pages - len(result.pages)]
+                if deadline_passed():
+                    result.rejects.extend((url, "stage_deadline", None) for url in batch)
+                    break
                 next_frontier: list[str] = []
                 for fetched in fetcher.fetch_many(batch, max_workers=max_workers):
                     if fetched.body is None:

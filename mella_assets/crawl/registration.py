@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from mella_assets.crawl.warc import WarcStats
 from mella_assets.languages import Language
 from mella_assets.lib.http import HttpFetcher
 from mella_assets.lib.lake import LakeStore, file_fingerprint
-from mella_assets.lib.watchdog import check_deadline
+from mella_assets.lib.watchdog import StageTimeout, check_deadline, deadline_passed
 from mella_assets.tables import CRAWL_SOURCE_REJECTS, CRAWL_SOURCES
 
 
@@ -31,6 +32,7 @@ def _sha256_file(path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
+            check_deadline()  # a large file stops at the stage deadline (StageTimeout), not after it
             digest.update(block)
     return digest.hexdigest()
 
@@ -57,8 +59,10 @@ def source_sha256(store: LakeStore, key: str | None, path: Path | None) -> tuple
 
 
 # Bump when extraction changes, so cached per-WARC results are recomputed (v4: nearby-text context became opt-in,
-# so a v3 entry, computed with it, is not the default's result; v5: page/URL/candidate budgets, WARC resync).
-EXTRACTION_VERSION = "v5"
+# so a v3 entry, computed with it, is not the default's result; v5: page/URL/candidate budgets, WARC resync; v6:
+# link text, nearby heading and caption markup of each alt text; HTTP heads with bare-LF lines read as pages, records
+# swallowed by a too-long Content-Length read).
+EXTRACTION_VERSION = "v6"
 
 
 def extraction_cache_key(sha256: str, nearby_context: bool = False) -> str:
@@ -71,7 +75,10 @@ def external_sources(
     language: str, store: LakeStore, make_http: Callable[[], HttpFetcher]
 ) -> tuple[list[tuple], list[dict]]:
     """(files, rejects) of the registry ``sources/<code>.txt``: files as (uri, lake key, None) for downloads and
-    (uri, None, local path) for local files. ``make_http`` builds the downloader, only when a URL is new."""
+    (uri, None, local path) for local files. ``make_http`` builds the downloader, only when a URL is new.
+
+    A download still running at the stage deadline ends there (the fetcher's deadline never passes the stage's),
+    and none starts after it: those URLs are ``stage_deadline`` rejects, downloaded by the next run."""
     if not store.exists(registry_key(language)):
         return [], []
     files, rejects = [], []
@@ -80,8 +87,15 @@ def external_sources(
         if entry.url is not None:
             key = download_key(language, entry.url)
             if not store.exists(key):
+                if deadline_passed():
+                    rejects.append(_deadline_reject(language, entry.url))
+                    continue
                 http = http or make_http()
                 result = download_source(entry.url, key, store, http)
+                if result.error_reason is None and result.sha256 is not None:
+                    # Hashed on the way in: registering it costs no second read (nor a deadline's worth of one).
+                    size, version = store.fingerprint(key)
+                    store.put_bytes(sha256_memo_key(key, size, version), result.sha256.encode("ascii"))
                 if result.error_reason is not None:
                     rejects.append(
                         {
@@ -105,7 +119,9 @@ def register_sources(
 ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """The ``crawl_sources`` and ``crawl_source_rejects`` frames of a language and how many files are new.
 
-    A file seen before (by sha256) keeps its first ``registered_at``, so rerunning changes nothing."""
+    A file seen before (by sha256) keeps its first ``registered_at``, so rerunning changes nothing. At the stage
+    deadline the files registered so far are kept and the rest are ``stage_deadline`` rejects: the rejects are
+    computed afresh each run, so the next run registers them."""
     first_seen = dict(zip(previous["sha256"], previous["registered_at"], strict=True)) if previous.height else {}
     now = datetime.now(UTC).isoformat(timespec="seconds")
     files = [
@@ -117,8 +133,12 @@ def register_sources(
     files += [(uri, key, path, "external") for uri, key, path in external]
     rows = []
     for uri, key, path, origin in files:
-        check_deadline()
-        sha, size = source_sha256(store, key, path)
+        try:
+            sha, size = source_sha256(store, key, path)
+        except StageTimeout:
+            # Not hashed by the stage deadline: registered by the next run (a hash remembered is not redone).
+            rejects.append(_deadline_reject(language.code, uri))
+            continue
         rows.append(
             {
                 "language": language.code,
@@ -136,33 +156,58 @@ def register_sources(
     return frame, pl.DataFrame(rejects, schema=CRAWL_SOURCE_REJECTS.schema), new_files
 
 
-def extract_sources(
-    sources: pl.DataFrame, store: LakeStore, nearby_context: bool = False
-) -> tuple[list[pl.DataFrame], WarcStats, int, int]:
-    """Every registered WARC's pages (one frame per file, with its ``warc_uri``), the summed record counts, and
-    how many files were extracted and how many read from the cache (keyed by sha256, extraction version and
-    context mode: adding one file to a language extracts only that file)."""
-    stats, frames, extracted, cached = WarcStats(), [], 0, 0
+@dataclass
+class Extraction:
+    """What :func:`extract_sources` gives: one frame per WARC file done (with its ``warc_uri``), the summed record
+    counts, how many files were extracted and how many read from the cache, and the URIs of the files not
+    extracted by the stage deadline (extracted by the next run)."""
+
+    frames: list[pl.DataFrame] = field(default_factory=list)
+    stats: WarcStats = field(default_factory=WarcStats)
+    extracted: int = 0
+    cached: int = 0
+    unfinished: list[str] = field(default_factory=list)
+
+
+def extract_sources(sources: pl.DataFrame, store: LakeStore, nearby_context: bool = False) -> Extraction:
+    """Every registered WARC's pages, from the cache (keyed by sha256, extraction version and context mode:
+    adding one file to a language extracts only that file) or extracted now.
+
+    At the stage deadline the file being extracted is dropped (nothing of it cached) and no other is started;
+    the cached ones are still read. Those not extracted are :attr:`Extraction.unfinished`: being absent from the
+    cache, the next run extracts them and only them."""
+    done = Extraction()
     for row in sources.iter_rows(named=True):
-        check_deadline()
         cache_key = extraction_cache_key(row["sha256"], nearby_context)
         stats_key = cache_key.removesuffix(".parquet") + ".json"
         if store.exists(cache_key) and store.exists(stats_key):
             frame = pl.read_parquet(io.BytesIO(store.get_bytes(cache_key)))
             file_stats = WarcStats(**json.loads(store.get_bytes(stats_key)))
-            cached += 1
+            done.cached += 1
+        elif done.unfinished or deadline_passed():
+            done.unfinished.append(row["uri"])
+            continue
         else:
             file_stats = WarcStats()
             path = store.local_path(row["key"]) if row["key"] else Path(row["path"])
-            frame = extract_warc(path, file_stats, nearby_context=nearby_context)
+            try:
+                # Checked between records (crawl/warc.py): a large file stops at the deadline, not after it.
+                frame = extract_warc(path, file_stats, nearby_context=nearby_context)
+            except StageTimeout:
+                done.unfinished.append(row["uri"])
+                continue
             # The frame first, the stats last: a crash between them leaves no half-valid cache entry.
             store.put_bytes(cache_key, _parquet_bytes(frame))
             store.put_bytes(stats_key, json.dumps(file_stats.as_dict()).encode())
-            extracted += 1
-        frames.append(frame.with_columns(pl.lit(row["uri"]).alias("warc_uri")))
+            done.extracted += 1
+        done.frames.append(frame.with_columns(pl.lit(row["uri"]).alias("warc_uri")))
         for name, value in file_stats.as_dict().items():
-            setattr(stats, name, getattr(stats, name) + value)
-    return frames, stats, extracted, cached
+            setattr(done.stats, name, getattr(done.stats, name) + value)
+    return done
+
+
+def _deadline_reject(language: str, uri: str) -> dict:
+    return {"language": language, "uri": uri, "reason": "stage_deadline", "http_status": None}
 
 
 def _parquet_bytes(frame: pl.DataFrame) -> bytes:

@@ -7,11 +7,17 @@ with ``WARC/1.``, or in a plain file the next line starting ``WARC/1.``; :attr:`
 resumptions), so one bad record costs that record, not the rest of a 1 GB file.
 FastWARC yields a record cut by the end of the file as if it were whole,
 so a record counts only once the next one has been found, and the last one only once :func:`_tail_state` has
-checked that the file holds all of it.
+checked that the file holds all of it. A Content-Length slightly too large makes FastWARC read on into the next
+record; where that ends exactly on a later record's start, FastWARC carries on silently, so each record is checked
+for a record start inside it (:func:`_swallowed_start`) and reading resumes there.
+
+The HTTP status line and headers are parsed here (:func:`parse_http_head`), not by FastWARC: it finds no headers
+in a block whose lines end with a bare LF (and loses the body when only some do), which real crawlers write.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import zlib
 from collections.abc import Iterator
@@ -20,6 +26,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from fastwarc.warc import ArchiveIterator, WarcRecord, WarcRecordType
+
+from mella_assets.lib.watchdog import check_deadline
 
 HTML_CONTENT_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 # A page larger than this is cut: the images of a real page sit well within it, and a hostile record cannot
@@ -34,6 +42,11 @@ _MAX_HEADER_BYTES = 1 << 16
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _WARC_VERSION = b"WARC/1."
 _CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*(\d+)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
+# An HTTP header block longer than this is not a web page's (servers refuse ~8-64 KB): the record is malformed.
+MAX_HTTP_HEADER_BYTES = 1 << 16
+# Most bytes decompressed to check where a record's gzip member ends (a record is ~1 MB at most in Common Crawl).
+_MAX_CHECKED_BYTES = 1 << 26
+_HEAD_READ_BYTES = 8192  # read first: holds a real response's headers, so a skipped image costs no more
 
 
 @dataclass
@@ -82,6 +95,64 @@ def _warc_uri(path: str | Path) -> str:
     return Path(text).expanduser().resolve().as_uri()
 
 
+# -- the HTTP head of a response record ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class HttpHead:
+    """The status and headers of an HTTP response block, and where its body starts."""
+
+    status: int | None  # None: the first line is not an ``HTTP/x 123`` status line
+    headers: tuple[tuple[str, str], ...]
+    body_start: int
+
+    def get(self, name: str) -> str | None:
+        """The first value of header ``name`` (any case), or None."""
+        name = name.lower()
+        return next((value for key, value in self.headers if key.lower() == name), None)
+
+    def get_all(self, name: str) -> list[str]:
+        name = name.lower()
+        return [value for key, value in self.headers if key.lower() == name]
+
+
+def _head_end(block: bytes) -> tuple[int, int] | None:
+    """(end of the last header line, start of the body) at the first blank line, whether lines end with CRLF or
+    a bare LF (each line may differ); None when ``block`` holds no blank line. One step per line."""
+    line_end = block.find(b"\n")
+    while line_end >= 0:
+        if block.startswith(b"\n", line_end + 1):
+            return line_end, line_end + 2
+        if block.startswith(b"\r\n", line_end + 1):
+            return line_end, line_end + 3
+        line_end = block.find(b"\n", line_end + 1)
+    return None
+
+
+def parse_http_head(block: bytes) -> HttpHead | None:
+    """The head of an HTTP response block (the start of a WARC ``response`` record's payload), or None when no
+    blank line ends the headers within ``block``. Lines may end with CRLF or a bare LF; header bytes are read as
+    Latin-1 (as ``http.client``); a folded line (leading space or tab) continues the previous value; a line
+    without a colon is ignored. Linear in ``len(block)``."""
+    end = _head_end(block)
+    if end is None:
+        return None
+    lines = block[: end[0]].decode("latin-1").split("\n")
+    fields = lines[0].split(None, 2)
+    status = None
+    if len(fields) >= 2 and fields[0].startswith("HTTP/") and len(fields[1]) == 3 and fields[1].isascii():
+        status = int(fields[1]) if fields[1].isdigit() else None
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        line = line.removesuffix("\r")
+        if line[:1] in (" ", "\t") and headers:
+            name, value = headers[-1]
+            headers[-1] = (name, f"{value} {line.strip()}".strip())
+            continue
+        name, colon, value = line.partition(":")
+        if colon and name.strip():
+            headers.append((name.strip(), value.strip()))
+    return HttpHead(status, tuple(headers), end[1])
+
+
 # -- HTTP payload decoding (what warcio's content_stream() did): chunked transfer, then content encoding ---------
 def _dechunk(data: bytes) -> bytes | None:
     """The body of a chunked transfer encoding, or None if ``data`` is not chunked."""
@@ -123,9 +194,8 @@ def _decompress(data: bytes, encoding: str, max_bytes: int) -> bytes | None:
         return None
 
 
-def _decoded_body(record: WarcRecord, body: bytes, max_bytes: int) -> bytes:
+def _decoded_body(headers: HttpHead, body: bytes, max_bytes: int) -> bytes:
     """``body`` without its transfer and content encodings; left as it is where they do not apply (as warcio)."""
-    headers = record.http_headers
     if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
         body = _dechunk(body) or body
     encoding = (headers.get("Content-Encoding") or "").strip().lower()
@@ -142,9 +212,24 @@ class _Record:
     counts: tuple[str, ...]
     offset: int
     page: HtmlResponse | None = None
+    # Header bytes (as written "Name: value" with CRLFs, which nearly every writer does) + declared block length:
+    # lets :func:`_whole` prove a record whole with a few bytes read.
+    size: int = -1
+
+
+def _record_size(record: WarcRecord) -> int:
+    head = record.headers
+    lines = len(head.status_line_bytes) + 2 + sum(len(k) + len(v) + 4 for k, v in head.items_bytes())
+    return lines + 2 + record.content_length
 
 
 def _read_record(record: WarcRecord, warc_uri: str, max_body_bytes: int) -> _Record:
+    result = _read(record, warc_uri, max_body_bytes)
+    result.size = _record_size(record)
+    return result
+
+
+def _read(record: WarcRecord, warc_uri: str, max_body_bytes: int) -> _Record:
     offset = record.stream_pos
     if record.record_type != WarcRecordType.response:
         return _Record(("records",), offset)
@@ -154,14 +239,22 @@ def _read_record(record: WarcRecord, warc_uri: str, max_body_bytes: int) -> _Rec
     if not record.is_http:
         # A response without HTTP headers (dns:, whois:) is not a web page.
         return _Record(("records", "responses", "skipped_non_html"), offset)
-    headers = record.http_headers
-    status = headers.status_code
+    start = record.reader.read(_HEAD_READ_BYTES)
+    if len(start) == _HEAD_READ_BYTES and _head_end(start) is None:
+        start += record.reader.read(MAX_HTTP_HEADER_BYTES - len(start))
+    headers = parse_http_head(start)
+    if headers is None:
+        # No end to the headers within the cap (or the block): nothing in it can be told apart as a body.
+        return _Record(("records", "responses", "malformed"), offset)
+    status = headers.status
     if status != 200:
         return _Record(("records", "responses", "skipped_status"), offset)
     content_type = headers.get("Content-Type") or ""
     if _media_type(content_type) not in HTML_CONTENT_TYPES:
         return _Record(("records", "responses", "skipped_non_html"), offset)
-    body = _decoded_body(record, record.reader.read(max_body_bytes), max_body_bytes)
+    body = start[headers.body_start : headers.body_start + max_body_bytes]
+    if len(body) < max_body_bytes:
+        body += record.reader.read(max_body_bytes - len(body))
     page = HtmlResponse(
         warc_uri=warc_uri,
         record_offset=offset,
@@ -169,9 +262,9 @@ def _read_record(record: WarcRecord, warc_uri: str, max_body_bytes: int) -> _Rec
         http_status=status,
         content_type=content_type,
         fetch_date=record.headers.get("WARC-Date") or "",
-        body=body,
+        body=_decoded_body(headers, body, max_body_bytes),
         # Repeated headers are joined: each may carry its own directives.
-        x_robots_tag=", ".join(value for name, value in headers if name.lower() == "x-robots-tag"),
+        x_robots_tag=", ".join(headers.get_all("X-Robots-Tag")),
     )
     return _Record(("records", "responses", "html_pages"), offset, page)
 
@@ -267,23 +360,120 @@ def _blank_from(stream: BinaryIO, position: int) -> bool:
     return not stream.read(_MAX_HEADER_BYTES).strip(b"\r\n")
 
 
-def _next_record_start(stream: BinaryIO, after: int, gzipped: bool) -> int | None:
-    """The offset of the first record start after ``after``: a gzip member opening with ``WARC/1.`` (``gzipped``)
-    or a ``WARC/1.`` at the start of a line; None if the file holds none. One pass over the rest of the file."""
+def _next_record_start(stream: BinaryIO, after: int, gzipped: bool, before: int | None = None) -> int | None:
+    """The offset of the first record start after ``after`` (and before ``before``, if given): a gzip member
+    opening with ``WARC/1.`` (``gzipped``) or a ``WARC/1.`` at the start of a line; None if there is none. One
+    pass over that stretch of the file."""
     marker = _GZIP_MAGIC + b"\x08" if gzipped else b"\n" + _WARC_VERSION
     position = after + 1 - (0 if gzipped else 1)  # a plain record's line break may be the byte at ``after``
-    while True:
+    while before is None or position < before:
         stream.seek(position)
-        chunk = stream.read(_CHUNK_BYTES)
+        size = _CHUNK_BYTES if before is None else min(_CHUNK_BYTES, before - position + len(marker))
+        chunk = stream.read(size)
         if len(chunk) < len(marker):
             return None
         found = chunk.find(marker)
         while found >= 0:
             candidate = position + found + (0 if gzipped else 1)
+            if before is not None and candidate >= before:
+                return None
             if not gzipped or _member_opens_record(stream, candidate):
                 return candidate
             found = chunk.find(marker, found + 1)
         position += len(chunk) - len(marker) + 1
+    return None
+
+
+def _member_end(stream: BinaryIO, position: int, limit: int) -> int | None:
+    """Where the gzip member starting at ``position`` ends (decompressing at most ``limit`` bytes), or None."""
+    stream.seek(position)
+    member, produced = zlib.decompressobj(31), 0
+    try:
+        for chunk in iter(lambda: stream.read(_CHUNK_BYTES), b""):
+            while chunk and not member.eof:
+                produced += len(member.decompress(chunk, _CHUNK_BYTES))
+                chunk = member.unconsumed_tail
+                if produced > limit:
+                    return None
+            if member.eof:
+                return stream.tell() - len(member.unused_data) - len(chunk)
+    except zlib.error:
+        return None
+    return None
+
+
+def _plain_records_end_at(stream: BinaryIO, position: int, end: int) -> bool:
+    """Whether the plain records from ``position`` on, each with its declared length and blank lines after it,
+    end exactly at ``end``."""
+    while position < end:
+        stream.seek(position)
+        head = stream.read(_MAX_HEADER_BYTES)
+        header_end = head.find(b"\r\n\r\n")
+        length = _CONTENT_LENGTH.search(head, 0, header_end + 2) if header_end >= 0 else None
+        if not head.startswith(_WARC_VERSION) or length is None:
+            return False
+        position += header_end + 4 + int(length.group(1))
+        stream.seek(position)
+        after = stream.read(4)
+        position += len(after) - len(after.lstrip(b"\r\n"))
+    return position == end
+
+
+def _whole(stream: BinaryIO, held: _Record, next_offset: int, gzipped: bool) -> bool:
+    """A quick proof that ``held`` ends where the next record starts (False: not proven, check slowly).
+    Gzipped: the member ending at ``next_offset`` holds exactly this record (ISIZE in its trailer; a member that a
+    too-long record swallowed is always smaller). Plain: its declared end is followed by a blank line."""
+    if held.size < 0:
+        return False
+    if gzipped:
+        if next_offset - held.offset < 28:
+            return False
+        stream.seek(next_offset - 4)
+        return int.from_bytes(stream.read(4), "little") == (held.size + 4) & 0xFFFFFFFF
+    stream.seek(held.offset + held.size)
+    gap = stream.read(max(0, min(next_offset - held.offset - held.size, 64)))
+    return len(gap) >= 4 and not gap.strip(b"\r\n")
+
+
+def _swallowed_start(stream: BinaryIO, offset: int, next_offset: int, gzipped: bool) -> int | None:
+    """The start of a record that the record at ``offset`` swallowed (FastWARC found the next one at
+    ``next_offset``), or None. A Content-Length too large runs on over a later record's start; where it ends
+    exactly at a record's end, FastWARC goes on without a word and the records in between are lost.
+
+    A candidate counts only where the file's own structure puts a record start there, so bytes that merely look
+    like a record inside a payload (a stored WARC file, a stored deflate block) are never read as one: gzipped,
+    the member at ``offset`` (and any after it) must end exactly at the candidate; plain, the record at ``offset``
+    must lack its blank-line terminator and the records from the candidate on must end exactly at
+    ``next_offset``. (Plain, a length too large by exactly a swallowed record and its blank line looks like a
+    whole record that holds a WARC file, so that one shape is left as it is.)"""
+    if not gzipped:
+        stream.seek(offset)
+        head = stream.read(4096)  # a record's WARC header is ~0.5 KB
+        if b"\r\n\r\n" not in head:
+            head += stream.read(_MAX_HEADER_BYTES - len(head))
+        header_end = head.find(b"\r\n\r\n")
+        length = _CONTENT_LENGTH.search(head, 0, header_end + 2) if header_end >= 0 else None
+        if length is None:
+            return None
+        declared_end = offset + header_end + 4 + int(length.group(1))
+        stream.seek(declared_end)
+        gap = stream.read(max(0, min(next_offset - declared_end, 64)))
+        if len(gap) >= 4 and not gap.strip(b"\r\n"):
+            return None  # ends with its terminator: whole
+    position = offset
+    while True:
+        candidate = _next_record_start(stream, position, gzipped, before=next_offset)
+        if candidate is None:
+            return None
+        if gzipped:
+            end = offset
+            while end is not None and end < candidate:
+                end = _member_end(stream, end, _MAX_CHECKED_BYTES)
+            if end == candidate:
+                return candidate
+        elif _plain_records_end_at(stream, candidate, next_offset):
+            return candidate
+        position = candidate
 
 
 def iter_html_responses(
@@ -297,7 +487,9 @@ def iter_html_responses(
     except OSError:
         stats.malformed += 1
         return
+    probe = None
     try:
+        probe = open(path, "rb")  # noqa: SIM115 - a second reader for checks: FastWARC buffers ``stream``
         gzipped = stream.read(2) == _GZIP_MAGIC
         start: int | None = 0
         first = True
@@ -305,17 +497,38 @@ def iter_html_responses(
             stream.seek(start)
             held: _Record | None = None
             failed = False
+            swallowed: int | None = None
             try:
-                for record in ArchiveIterator(stream, parse_http=True):
+                for record in ArchiveIterator(stream, parse_http=False):
+                    check_deadline()  # a large file stops at the stage deadline (StageTimeout), not after it
                     # A next record was found: the held one is whole.
                     if held is not None:
+                        if not _whole(probe, held, record.stream_pos, gzipped):
+                            swallowed = _swallowed_start(probe, held.offset, record.stream_pos, gzipped)
                         _count(stats, held.counts)
                         if held.page is not None:
                             yield held.page
+                        if swallowed is not None:
+                            break
                     held = _read_record(record, warc_uri, max_body_bytes)
             except _READ_ERRORS:
                 # FastWARC cannot resynchronise after a broken record or gzip member: that is done below.
                 failed = True
+            if swallowed is None and held is not None and not failed:
+                # The last record may have swallowed the file's last records.
+                size = os.fstat(probe.fileno()).st_size
+                if not _whole(probe, held, size, gzipped):
+                    swallowed = _swallowed_start(probe, held.offset, size, gzipped)
+                if swallowed is not None:
+                    _count(stats, held.counts)
+                    if held.page is not None:
+                        yield held.page
+            if swallowed is not None:
+                # The held record is counted (its page is whole, with the next record's start after it).
+                stats.malformed += 1
+                stats.resynced += 1
+                start, first = swallowed, False
+                continue
             whole, clean = _tail_state(stream, held.offset if held is not None else start)
             if held is not None and whole:
                 _count(stats, held.counts)
@@ -334,3 +547,5 @@ def iter_html_responses(
             first = False
     finally:
         stream.close()
+        if probe is not None:
+            probe.close()

@@ -10,6 +10,7 @@ from mella_assets.languages import LANGUAGES
 from mella_assets.lib.catalog import run_sql
 from mella_assets.lib.watchdog import watched_stage
 from mella_assets.metadata import StageTimer, counts_by, table_metadata
+from mella_assets.partitions import LANGUAGE_PARTITIONS
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.langid import LanguageIdentification
 from mella_assets.resources.models import Translator
@@ -78,6 +79,8 @@ def mella_dataset(
     ), table_result(MELLA_DATASET_REJECTS, build.rejects)
 
 
+# Every check below is partitioned like the asset: a run evaluates it for its language, and the UI shows each
+# language's result (an unpartitioned check on a partitioned asset shows one result with no partition).
 def _partition(context: dg.AssetCheckExecutionContext) -> str | None:
     return context.partition_key if context.has_partition_key else None
 
@@ -90,7 +93,10 @@ def _records(context: dg.AssetCheckExecutionContext, lake: Lake) -> pl.DataFrame
 
 
 @dg.asset_check(
-    asset=MELLA_DATASET.name, blocking=True, description="Columns, types, required values and ids match the contract."
+    asset=MELLA_DATASET.name,
+    partitions_def=LANGUAGE_PARTITIONS,
+    blocking=True,
+    description="Columns, types, required values and ids match the contract.",
 )
 def mella_dataset_schema(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
     frame = _records(context, lake)
@@ -98,7 +104,12 @@ def mella_dataset_schema(context: dg.AssetCheckExecutionContext, lake: Lake) -> 
     return dg.AssetCheckResult(passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)})
 
 
-@dg.asset_check(asset=MELLA_DATASET.name, blocking=True, description="The language has train and test records.")
+@dg.asset_check(
+    asset=MELLA_DATASET.name,
+    partitions_def=LANGUAGE_PARTITIONS,
+    blocking=True,
+    description="The language has train and test records.",
+)
 def mella_dataset_not_empty(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
     frame = _records(context, lake)
     splits = counts_by(frame, "split")
@@ -108,6 +119,7 @@ def mella_dataset_not_empty(context: dg.AssetCheckExecutionContext, lake: Lake) 
 
 @dg.asset_check(
     asset=MELLA_DATASET.name,
+    partitions_def=LANGUAGE_PARTITIONS,
     blocking=True,
     description="No image, nor a near-duplicate of it (dHash clusters recomputed here), is in both splits.",
 )
@@ -119,6 +131,7 @@ def mella_dataset_split_leakage(context: dg.AssetCheckExecutionContext, lake: La
 
 @dg.asset_check(
     asset=MELLA_DATASET.name,
+    partitions_def=LANGUAGE_PARTITIONS,
     blocking=True,
     description=f"At least {MIN_LANGUAGE_PURITY:.0%} of answers are in the partition's language (language ID); "
     "for ling only while translation language QA is enforced.",
@@ -145,7 +158,12 @@ def mella_dataset_language_purity(
     )
 
 
-@dg.asset_check(asset=MELLA_DATASET.name, blocking=True, description="Every record's image file is in the lake.")
+@dg.asset_check(
+    asset=MELLA_DATASET.name,
+    partitions_def=LANGUAGE_PARTITIONS,
+    blocking=True,
+    description="Every record's image file is in the lake.",
+)
 def mella_dataset_images_present(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
     frame = _records(context, lake)
     keys = frame["image_key"].drop_nulls().unique().to_list() if "image_key" in frame.columns else []
@@ -159,6 +177,7 @@ def mella_dataset_images_present(context: dg.AssetCheckExecutionContext, lake: L
 
 @dg.asset_check(
     asset=MELLA_DATASET.name,
+    partitions_def=LANGUAGE_PARTITIONS,
     description=f"At most {MAX_DUPLICATE_ANSWER_RATE:.0%} of answers repeat another answer of the same source.",
 )
 def mella_dataset_duplicate_answers(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
@@ -173,6 +192,7 @@ def mella_dataset_duplicate_answers(context: dg.AssetCheckExecutionContext, lake
 
 @dg.asset_check(
     asset=MELLA_DATASET.name,
+    partitions_def=LANGUAGE_PARTITIONS,
     description=f"At most {MAX_OUT_OF_BOUNDS_SHARE:.0%} of answers fall outside the length bounds of their source.",
 )
 def mella_dataset_answer_length(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
@@ -221,6 +241,7 @@ def mella_export(lake: Lake, config: ExportConfig) -> dg.MaterializeResult:
             timer=timer,
             rows_in=records.height,
             output=files.filter(pl.col("kind") != "image"),
+            derived=True,
             extra={
                 "version": version,
                 "export_uri": lake.uri(f"exports/{version}"),

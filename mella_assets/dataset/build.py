@@ -258,8 +258,8 @@ def _column(frame: pl.DataFrame, name: str, dtype: pl.DataType = pl.String) -> p
 def merge_sources(d_know: pl.DataFrame, d_ling: pl.DataFrame, language: str) -> pl.DataFrame:
     """Candidate records of both sources with their provenance; ``text`` is the answer.
 
-    ``know``: the native alt text; ``ling``: the translated caption, with the page and domain where its image
-    was found (from D_know) so every record traces back to a web page.
+    ``know``: the native alt text and its ``alt_kind``; ``ling``: the translated caption, with the page and domain
+    where its image was found (from D_know) so every record traces back to a web page.
     """
     parts = []
     if d_know.height:
@@ -276,6 +276,7 @@ def merge_sources(d_know: pl.DataFrame, d_ling: pl.DataFrame, language: str) -> 
                 _column(d_know, "page_url"),
                 _column(d_know, "domain"),
                 _column(d_know, "image_url"),
+                _column(d_know, "alt_kind"),
             )
         )
     if d_ling.height:
@@ -295,10 +296,11 @@ def merge_sources(d_know: pl.DataFrame, d_ling: pl.DataFrame, language: str) -> 
                 _column(ling, "page_url"),
                 _column(ling, "domain"),
                 _column(ling, "image_url"),
+                pl.lit(None, dtype=pl.String).alias("alt_kind"),
             )
         )
     schema = {c: DATASET_SCHEMA[c] for c in ("source", "source_table", "image_sha256", "image_key", "phash", "text")}
-    schema |= {c: DATASET_SCHEMA[c] for c in ("caption_en", "keywords", "page_url", "domain", "image_url")}
+    schema |= {c: DATASET_SCHEMA[c] for c in ("caption_en", "keywords", "page_url", "domain", "image_url", "alt_kind")}
     if not parts:
         return pl.DataFrame(schema=schema).with_columns(pl.lit(language).alias("language"), pl.lit("").alias("id"))
     frame = pl.concat([p.cast(schema) for p in parts], how="vertical").with_columns(pl.lit(language).alias("language"))

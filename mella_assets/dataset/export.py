@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from mella_assets.dataset.build import IMAGE_TOKEN, SPLITS
+from mella_assets.know.alt_kind import KINDS
 from mella_assets.lib.lake import LakeStore
 from mella_assets.tables import MELLA_EXPORT
 
@@ -126,6 +127,7 @@ def parquet_bytes(records: pl.DataFrame, read_image: Callable[[str], bytes] | No
 
 def _sample_json(row: dict) -> dict:
     keep = ("id", "language", "source", "split", "prompt", "text", "caption_en", "keywords", "page_url", "domain")
+    keep += ("alt_kind",)
     sample = {key: row.get(key) for key in keep}
     sample |= {"image_sha256": row["image_sha256"], "image_url": row.get("image_url")}
     return sample
@@ -226,7 +228,24 @@ def card_statistics(records: pl.DataFrame) -> dict[str, pl.DataFrame]:
         .sort(["records", "domain"], descending=[True, False])
         .head(10)
     )
-    return {"counts": counts, "lengths": lengths, "domains": domains}
+    return {"counts": counts, "lengths": lengths, "domains": domains, "alt_kinds": alt_kind_shares(records)}
+
+
+def alt_kind_shares(records: pl.DataFrame) -> pl.DataFrame:
+    """Per language, the share (percent) of its ``know`` records whose alt text is each kind (``alt_kind``:
+    caption, headline, description; ``unknown`` where none was recorded), and the number of know records."""
+    know = records.filter(pl.col("source") == "know")
+    if "alt_kind" not in know.columns:
+        know = know.with_columns(pl.lit(None, dtype=pl.String).alias("alt_kind"))
+    kind = pl.col("alt_kind").fill_null("unknown")
+    return (
+        know.group_by("language")
+        .agg(
+            pl.len().alias("know_records"),
+            *[((kind == k).mean() * 100).alias(f"{k} %") for k in (*KINDS, "unknown")],
+        )
+        .sort("language")
+    )
 
 
 def dataset_card(
@@ -261,6 +280,15 @@ def dataset_card(
         "## Answer length (characters)",
         "",
         *_table(stats["lengths"]),
+        "",
+        "## Alt-text kinds (`know` records)",
+        "",
+        "What kind of text each native alt text is, judged from the page it came from: a **caption** (the image",
+        "has a `<figcaption>` or photo-caption markup), a **headline** (the alt repeats the title of the link or",
+        "heading beside the image: a teaser image), or a **description** (anything else). Headlines name an",
+        "article rather than describe its picture; `MELLA_DKNOW_MAX_HEADLINE_SHARE` caps their share.",
+        "",
+        *_table(stats["alt_kinds"]),
         "",
         "## Top web domains",
         "",

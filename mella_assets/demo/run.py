@@ -1,12 +1,19 @@
 """`mella demo`: build the demo corpus and tiny models, materialize every asset for every language, summarise.
 
-Runs go through the Dagster instance in ``DAGSTER_HOME`` (default ``.mella/dagster_home``), so `make ui` shows
-them afterwards.
+Each run is created for the demo code location's job in the Dagster instance in ``DAGSTER_HOME`` (default
+``.mella/dagster_home``) and executed in this process, so `make ui` lists it under its job, on the timeline, and
+re-executes it. (Dagster has no public call that creates a run for a code location's job: :func:`create_location_run`
+makes the calls `dagster job launch` makes, :func:`execute_location_run` those of the run worker it launches.)
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import json
 import os
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,10 +23,33 @@ from mella_assets.settings import Settings
 
 DEFAULT_DAGSTER_HOME = ".mella/dagster_home"
 DEFAULT_SITE_PORT = Settings().demo_site_port
-# The local instance: SQLite storage in DAGSTER_HOME; `dagster dev` (make ui) runs the daemon for sensors.
-DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+# The local instance: SQLite storage in DAGSTER_HOME; `dagster dev` (make ui) runs the daemon that starts queued
+# runs and evaluates sensors. Its run queue and pools keep switched-on sensors and backfills from starting every
+# run at once on a laptop; each section is added to an existing dagster.yaml only where the user set none of it.
+INSTANCE_SECTIONS = {
+    "concurrency": """\
+concurrency:
+  runs:
+    max_concurrent_runs: 2
+    tag_concurrency_limits:
+      - key: "mella/pool"
+        value: "training"
+        limit: 1
+  pools:
+    # The model-loading steps (pool `gpu`): one at a time, as on one GPU (deploy/dagster.yaml).
+    default_limit: 1
+    granularity: op
+""",
+    "telemetry": "telemetry:\n  enabled: false\n",
+}
+# Run limits set here conflict with `concurrency` (Dagster refuses both).
+RUN_LIMIT_SECTIONS = {"concurrency": ("run_queue", "run_coordinator")}
 DEMO_CODE_LOCATION = "mella_assets.demo.definitions"
 PRODUCTION_CODE_LOCATION = "mella_assets.definitions"
+# `dagster dev -m <module>` (mella ui) names the location after its module; a demo run's origin must carry the same
+# name for the UI to list and re-execute it.
+DEMO_LOCATION_NAME = DEMO_CODE_LOCATION
+DEMO_RUN_TAGS = {"mella/trigger": "demo"}
 # The demo prints one line per run; the full event log is in the UI.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
@@ -76,11 +106,24 @@ def configure_ui_environment(lake_root: str, dagster_home: str, port: int) -> st
     return PRODUCTION_CODE_LOCATION
 
 
-def _write_instance_config(dagster_home: str) -> None:
-    home = Path(dagster_home)
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text(DAGSTER_YAML)
+def _write_instance_config(dagster_home: str) -> list[str]:
+    """Writes the local instance's dagster.yaml, or appends to an existing one the sections of
+    :data:`INSTANCE_SECTIONS` it lacks (the user's text and values are kept); returns the sections added."""
+    import yaml
+
+    path = Path(dagster_home) / "dagster.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = path.read_text() if path.exists() else ""
+    present = set(yaml.safe_load(text) or {}) if text.strip() else set()
+    added = [
+        key
+        for key in INSTANCE_SECTIONS
+        if key not in present and not present.intersection(RUN_LIMIT_SECTIONS.get(key, ()))
+    ]
+    if added:
+        header = "" if not text else ("\n" if text.endswith("\n") else "\n\n") + "# added by mella (local defaults)\n"
+        path.write_text(text + header + "".join(INSTANCE_SECTIONS[key] for key in added))
+    return added
 
 
 def prepare_demo_inputs(lake_root: str, languages: list[str], port: int) -> dict[str, float]:
@@ -102,34 +145,220 @@ def prepare_demo_inputs(lake_root: str, languages: list[str], port: int) -> dict
     return timings
 
 
-def materialize_everything(languages: list[str], defs=None, instance=None, log=print) -> dict[str, float]:
-    """Every asset, every language, through the Dagster instance (visible in the UI afterwards); returns the
-    seconds each run took."""
+DEMO_JOBS = ("language_pipeline_job", "training_job", "evaluation_job", "report_job")
+
+
+def materialize_everything(
+    languages: list[str], defs=None, instance=None, log=print, jobs: tuple[str, ...] = DEMO_JOBS
+) -> dict[str, float]:
+    """Every asset, every language: each run created for the demo code location's job (the same job, snapshot
+    and origin as a run launched from the UI, tagged ``mella/trigger=demo``) and executed in this process; returns
+    the seconds each run took. ``defs``: definitions built by a caller (tests with their own resources), executed
+    in process without a code location."""
     import dagster as dg
 
-    if defs is None:
-        from mella_assets.demo.definitions import defs
     instance = instance or dg.DagsterInstance.get()
     seconds = {}
-    for job_name, partitions in (
-        ("language_pipeline_job", languages),
-        ("training_job", [None]),
-        ("evaluation_job", languages),
-        ("report_job", [None]),
-    ):
-        job = defs.resolve_job_def(job_name)
-        for partition in partitions:
-            label = f"{job_name}[{partition}]" if partition else job_name
-            started = time.perf_counter()
-            result = job.execute_in_process(
-                instance=instance, partition_key=partition, raise_on_error=False, run_config=QUIET_RUN_CONFIG
-            )
-            status = "ok" if result.success else "FAILED"
-            seconds[label] = time.perf_counter() - started
-            log(f"  {label:<32} {status:>6}  {seconds[label]:6.1f} s")
-            if not result.success:
-                raise RuntimeError(f"{label} failed; open the run in the UI (make ui) for the error")
+    with contextlib.ExitStack() as stack:
+        if defs is None:
+            location = stack.enter_context(demo_code_location(instance))
+            run_job = functools.partial(_execute_location_run, instance, location)
+        else:
+            run_job = functools.partial(_execute_in_process, instance, defs)
+        for job_name, partitions in _stages(languages, jobs):
+            for partition in partitions:
+                label = f"{job_name}[{partition}]" if partition else job_name
+                log(f"  {label} ...")
+                started = time.perf_counter()
+                success = run_job(job_name, partition, log)
+                status = "ok" if success else "FAILED"
+                seconds[label] = time.perf_counter() - started
+                log(f"  {label:<32} {status:>6}  {seconds[label]:6.1f} s")
+                if not success:
+                    raise RuntimeError(f"{label} failed; open the run in the UI (make ui) for the error")
     return seconds
+
+
+def _stages(languages: list[str], jobs: tuple[str, ...]) -> list[tuple[str, list[str | None]]]:
+    partitioned = {"language_pipeline_job", "evaluation_job"}
+    return [(name, list(languages) if name in partitioned else [None]) for name in DEMO_JOBS if name in jobs]
+
+
+@contextlib.contextmanager
+def demo_code_location(instance, module: str = DEMO_CODE_LOCATION, location_name: str = DEMO_LOCATION_NAME):
+    """The demo's code location loaded in this process, under the name the UI's workspace gives it."""
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    origin = InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(executable_path=sys.executable, module_name=module, working_directory=os.getcwd()),
+        location_name=location_name,
+    )
+    with origin.create_location(instance) as location:
+        yield location
+
+
+def create_location_run(instance, location, job_name: str, partition: str | None, tags: dict[str, str] | None = None):
+    """A run of ``job_name`` as `dagster job launch` creates it: the code location's job snapshot, execution plan
+    and origins, so the UI lists it under the job, puts it on the timeline and re-executes it without a version
+    warning. The caller executes it (:func:`execute_location_run`) or submits it to the instance."""
+    repository = next(iter(location.get_repositories().values()))
+    remote_job = repository.get_full_job(job_name)
+    plan = location.get_execution_plan(
+        remote_job, QUIET_RUN_CONFIG, step_keys_to_execute=None, known_state=None, instance=instance
+    ).execution_plan_snapshot
+    run_tags = {**remote_job.tags, **DEMO_RUN_TAGS, **(tags or {})}
+    if partition:
+        run_tags["dagster/partition"] = partition
+    return instance.create_run(
+        job_name=job_name,
+        run_id=None,
+        run_config=QUIET_RUN_CONFIG,
+        resolved_op_selection=None,
+        step_keys_to_execute=plan.step_keys_to_execute,
+        op_selection=None,
+        status=None,
+        root_run_id=None,
+        parent_run_id=None,
+        tags=run_tags,
+        job_snapshot=remote_job.job_snapshot,
+        execution_plan_snapshot=plan,
+        parent_job_snapshot=remote_job.parent_job_snapshot,
+        remote_job_origin=remote_job.get_remote_origin(),
+        job_code_origin=remote_job.get_python_origin(),
+        asset_selection=None,
+        asset_check_selection=None,
+        asset_graph=repository.asset_graph,
+    )
+
+
+def execute_location_run(instance, run, log=print) -> bool:
+    """Execute a created run in this process (what the run worker of a launched run does), printing each step's
+    start and finish and the trainer's progress; whether it succeeded."""
+    from dagster._core.execution.api import execute_run_iterator
+    from dagster._utils.hosted_user_process import recon_job_from_origin
+
+    with RunLogTail(instance, run.run_id, log):
+        for _event in execute_run_iterator(recon_job_from_origin(run.job_code_origin), run, instance):
+            pass
+    return instance.get_run_by_id(run.run_id).is_success
+
+
+def _execute_location_run(instance, location, job_name: str, partition: str | None, log) -> bool:
+    return execute_location_run(instance, create_location_run(instance, location, job_name, partition), log)
+
+
+def _execute_in_process(instance, defs, job_name: str, partition: str | None, log) -> bool:
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, partition_key=partition, raise_on_error=False, run_config=QUIET_RUN_CONFIG
+    )
+    return result.success
+
+
+class RunLogTail:
+    """Follows a run's event log from a thread and prints a line per finished step (and one when a step has run
+    for a few seconds, so a long one is not silent), the checks' outcome, and a throttled line of the trainer's
+    progress (its Pipes log messages)."""
+
+    def __init__(
+        self, instance, run_id: str, log=print, poll_s: float = 0.5, announce_after_s: float = 2.0,
+        progress_every_steps: int = 25,
+    ):  # fmt: skip
+        self.instance, self.run_id, self.log = instance, run_id, log
+        self.poll_s, self.announce_after_s = poll_s, announce_after_s
+        self.progress_every_steps = progress_every_steps
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name=f"tail-{run_id[:8]}", daemon=True)
+        self._cursor: str | None = None
+        self._running: dict[str, float] = {}  # step → start time, until it is announced or finishes
+        self._step_started: dict[str, float] = {}
+        self._steps_done: set[str] = set()
+        self.checks_passed = 0
+
+    def __enter__(self) -> RunLogTail:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._drain()  # whatever arrived after the last poll
+        if self.checks_passed:
+            self.log(f"    {self.checks_passed} checks passed")
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            self._drain()
+            for step, started in list(self._running.items()):
+                if time.time() - started >= self.announce_after_s:
+                    del self._running[step]
+                    self.log(f"    {step:<26} running")
+
+    def _drain(self) -> None:
+        while True:
+            connection = self.instance.get_records_for_run(self.run_id, cursor=self._cursor, limit=500)
+            for record in connection.records:
+                line = self._line(record.event_log_entry)
+                if line:
+                    self.log(line)
+            self._cursor = connection.cursor
+            if not connection.has_more:
+                return
+
+    def _line(self, entry) -> str | None:
+        event = entry.dagster_event
+        if event is None:
+            return self._progress_line(entry.user_message)
+        step, kind = event.step_key, event.event_type_value
+        if step is None:  # run-level events: the caller prints the run's own line
+            return None
+        if kind == "ASSET_CHECK_EVALUATION":
+            data = event.event_specific_data
+            if data.passed:
+                self.checks_passed += 1
+                return None
+            return f"    check {data.asset_check_key.name} did not pass ({data.severity.value})"
+        # A check's step is named after its asset's step: its outcome is counted, not printed.
+        is_check = any(step.startswith(f"{done}_") for done in self._steps_done)
+        if kind == "STEP_START":
+            self._step_started[step] = entry.timestamp
+            if not is_check:
+                self._running[step] = entry.timestamp
+            return None
+        if kind in ("STEP_SUCCESS", "STEP_FAILURE"):
+            self._steps_done.add(step)
+            self._running.pop(step, None)
+            if is_check and kind == "STEP_SUCCESS":
+                return None
+            took = entry.timestamp - self._step_started.get(step, entry.timestamp)
+            return f"    {step:<26} {took:5.1f} s" + ("" if kind == "STEP_SUCCESS" else "  FAILED")
+        return None
+
+    def _progress_line(self, message: str) -> str | None:
+        if not message.startswith('{"event": "progress"'):
+            return None
+        entry = json.loads(message)
+        # Pipes delivers the trainer's messages in batches: thin them by step, not by arrival time.
+        if entry["step"] % self.progress_every_steps:
+            return None
+        return f"      training step {entry['step']}: loss {entry['loss']:.3f}, {entry['tokens_per_s']:.0f} tokens/s"
+
+
+SCORE_COLUMNS = ("kw_acc_base", "kw_acc_tuned", "meteor_base", "meteor_tuned")
+
+
+def identical_scores_note(summary: pl.DataFrame) -> str | None:
+    """One line under the summary when a score reads the same in every language (it looks broken otherwise)."""
+    if summary.height < 2:
+        return None
+    same = [c for c in SCORE_COLUMNS if c in summary.columns and summary[c].n_unique() == 1]
+    if not same:
+        return None
+    values = ", ".join(f"{column} = {summary[column][0]}" for column in same)
+    return (
+        f"Same in every language ({values}): the tiny random models, briefly trained, write nearly one answer for "
+        "every image, with no keyword or word of the reference; real checkpoints score each language apart."
+    )
 
 
 def demo_summary(lake) -> pl.DataFrame:
@@ -172,6 +401,9 @@ def run_demo(lake_root: str, dagster_home: str, languages: list[str] | None, por
         tbl_rows=100, tbl_cols=20, tbl_width_chars=200, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True
     ):
         print(summary)
+    note = identical_scores_note(summary)
+    if note:
+        print(note)
     print(
         f"Done in {time.perf_counter() - started:.0f} s. The tiny models are random: their text is gibberish by design."
     )

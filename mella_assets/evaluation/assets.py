@@ -1,16 +1,19 @@
 """Evaluation group: base vs previous vs latest fine-tuned model on each language's test split, the
 cross-language report, and a check that warns on regressions."""
 
+from dataclasses import dataclass
+from typing import Any
+
 import dagster as dg
 import polars as pl
 
-from mella_assets.evaluation.report import render_score_chart, scores_markdown
+from mella_assets.evaluation.report import chart_markdown, render_score_chart, scores_markdown
 from mella_assets.evaluation.scoring import regressions, score_samples
-from mella_assets.lib.cache import JsonCache, batches, content_key
+from mella_assets.lib.cache import ItemFailure, JsonCache, PerItemCalls, batches, content_key
 from mella_assets.lib.checkpoints import read_latest_checkpoint
 from mella_assets.lib.openai_backend import ItemError
 from mella_assets.lib.vlm import open_rgb_image
-from mella_assets.lib.watchdog import watched_stage
+from mella_assets.lib.watchdog import deadline_passed, watched_stage
 from mella_assets.metadata import StageTimer, counts_by, preview_markdown, table_metadata
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.models import Evaluator, ModelUnderTest
@@ -37,38 +40,62 @@ class EvaluationConfig(dg.Config):
     """Seed of the bootstrap (the same seed gives the same intervals)."""
 
 
-def _generate_cached(
-    lake: Lake, model: ModelUnderTest, items: pl.DataFrame, config: EvaluationConfig
-) -> tuple[list[str], int]:
-    """Answers of one model for the test items, each cached by (model version, item, params), and how many
-    were generated (not read from the cache). An item the server refuses (openai backend: a 400 / 413 / 422) fails
-    the asset naming it, after every other answer is cached: every model must answer the same items for the paired
-    comparison, and a rerun asks only for what is missing."""
+@dataclass
+class _Answers:
+    """One model's answers to the test items (None where there is none yet), how many were generated now, and
+    how many the stage deadline left unanswered."""
+
+    texts: list[str | None]
+    generated: int
+    left: int
+
+
+def _generate_cached(lake: Lake, model: ModelUnderTest, items: pl.DataFrame, config: EvaluationConfig) -> _Answers:
+    """Answers of one model for the test items, each cached by (model version, item, params). An item the server
+    refuses (openai backend: a 400 / 413 / 422) or whose generation raises fails the asset naming it, after every
+    other answer is cached: every model must answer the same items for the paired comparison, and a rerun asks only
+    for what is missing. Past the stage deadline no new batch starts: the answers not generated are counted as
+    ``left`` (the asset fails naming them after the other models' cached answers are read)."""
     keys = [content_key(model.version, rid, config.max_new_tokens) for rid in items["id"]]
     refused: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    left = 0
+    calls = PerItemCalls()
 
     def generate(missing: list[int]):
-        backend = model.load()
-        for batch in batches(missing, config.batch_size):
-            outputs = backend.generate(
-                [open_rgb_image(lake.get_bytes(items["image_key"][i])) for i in batch],
-                [items["prompt"][i] for i in batch],
-                max_new_tokens=config.max_new_tokens,
-                batch_size=len(batch),
-            )
-            for i, output in zip(batch, outputs, strict=True):
+        nonlocal left
+        backend = None
+        for number, batch in enumerate(batches(missing, config.batch_size)):
+            if deadline_passed():
+                left = len(missing) - number * config.batch_size
+                return
+            backend = backend or model.load()
+
+            def answer(chosen: list[int], backend: Any = backend) -> list[Any]:
+                return backend.generate(
+                    [open_rgb_image(lake.get_bytes(items["image_key"][i])) for i in chosen],
+                    [items["prompt"][i] for i in chosen],
+                    max_new_tokens=config.max_new_tokens,
+                    batch_size=len(chosen),
+                )
+
+            for i, output in zip(batch, calls(answer, batch, "generation_failed"), strict=True):
                 if isinstance(output, ItemError):
                     refused[items["id"][i]] = f"{output.reason}: {output.detail}"
+                elif isinstance(output, ItemFailure):
+                    failed[items["id"][i]] = output.detail
                 else:
                     yield i, {"text": output.text}
+        calls.check_model()
 
-    values, computed = JsonCache(lake.store, "evaluation").get_or_compute(keys, generate)
-    if refused:
-        raise dg.Failure(
-            f"{model.name}: the server refused {len(refused)} test item(s); every model must answer every item",
-            metadata={"refused": dg.MetadataValue.json(dict(list(refused.items())[:20]))},
-        )
-    return [value["text"] for value in values], computed
+    values, computed = JsonCache(lake.store, "evaluation").get_or_compute(keys, generate, stop_at_deadline=True)
+    for problems, what in ((refused, "the server refused"), (failed, "generation raised on")):
+        if problems:
+            raise dg.Failure(
+                f"{model.name}: {what} {len(problems)} test item(s); every model must answer every item",
+                metadata={"items": dg.MetadataValue.json(dict(list(problems.items())[:20]))},
+            )
+    return _Answers([value["text"] if value else None for value in values], computed - left, left)
 
 
 def _checkpoint_model(lake: Lake, record: dict) -> tuple[str, str | None]:
@@ -116,17 +143,29 @@ def evaluation_scores(
         role: evaluator.checkpoint(record, lambda r=record: _checkpoint_model(lake, r))
         for role, record in checkpoints.items()
     }
-    frames, generated = [], {}
+    answers = {role: _generate_cached(lake, model, test, config) for role, model in models.items()}
+    generated = {role: answer.generated for role, answer in answers.items()}
+    left = {role: answer.left for role, answer in answers.items() if answer.left}
+    if left:
+        # Scores over the answered part would compare a non-random subset and feed the regression check: the
+        # finished answers stay cached instead, and the rerun generates only the rest.
+        raise dg.Failure(
+            f"evaluation_scores reached its stage deadline with {sum(left.values())} of "
+            f"{test.height * len(models)} answers left ({', '.join(f'{r}: {n}' for r, n in left.items())}); the "
+            f"{sum(generated.values())} generated in this run are cached and a rerun generates only the rest. No "
+            "scores were written: a paired comparison needs every model's answer to every item.",
+            metadata={"left": dg.MetadataValue.json(left), "generated": dg.MetadataValue.json(generated)},
+        )
+    frames = []
     for role, model in models.items():
         version = model.version
-        answers, generated[role] = _generate_cached(lake, model, test, config)
         frames.append(
             test.select("id", "source", "image_sha256", "prompt", pl.col("text").alias("reference")).with_columns(
                 pl.lit(language.code).alias("language"),
                 pl.lit(role).alias("model"),
                 pl.lit(version).alias("model_version"),
                 pl.lit(checkpoints[role]["checkpoint_key"] if role in checkpoints else "").alias("checkpoint_key"),
-                pl.Series("output", answers, dtype=pl.String),
+                pl.Series("output", answers[role].texts, dtype=pl.String),
             )
         )
     samples = pl.concat(frames)
@@ -141,6 +180,7 @@ def evaluation_scores(
             timer=timer,
             rows_in=test.height,
             output=scores,
+            derived=True,  # test items in, one score row per (model, metric) out
             unit="items",
             extra={
                 "checkpoint_key": latest["checkpoint_key"],
@@ -167,12 +207,13 @@ def evaluation_scores(
 @dg.multi_asset(name="evaluation_report", specs=stage_specs("evaluation_report", deps=[EVALUATION_SCORES]))
 def evaluation_report(lake: Lake) -> dg.MaterializeResult:
     """Per-language table (base, previous, current, delta with its paired interval, current's interval) in
-    Markdown metadata and a chart in the lake."""
+    Markdown metadata, and a chart (values, 95% intervals) shown inline in the UI and stored in the lake."""
     timer = StageTimer()
     scores = lake.read_all_languages(EVALUATION_SCORES)
     lake.write(EVALUATION_REPORT, None, scores)
     chart_key = "reports/evaluation_report.png"
-    lake.put_bytes(chart_key, render_score_chart(scores))
+    chart = render_score_chart(scores)
+    lake.put_bytes(chart_key, chart)
     table = scores_markdown(scores)
     lake.put_bytes("reports/evaluation_report.md", table.encode("utf-8"))
     worse = regressions(scores)
@@ -183,7 +224,8 @@ def evaluation_report(lake: Lake) -> dg.MaterializeResult:
             "rows_in": scores.height,
             "languages": scores["language"].n_unique(),
             "report": dg.MetadataValue.md(table),
-            "chart_uri": dg.MetadataValue.url(lake.uri(chart_key)),
+            "chart": dg.MetadataValue.md(chart_markdown(chart)),
+            "chart_uri": dg.MetadataValue.path(lake.uri(chart_key)),
             "regressions": worse.height,
             "wall_seconds": round(timer.seconds, 3),
         },

@@ -1,4 +1,4 @@
-"""The cross-language evaluation report: a Markdown table and a bar chart drawn with Pillow.
+"""The cross-language evaluation report: a Markdown table and a bar chart (matplotlib) with values and intervals.
 
 One table row per (language, metric): base, previous checkpoint, current checkpoint, the delta of current against
 previous (or base before there is a previous) with its paired bootstrap interval, and current's own interval.
@@ -6,14 +6,14 @@ previous (or base before there is a previous) with its paired bootstrap interval
 
 from __future__ import annotations
 
+import base64
 import io
 
 import polars as pl
-from PIL import Image, ImageDraw
 
 METRICS = ("keyword_accuracy", "meteor", "chrf")
 MODELS = ("base", "previous", "finetuned")
-COLOURS = {"base": (150, 160, 175), "previous": (120, 190, 150), "finetuned": (40, 110, 200)}
+COLOURS = {"base": "#969faf", "previous": "#78be96", "finetuned": "#286ec8"}
 REPORT_COLUMNS = [
     "language",
     "metric",
@@ -93,33 +93,74 @@ def scores_markdown(scores: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def render_score_chart(scores: pl.DataFrame, width: int = 900, height: int = 420) -> bytes:
-    """PNG: per language, base / previous / current bars for keyword accuracy and METEOR (both in [0, 1])."""
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    table = report_table(scores)
-    margin, top, bottom = 50, 40, height - 60
-    draw.text((margin, 10), "MELLA evaluation: keyword accuracy (left group) and METEOR (right group)", fill="black")
-    draw.line((margin, bottom, width - 20, bottom), fill="black")
-    languages = sorted(set(table["language"].to_list())) if table.height else []
-    slot = (width - margin - 20) / max(len(languages), 1)
-    bar = slot / 8
-    for index, language in enumerate(languages):
-        x = margin + index * slot + bar / 2
-        for metric in ("keyword_accuracy", "meteor"):
-            row = table.filter((pl.col("language") == language) & (pl.col("metric") == metric))
-            values = row.row(0, named=True) if row.height else {}
-            for model, column in zip(MODELS, ("base", "previous", "current"), strict=True):
-                value = values.get(column) or 0.0
-                y = bottom - (bottom - top) * max(0.0, min(1.0, value))
-                draw.rectangle((x, y, x + bar - 2, bottom), fill=COLOURS[model])
-                x += bar
-            x += bar / 2
-        draw.text((margin + index * slot + slot / 3, bottom + 8), language, fill="black")
-    for n, model in enumerate(MODELS):
-        label = "current" if model == "finetuned" else model
-        draw.rectangle((margin + n * 150, height - 25, margin + n * 150 + 12, height - 13), fill=COLOURS[model])
-        draw.text((margin + n * 150 + 18, height - 26), label, fill="black")
+METRIC_LABELS = {
+    "keyword_accuracy": ("keyword accuracy", "keyword accuracy (0-1)"),
+    "meteor": ("METEOR", "METEOR (0-1)"),
+    "chrf": ("chrF", "chrF (0-100)"),
+}
+MODEL_LABELS = {"base": "base", "previous": "previous", "finetuned": "current"}
+
+
+def render_score_chart(scores: pl.DataFrame, dpi: int = 80) -> bytes:
+    """PNG: one panel per metric, per language a bar for base / previous / current with its value printed on it
+    and its 95% bootstrap interval as an error bar; axes labelled with each metric's scale."""
+    # The object API with the Agg canvas: no pyplot global state, no display, safe in a worker thread.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    metrics = [m for m in METRICS if scores.height and m in set(scores["metric"])]
+    languages = sorted(set(scores["language"])) if scores.height else []
+    models = [m for m in MODELS if scores.height and m in set(scores["model"])]
+    figure = Figure(figsize=(max(7.0, 1.3 * len(languages) + 2), 3.2 * max(len(metrics), 1) + 0.8), dpi=dpi)
+    FigureCanvasAgg(figure)
+    if not metrics:
+        figure.text(0.5, 0.5, "no evaluation scores yet", ha="center", va="center")
+    axes = figure.subplots(len(metrics), 1, squeeze=False)[:, 0] if metrics else []
+    width = 0.8 / max(len(models), 1)
+    for ax, metric in zip(axes, metrics, strict=True):
+        title, unit = METRIC_LABELS[metric]
+        rows = scores.filter(pl.col("metric") == metric)
+        top = 100.0 if metric == "chrf" else 1.0
+        for index, model in enumerate(models):
+            by_language = {r["language"]: r for r in rows.filter(pl.col("model") == model).iter_rows(named=True)}
+            xs = [i + (index - (len(models) - 1) / 2) * width for i in range(len(languages))]
+            cells = [by_language.get(code, {}) for code in languages]
+            values = [cell.get("value") for cell in cells]
+            heights = [value or 0.0 for value in values]
+            # Error bars from each model's own bootstrap interval (none where the interval is missing).
+            low = [h - (cell.get("ci_low") or h) for cell, h in zip(cells, heights, strict=True)]
+            high = [(cell.get("ci_high") or h) - h for cell, h in zip(cells, heights, strict=True)]
+            ax.bar(
+                xs,
+                heights,
+                width,
+                label=MODEL_LABELS[model],
+                color=COLOURS[model],
+                yerr=[low, high],
+                capsize=2,
+                error_kw={"elinewidth": 0.8, "ecolor": "#333333"},
+            )
+            # Each value printed above its interval, so the error bar never crosses the number.
+            for x, value, h, up in zip(xs, values, heights, high, strict=True):
+                label = "–" if value is None else (f"{value:.1f}" if top > 1 else f"{value:.2f}")
+                ax.text(x, h + up + top * 0.02, label, ha="center", va="bottom", fontsize=7, rotation=90)
+        ax.set_xticks(range(len(languages)), languages)
+        ax.set_ylim(0, top * 1.25)
+        ax.set_ylabel(unit, fontsize=8)
+        ax.set_title(f"{title} on each language's test split (error bars: 95% bootstrap interval)", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
+    if metrics:
+        axes[-1].set_xlabel("language")
+        axes[0].legend(loc="upper right", ncols=len(models), fontsize=8, frameon=False)
+    figure.suptitle("MELLA evaluation: base vs previous vs current checkpoint", fontsize=11)
+    figure.tight_layout()
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    figure.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def chart_markdown(png: bytes, alt: str = "evaluation chart") -> str:
+    """The chart as a Markdown image with a base64 data URI: the Dagster UI renders it inline in the metadata
+    (its Markdown sanitiser allows ``data:`` image sources), where a ``file://`` link would not open."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"

@@ -4,40 +4,27 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from mella_assets.know.alt_kind import HEADLINE_OVER_MIX, cap_headlines, content_ranks, kind_shares
 from mella_assets.know.filters import DEFAULT_FILTER_CONFIG as DEFAULT
-from mella_assets.know.filters import FilterConfig, filter_alt_texts
+from mella_assets.know.filters import FilterConfig
 from mella_assets.know.image_fetch import fetch_images
+from mella_assets.know.pairs import CANDIDATE_INDEX, judge_candidates
 from mella_assets.lib.text import keywords
 from mella_assets.lib.watchdog import watched_stage
 from mella_assets.metadata import StageTimer, table_metadata
 from mella_assets.resources.fetch import ImageFetcher
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.langid import LanguageIdentification
+from mella_assets.settings import load_settings
 from mella_assets.specs import language_of, stage_specs, table_result
 from mella_assets.tables import (
     ALT_TEXT_PAIRS,
     ALT_TEXT_REJECTS,
-    CANDIDATE_PAGE_COLUMNS,
     D_KNOW,
     IMAGE_REJECTS,
     IMAGES,
     RAW_CRAWL,
 )
-
-PAGE_COLUMNS = list(CANDIDATE_PAGE_COLUMNS)
-
-
-def explode_candidates(pages: pl.DataFrame) -> pl.DataFrame:
-    """One row per image candidate, with the columns of its page."""
-    if pages.is_empty():
-        return pl.DataFrame(
-            schema={
-                **{c: pages.schema[c] for c in PAGE_COLUMNS},
-                **dict(pages.schema["images"].inner.to_schema()),
-            }
-        )
-    exploded = pages.select([*PAGE_COLUMNS, "images"]).explode("images", empty_as_null=False, keep_nulls=False)
-    return exploded.unnest("images")
 
 
 class AltTextFilterConfig(dg.Config):
@@ -47,10 +34,22 @@ class AltTextFilterConfig(dg.Config):
         default_factory=dict, description="Per-language minimum characters, e.g. {'cs': 10} (default: registry)."
     )
     max_chars: dict[str, int] = Field(default_factory=dict, description="Per-language maximum characters.")
-    min_words: int = Field(DEFAULT.min_words, description="Words a space-separated language needs.")
+    min_words: dict[str, int] = Field(
+        default_factory=dict, description="Per-language minimum word units, e.g. {'cs': 4} (default: registry, 3)."
+    )
     max_char_run: int = Field(DEFAULT.max_char_run, description="Longest allowed run of one repeated sign.")
     max_unit_repeats: int = Field(DEFAULT.max_unit_repeats, description="Repeats of a 2-3 sign unit allowed.")
     pii: str = Field(DEFAULT.pii, description="E-mails / phone numbers: 'reject', 'redact' or 'keep'.")
+    strip_credits: bool = Field(DEFAULT.strip_credits, description="Strip photo credits and bylines before judging.")
+    site_repeat_min_pages: int = Field(
+        DEFAULT.site_repeat_min_pages, description="Pages of one site an image+alt must be on to be furniture."
+    )
+    site_repeat_min_share: float = Field(
+        DEFAULT.site_repeat_min_share, description="Share of the site's pages it must be on to be furniture."
+    )
+    page_language_gate: bool = Field(
+        DEFAULT.page_language_gate, description="Reject alts of pages that declare another language."
+    )
     close_ratio: float = Field(DEFAULT.close_ratio, description="Language-ID close-call ratio (page decides).")
     min_confidence: dict[str, float] = Field(
         default_factory=dict, description="Per-language lowest language-ID confidence to keep."
@@ -62,10 +61,14 @@ class AltTextFilterConfig(dg.Config):
         return FilterConfig(
             min_chars=dict(self.min_chars),
             max_chars=dict(self.max_chars),
-            min_words=self.min_words,
+            min_words=dict(self.min_words),
             max_char_run=self.max_char_run,
             max_unit_repeats=self.max_unit_repeats,
             pii=self.pii,  # type: ignore[arg-type]
+            strip_credits=self.strip_credits,
+            site_repeat_min_pages=self.site_repeat_min_pages,
+            site_repeat_min_share=self.site_repeat_min_share,
+            page_language_gate=self.page_language_gate,
             close_ratio=self.close_ratio,
             min_confidence=dict(self.min_confidence),
         )
@@ -77,38 +80,35 @@ def alt_text_pairs(
     context: dg.AssetExecutionContext, config: AltTextFilterConfig, lake: Lake, langid: LanguageIdentification
 ) -> tuple[dg.MaterializeResult, ...]:
     """(image url, native alt text) pairs that pass the text filters; the rest go to ``alt_text_rejects``
-    with a reason (missing/empty alt, file name, boilerplate, length, wrong language, duplicate, opt-out…)."""
+    with a reason (missing/empty alt, file name, boilerplate, length, wrong language, duplicate, opt-out…). Each
+    gets its ``alt_kind`` (caption, headline or description; ``know/alt_kind.py``), whose shares among the kept
+    pairs are in the metadata. The body is ``know/pairs.py``, which ``mella extract --filter`` runs too."""
     timer = StageTimer()
     language = language_of(context)
-    candidates = explode_candidates(lake.read(RAW_CRAWL, language))
-    # Pages that opt out of AI use (robots noai / noimageai) contribute nothing, and say so.
-    opted_out = candidates.filter(pl.col("opt_out"))
-    result = filter_alt_texts(
-        candidates.filter(~pl.col("opt_out")), language, langid.identifier([language]), config.filter_config()
+    judged = judge_candidates(
+        lake.read(RAW_CRAWL, language), language, langid.identifier([language]), config.filter_config()
     )
-    opt_out_rejects = opted_out.with_columns(
-        pl.lit(None, dtype=pl.String).alias("alt_text"),
-        pl.lit("page_opt_out").alias("reason"),
-        pl.lit(language.code).alias("language"),
-    )
-    rejects = pl.concat([result.rejects, opt_out_rejects], how="diagonal_relaxed")
-    lake.write(ALT_TEXT_PAIRS, language, result.kept)
+    kept, rejects = judged.kept.drop(CANDIDATE_INDEX), judged.rejects.drop(CANDIDATE_INDEX)
+    lake.write(ALT_TEXT_PAIRS, language, kept)
     lake.write(ALT_TEXT_REJECTS, language, rejects)
     # Pages per language prior (their lang / og:locale / domain / site): how much the page signals decided.
-    priors = pl.concat([result.kept, result.rejects], how="diagonal_relaxed").unique("page_url")
+    judged_pages = pl.concat([kept, rejects.filter(pl.col("reason") != "page_opt_out")], how="diagonal_relaxed")
+    priors = judged_pages.unique("page_url")
     by_prior = priors.group_by("page_language").len().sort("page_language", nulls_last=True)
     return table_result(
         ALT_TEXT_PAIRS,
-        result.kept,
+        kept,
         table_metadata(
             timer=timer,
-            rows_in=candidates.height,
-            output=result.kept,
+            rows_in=judged.candidates,
+            output=kept,
             rejects=rejects,
             extra={
                 "pages_by_page_language": dg.MetadataValue.json(
                     {code or "none": n for code, n in zip(by_prior["page_language"], by_prior["len"], strict=True)}
-                )
+                ),
+                # Of the kept pairs: photo captions, headlines reused as alt texts, other descriptions.
+                "alt_kind_shares": dg.MetadataValue.json(judged.kind_shares()),
             },
         ),
     ), table_result(ALT_TEXT_REJECTS, rejects)
@@ -161,13 +161,14 @@ def images(context: dg.AssetExecutionContext, lake: Lake, fetcher: ImageFetcher)
 @dg.multi_asset(name="d_know", specs=stage_specs("d_know", deps=[ALT_TEXT_PAIRS, IMAGES]))
 @watched_stage
 def d_know(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
-    """The cultural-knowledge pairs: a stored image and its native alt text with its keywords, one row per
-    distinct (image, alt text)."""
+    """The cultural-knowledge pairs: a stored image and its native alt text with its keywords and ``alt_kind``, one
+    row per distinct (image, alt text). ``MELLA_DKNOW_MAX_HEADLINE_SHARE`` caps the share of headline pairs: the
+    excess, chosen by content hash, is dropped and counted as ``headline_over_mix``."""
     timer = StageTimer()
     language = language_of(context)
     pairs = lake.read(ALT_TEXT_PAIRS, language)
     fetched = lake.read(IMAGES, language).drop("language")
-    joined = pairs.select("image_url", "alt_text", "page_url", "domain").join(
+    joined = pairs.select("image_url", "alt_text", "page_url", "domain", "alt_kind").join(
         fetched, on="image_url", how="inner", maintain_order="left"
     )
     frame = (
@@ -188,8 +189,12 @@ def d_know(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResul
             "page_url",
             "domain",
             "image_url",
+            "alt_kind",
         )
     )
+    # The headline cap (MELLA_DKNOW_MAX_HEADLINE_SHARE): the excess headlines, chosen by content hash, are dropped.
+    max_headline_share = load_settings().dknow_max_headline_share
+    frame, over_mix = cap_headlines(frame, max_headline_share, content_ranks(frame))
     lake.write(D_KNOW, language, frame)
     return table_result(
         D_KNOW,
@@ -198,9 +203,15 @@ def d_know(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResul
             timer=timer,
             rows_in=pairs.height,
             output=frame,
+            # Pairs whose image is not stored (see image_rejects) and repeats of an (image, alt text) pair.
+            dropped={
+                "no_stored_image": pairs.height - pairs.join(fetched, on="image_url", how="semi").height,
+                "duplicate_pair": joined.height - frame.height - over_mix.height,
+                HEADLINE_OVER_MIX: over_mix.height,
+            },
             extra={
-                "pairs_without_image": pairs.height - pairs.join(fetched, on="image_url", how="semi").height,
-                "duplicate_pairs": joined.height - frame.height,
+                "alt_kind_shares": dg.MetadataValue.json(kind_shares(frame)),
+                "max_headline_share": max_headline_share,
             },
         ),
     )

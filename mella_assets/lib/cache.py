@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mella_assets.lib.watchdog import check_deadline
+from mella_assets.lib.watchdog import StageTimeout, check_deadline
 
 if TYPE_CHECKING:  # only a type here: the model code (vlm, translation) imports this module without the lake stack
     from mella_assets.lib.lake import LakeStore
@@ -100,12 +100,19 @@ class JsonCache:
         self.stored += 1
 
     def get_or_compute(
-        self, keys: Sequence[str], compute: Callable[[list[int]], Iterable[tuple[int, dict[str, Any]]]]
+        self,
+        keys: Sequence[str],
+        compute: Callable[[list[int]], Iterable[tuple[int, dict[str, Any]]]],
+        stop_at_deadline: bool = False,
     ) -> tuple[list[dict[str, Any]], int]:
         """The value of every key: cached ones are read; ``compute(missing_indices)`` yields ``(index, value)``
         for the rest, and each value is stored as soon as it is yielded (a killed run keeps what it finished).
         Returns the values in key order (None where ``compute`` yielded nothing for a key: a failed item, which
-        stays uncached so the next run retries it) and how many were missing from the cache."""
+        stays uncached so the next run retries it) and how many were missing from the cache.
+
+        Past the stage deadline it raises :class:`~mella_assets.lib.watchdog.StageTimeout` after storing the item
+        in hand; with ``stop_at_deadline`` it leaves the deadline to ``compute``, which stops between its batches
+        (:func:`~mella_assets.lib.watchdog.deadline_passed`) so no finished item of a batch is lost."""
         values: list[dict[str, Any] | None] = [self.get(key) for key in keys]
         # A key asked for twice (two identical captions) is computed once and shared.
         first: dict[str, int] = {}
@@ -119,7 +126,8 @@ class JsonCache:
             for index, value in compute(missing):
                 self.put(keys[index], value)
                 values[index] = value
-                check_deadline()  # a stage that stalls between items fails instead of hanging (lib/watchdog.py)
+                if not stop_at_deadline:
+                    check_deadline()  # a stage that stalls between items fails instead of hanging (lib/watchdog.py)
             for i, key in enumerate(keys):
                 if values[i] is None and key in first:
                     values[i] = values[first[key]]
@@ -130,6 +138,59 @@ def batches(indices: Sequence[int], size: int) -> Iterable[list[int]]:
     """Consecutive chunks of at most ``size`` indices."""
     for start in range(0, len(indices), size):
         yield list(indices[start : start + size])
+
+
+@dataclass(frozen=True)
+class ItemFailure:
+    """An item whose generation raised on its own (not only inside its batch): a reject, never cached."""
+
+    reason: str
+    detail: str
+
+
+class PerItemCalls:
+    """Calls a model on a batch so that one bad item costs itself, not its batch or the stage.
+
+    ``calls(function, batch, reason)`` returns ``function(batch)``; if that raises, each item is tried alone and
+    one that still raises gets an :class:`ItemFailure` (``reason``, the error) in its place. A model that raises on
+    every item it is given (two or more) is broken, not its inputs: :meth:`check_model` then re-raises the first
+    error, so a wrong model path or a missing dependency fails the stage instead of rejecting every row. A
+    :class:`StageTimeout` is never an item's fault and propagates."""
+
+    def __init__(self) -> None:
+        self.attempted = 0
+        self.errors: list[Exception] = []
+
+    def __call__(self, function: Callable[[list[int]], list[Any]], batch: list[int], reason: str) -> list[Any]:
+        self.attempted += len(batch)
+        try:
+            return list(function(batch))
+        except StageTimeout:
+            raise
+        except Exception as error:
+            if len(batch) == 1:
+                return [self._failure(error, reason)]
+        results: list[Any] = []
+        for index in batch:
+            try:
+                results.extend(function([index]))
+            except StageTimeout:
+                raise
+            except Exception as error:
+                results.append(self._failure(error, reason))
+        return results
+
+    def _failure(self, error: Exception, reason: str) -> ItemFailure:
+        self.errors.append(error)
+        return ItemFailure(reason, f"{type(error).__name__}: {error}"[:200])
+
+    def check_model(self) -> None:
+        """Re-raise the first error when every item given to the model raised (two or more items)."""
+        if self.attempted >= 2 and len(self.errors) == self.attempted:
+            raise RuntimeError(
+                f"the model raised on every one of the {self.attempted} items it was given: it is broken, not "
+                f"the items (first error: {type(self.errors[0]).__name__}: {self.errors[0]})"
+            ) from self.errors[0]
 
 
 @dataclass

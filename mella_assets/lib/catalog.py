@@ -228,3 +228,25 @@ def _json_default(value: object) -> object:
     if isinstance(value, datetime.timedelta | decimal.Decimal):
         return str(value)
     return repr(value)
+
+
+def list_tables(store: LakeStore) -> pl.DataFrame:
+    """The catalog's tables and derived views with their row counts (views counted too: they are small
+    aggregates), tables first, each group by name, with the stage of each registered table."""
+    rows = []
+    with open_catalog(store) as connection:
+        names = connection.execute("SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall()
+        for (name,) in names:
+            (count,) = connection.execute(f"SELECT count(*) FROM {quote_identifier(name)}").fetchone()
+            table = TABLES.get(name)
+            rows.append(
+                {
+                    "name": name,
+                    "kind": "view" if name in DERIVED_VIEWS else "table",
+                    "rows": int(count),
+                    "stage": table.stage if table else None,
+                }
+            )
+    schema = {"name": pl.String, "kind": pl.String, "rows": pl.Int64, "stage": pl.String}
+    frame = pl.DataFrame(rows, schema=schema)
+    return frame.sort(pl.col("kind") == "view", "name")

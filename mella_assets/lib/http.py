@@ -6,12 +6,15 @@ Reason codes (stable): ``http_error_<status>``, ``timeout``, ``connection_error`
 ``too_many_redirects``, ``url_too_long``, ``request_error``, ``robots_disallowed``, ``robots_unavailable``,
 ``unexpected_content_type``, ``unsupported_content_encoding``, ``content_decoding_error``.
 
-Every fetch (and every download) has a wall-clock deadline, ``total_timeout_s`` after it starts, that covers all of
-it: the host's queue, connect, the status line, the headers and the body, across redirects and retries. A per-read
+Every fetch (and every download) has a wall-clock deadline, ``total_timeout_s``, that covers all of it but the
+wait for a host slot: connect, the status line, the headers and the body, across redirects and retries. A per-read
 timeout alone lets a server that drips a byte every half second hold a connection forever; so each request takes
 its connect / read timeouts from what is left of the deadline, and a watchdog thread shuts the request's sockets
 down at the deadline, whatever read they are blocked in. A fetch that the deadline ends has the reason ``timeout``
-(retryable: the next run tries again), never an exception.
+(retryable: the next run tries again), never an exception. The time spent queued for the host (its concurrency
+and its delay: with a robots ``Crawl-delay`` and many URLs of one host the queue is long, the server fine) moves
+the deadline on by as much; the queue is bounded by the running stage's deadline instead
+(:mod:`mella_assets.lib.watchdog`), and a fetch still queued then ends ``stage_deadline`` (retryable).
 
 Bodies are decoded here, not by urllib3, so the decoding is the same whatever urllib3 is installed: ``gzip`` (every
 member of a multi-member body), ``deflate`` (zlib or raw), stacked (``gzip, gzip``, at most
@@ -36,6 +39,7 @@ native-language hosts of a crawl the per-host delay, not socket count, bounds th
 
 from __future__ import annotations
 
+import contextvars
 import email.utils
 import hashlib
 import heapq
@@ -68,6 +72,8 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 from urllib3.util.connection import create_connection
+
+from mella_assets.lib.watchdog import current_deadline
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -184,16 +190,46 @@ class _RequestDeadline:
     read blocked in it returns at once, whatever it was reading (status line, headers, body, TLS). ``finish``
     ends the watch: from then on ``expire`` does nothing, so a socket back in the pool is never touched."""
 
-    def __init__(self, at: float) -> None:
-        self.at = at
+    def __init__(self, at: float, outer: _RequestDeadline | None = None, stage_end: float | None = None) -> None:
+        self.stage_end = stage_end  # the running stage's deadline: ``at`` never passes it
+        self.at = at if stage_end is None else min(at, stage_end)
+        self.outer = outer  # the fetch this one is nested in (robots.txt inside a fetch)
         self.expired = False
         self._finished = False
+        self._paused_at: float | None = None  # monotonic time the clock stopped (queued for a host slot)
         self._lock = threading.Lock()
         self._owned: list[socket.socket] = []  # duplicates of new sockets: they outlive a TLS wrap's detach
         self._connections: list[HTTPConnection] = []  # pooled connections reused by this fetch
 
     def remaining(self) -> float:
-        return self.at - time.monotonic()
+        return self.at - (self._paused_at if self._paused_at is not None else time.monotonic())
+
+    @property
+    def reason(self) -> str:
+        """Why a request this deadline ended did not finish: ``stage_deadline`` at the stage's end, else
+        ``timeout`` (both retryable)."""
+        return "stage_deadline" if self.stage_end is not None and self.at >= self.stage_end else "timeout"
+
+    def pause(self) -> None:
+        """Stop the clock (and the enclosing fetch's) while the request waits for a host slot."""
+        deadline: _RequestDeadline | None = self
+        while deadline is not None:
+            with deadline._lock:
+                if deadline._paused_at is None:
+                    deadline._paused_at = time.monotonic()
+            deadline = deadline.outer
+
+    def resume(self) -> None:
+        """Start the clock again: the deadline moves on by the time spent paused."""
+        deadline: _RequestDeadline | None = self
+        while deadline is not None:
+            with deadline._lock:
+                if deadline._paused_at is not None:
+                    deadline.at += time.monotonic() - deadline._paused_at
+                    if deadline.stage_end is not None:
+                        deadline.at = min(deadline.at, deadline.stage_end)
+                    deadline._paused_at = None
+            deadline = deadline.outer
 
     def watch_socket(self, sock: socket.socket) -> None:
         """Watch a newly connected socket (through a duplicate of its descriptor, closed by :meth:`finish`)."""
@@ -216,15 +252,19 @@ class _RequestDeadline:
             if not self._finished:
                 self._connections.append(connection)
 
-    def expire(self) -> None:
+    def expire(self) -> bool:
+        """Shut the sockets down; False (nothing done) while paused or once the deadline has moved on."""
         with self._lock:
             if self._finished:
-                return
+                return True
+            if self._paused_at is not None or self.at > time.monotonic():
+                return False
             self.expired = True
             sockets = [*self._owned, *(getattr(c, "sock", None) for c in self._connections)]
         for sock in sockets:
             if sock is not None:
                 _shutdown(sock)
+        return True
 
     def finish(self) -> None:
         with self._lock:
@@ -241,6 +281,10 @@ def _shutdown(sock: socket.socket) -> None:
             socket.socket.shutdown(sock, socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+# How often the watchdog looks again at a deadline whose clock is stopped.
+_PAUSED_RECHECK_S = 0.05
 
 
 class _Watchdog:
@@ -272,7 +316,11 @@ class _Watchdog:
                     self._condition.wait(wait)
                     continue
                 heapq.heappop(self._heap)
-            deadline.expire()
+            if not deadline.expire():
+                # Paused (queued for a host slot) or moved on: watched again later.
+                with self._condition:
+                    again = max(deadline.at, time.monotonic() + _PAUSED_RECHECK_S)
+                    heapq.heappush(self._heap, (again, next(self._order), deadline))
 
 
 _WATCHDOG = _Watchdog()
@@ -290,7 +338,7 @@ def _deadline(seconds: float) -> Iterator[_RequestDeadline]:
     """A deadline ``seconds`` from now (never later than the enclosing fetch's), armed and active in this thread."""
     outer = _active_deadline()
     at = time.monotonic() + seconds
-    deadline = _RequestDeadline(min(at, outer.at) if outer is not None else at)
+    deadline = _RequestDeadline(min(at, outer.at) if outer is not None else at, outer, _stage_end())
     _WATCHDOG.arm(deadline)
     _ACTIVE.deadline = deadline
     try:
@@ -452,6 +500,12 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return None
 
 
+def _stage_end() -> float | None:
+    """When the running stage's deadline passes (monotonic seconds), or None outside a stage."""
+    stage = current_deadline()
+    return None if stage is None else stage.started + stage.seconds
+
+
 def host_key(url: str) -> str:
     """``scheme://host:port`` of a URL: the unit of politeness (robots.txt, concurrency, delay), itself a URL (the
     origin): an IPv6 literal keeps its brackets (``http://[::1]:8080``), a default port is written out."""
@@ -489,15 +543,29 @@ class HostLimiter:
             self._next_start[host] = max(self._next_start.get(host, 0.0), time.monotonic() + seconds)
 
     @contextmanager
-    def slot(self, host: str, until: float | None = None) -> Iterator[None]:
+    def slot(self, host: str, until: float | None = None, deadline: _RequestDeadline | None = None) -> Iterator[None]:
         """Hold one of the host's slots for a whole request, starting no sooner than its delay allows.
 
-        ``until`` (monotonic seconds): the request's deadline; a slot not granted by then raises ``_Refused``
-        (``timeout``) instead of waiting on."""
+        ``until`` (monotonic seconds): the running stage's deadline; a slot not granted by then raises ``_Refused``
+        (``stage_deadline``) instead of waiting on. ``deadline``: the request's, whose clock stops meanwhile."""
         with self._lock:
             semaphore = self._slots.setdefault(host, threading.BoundedSemaphore(self.max_per_host))
+        if deadline is not None:
+            deadline.pause()
+        try:
+            self._wait_turn(host, semaphore, until)
+        finally:
+            if deadline is not None:
+                deadline.resume()
+        try:
+            yield
+        finally:
+            semaphore.release()
+
+    def _wait_turn(self, host: str, semaphore: threading.BoundedSemaphore, until: float | None) -> None:
+        """Take one of ``semaphore``'s slots, then wait until the host's next start; refused past ``until``."""
         if not semaphore.acquire(timeout=None if until is None else max(0.0, until - time.monotonic())):
-            raise _Refused("timeout")
+            raise _Refused("stage_deadline")
         try:
             while True:
                 with self._lock:
@@ -506,14 +574,14 @@ class HostLimiter:
                     if now >= start:
                         self._next_start[host] = now + self._host_delay.get(host, self.delay_s)
                         self.granted.append((host, now))
-                        break
+                        return
                     wait = start - now
                 if until is not None and now + wait > until:
-                    raise _Refused("timeout")
+                    raise _Refused("stage_deadline")
                 time.sleep(wait)
-            yield
-        finally:
+        except BaseException:
             semaphore.release()
+            raise
 
 
 class _Refused(Exception):
@@ -754,6 +822,12 @@ class HttpFetcher:
             raise _Refused("timeout", status)
         return min(self.timeout_s, remaining), min(self.timeout_s, remaining)
 
+    @staticmethod
+    def _queue_clock(deadline: _RequestDeadline, attempt: int) -> _RequestDeadline | None:
+        """The deadline whose clock stops while a request waits for its host slot: a first attempt's. A retry's
+        wait is the fetch's own (Retry-After, backoff), so its clock runs."""
+        return deadline if attempt == 0 else None
+
     def _content_type_ok(self, content_type: str | None) -> bool:
         if self.accept_content_types is None:
             return True
@@ -780,7 +854,7 @@ class HttpFetcher:
         attempt = 0
         while True:
             with (
-                self.limiter.slot(host, deadline.at),
+                self.limiter.slot(host, _stage_end(), self._queue_clock(deadline, attempt)),
                 session.get(url, stream=True, allow_redirects=False, timeout=self._timeouts(deadline)) as response,
             ):
                 status = response.status_code
@@ -851,9 +925,9 @@ class HttpFetcher:
             except (ValueError, UnicodeError):
                 # urllib3 raises some URL parse errors (LocationParseError) unwrapped.
                 reason = "invalid_url"
-            if deadline.expired and reason not in {"timeout", "too_large"}:
+            if reason != "too_large" and (deadline.expired or (reason == "timeout" and deadline.remaining() <= 0)):
                 # Whatever the shut socket looked like to the reader (a reset, a cut chunk, a bad status line).
-                reason = "timeout"
+                reason = deadline.reason
         return FetchResult(
             url, current, status, content_type, None, reason, time.monotonic() - started, headers, attempts
         )
@@ -902,8 +976,8 @@ class HttpFetcher:
                 reason = "invalid_url"
             except requests.RequestException:
                 reason = "request_error"
-            if deadline.expired:
-                reason = "timeout"
+            if deadline.expired or (reason == "timeout" and deadline.remaining() <= 0):
+                reason = deadline.reason
         return DownloadResult(url, current, status, 0, None, reason, time.monotonic() - started, resumes, restarts)
 
     def _download_once(
@@ -934,7 +1008,7 @@ class HttpFetcher:
                     headers["Range"] = f"bytes={sink.written}-"
                 try:
                     with (
-                        self.limiter.slot(host, deadline.at),
+                        self.limiter.slot(host, _stage_end(), self._queue_clock(deadline, attempt)),
                         session.get(
                             current,
                             headers=headers,
@@ -1006,5 +1080,7 @@ class HttpFetcher:
         """Fetch in a thread pool (per-host limits still apply); results in the order of ``urls``."""
         if not urls:
             return []
+        # Each fetch runs in a copy of the caller's context, so it sees the running stage's deadline.
+        contexts = [contextvars.copy_context() for _ in urls]
         with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(urls)))) as pool:
-            return list(pool.map(self.fetch, urls))
+            return list(pool.map(lambda context, url: context.run(self.fetch, url), contexts, urls))

@@ -175,6 +175,20 @@ def _cld2_guesses(text: str) -> tuple[bool, tuple[tuple[str, int], ...]]:
 
 _detectors: dict[Any, Any] = {}
 _detectors_lock = threading.Lock()
+# Detectors load every model of their languages when built (the pipeline: many texts, loaded on all cores at
+# once). `mella langid` turns this off with `load_models_on_demand()`: a line then loads only the models of the
+# languages lingua's character rules leave for it, so the first line does not wait for every model.
+_preload_models = True
+
+
+def load_models_on_demand() -> None:
+    """Detectors built from now on load a language's models when a text first needs them."""
+    global _preload_models
+    _preload_models = False
+
+
+def _build(builder: Any) -> Any:
+    return (builder.with_preloaded_language_models() if _preload_models else builder).build()
 
 
 def _lingua_detector() -> Any:
@@ -185,7 +199,7 @@ def _lingua_detector() -> Any:
 
             # Preloading costs a few seconds once; lazy loading measured ~10 s spread over the first few hundred
             # texts because models load one by one while texts wait.
-            _detectors["lingua"] = LanguageDetectorBuilder.from_all_languages().with_preloaded_language_models().build()
+            _detectors["lingua"] = _build(LanguageDetectorBuilder.from_all_languages())
         return _detectors["lingua"]
 
 
@@ -216,9 +230,7 @@ def _lingua_detector_for(codes: frozenset[str] | None) -> Any:
             from lingua import LanguageDetectorBuilder
 
             languages = _lingua_languages(codes)
-            _detectors[key] = (
-                LanguageDetectorBuilder.from_languages(*languages).with_preloaded_language_models().build()
-            )
+            _detectors[key] = _build(LanguageDetectorBuilder.from_languages(*languages))
         return _detectors[key]
 
 

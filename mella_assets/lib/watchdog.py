@@ -11,7 +11,9 @@ time it ran and the setting to change.
 A stage whose items are independent keeps what it finished instead: :func:`map_until_deadline` returns at the
 deadline with the results done so far and the items it did not finish, which the stage writes as retryable
 rejects (the ``images`` stage: reason ``stage_deadline``), so a deadline costs the unfinished records, not the
-partition, and the next run fetches only those.
+partition, and the next run fetches only those. Model stages do the same between batches with
+:func:`deadline_passed` (``mllm_captions``, ``translations``: ``stage_deadline`` rejects; ``evaluation_scores``
+keeps the answers it cached and fails naming how many are left, since its comparison needs every answer).
 
 Dagster's ``dagster/max_runtime`` tag would bound a whole run, but only the daemon's run monitoring enforces it,
 so an in-process run (tests, ``mella demo``) would still hang; this deadline is checked by the stage itself.
@@ -85,6 +87,13 @@ _CURRENT: contextvars.ContextVar[StageDeadline | None] = contextvars.ContextVar(
 def current_deadline() -> StageDeadline | None:
     """The deadline of the stage running in this thread (None outside a stage)."""
     return _CURRENT.get()
+
+
+def deadline_passed() -> bool:
+    """Whether the running stage is past its deadline (False outside a stage): the check of a stage that keeps
+    what it finished, between its batches, instead of raising."""
+    deadline = _CURRENT.get()
+    return deadline is not None and deadline.remaining() <= 0
 
 
 def check_deadline() -> None:
@@ -187,7 +196,10 @@ def _map(
             done.release()
 
     for n in range(max(1, min(max_workers, len(items)))):
-        threading.Thread(target=worker, name=f"mella-worker-{n}", daemon=True).start()
+        # Each worker runs in a copy of the caller's context: the work sees the stage deadline (the HTTP fetcher
+        # bounds its wait for a host slot by it).
+        context = contextvars.copy_context()
+        threading.Thread(target=context.run, args=(worker,), name=f"mella-worker-{n}", daemon=True).start()
     for _ in items:
         if deadline is None:
             done.acquire()

@@ -34,8 +34,10 @@ def mllm_captions(
 ) -> tuple[dg.MaterializeResult, ...]:
     """An English caption per selected image (all validated images, or a deterministic sample with a per-domain
     cap). Each caption is cached by (image, model, prompt, params) — not by language — so a rerun, a resumed
-    run or another language sharing the image only generates what is missing. Unreadable images and items a
-    remote server refuses go to ``caption_rejects``."""
+    run or another language sharing the image only generates what is missing. Unreadable images, items a
+    remote server refuses, items whose generation raises and, at the stage deadline, the images not reached yet
+    (``stage_deadline``: the captions finished are written) go to ``caption_rejects``; none is cached, so the
+    next run captions only them."""
     timer = StageTimer()
     language = language_of(context)
     selection = select_images_for_captioning(
@@ -90,7 +92,9 @@ def translations(
 ) -> tuple[dg.MaterializeResult, ...]:
     """Each English caption translated into the language (sentence by sentence, cached by content), with QA:
     empty output, repetition loops, untranslated copies, length ratio and output language. Failures go to
-    ``translation_rejects`` with the reason."""
+    ``translation_rejects`` with the reason, as do captions whose translation raised (``translation_failed``) and,
+    at the stage deadline, those not reached yet (``stage_deadline``: the finished ones are written); those are
+    not cached, so the next run translates only them."""
     timer = StageTimer()
     language = language_of(context)
     captions = lake.read(MLLM_CAPTIONS, language)

@@ -15,8 +15,16 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mella_assets.lib.cache import CachedRun, JsonCache, batches, content_key, model_fingerprint
+from mella_assets.lib.cache import (
+    CachedRun,
+    JsonCache,
+    PerItemCalls,
+    batches,
+    content_key,
+    model_fingerprint,
+)
 from mella_assets.lib.vlm import resolve_device, resolve_dtype
+from mella_assets.lib.watchdog import deadline_passed
 
 # A sentence ends at . ! ? (or the Arabic question mark) followed by whitespace. Thai has no sentence
 # punctuation, so a Thai text stays one "sentence".
@@ -27,6 +35,10 @@ _CLAUSE_END = re.compile(r"(?<=[,;:،])\s+")
 DEFAULT_MAX_SENTENCE_CHARS = 600
 # Captions handed to the backend per call by translate_cached, in batches: each call's results are cached.
 CHUNK_BATCHES = 8
+# Reasons translate_cached gives a caption it has no translation for (a remote backend adds its own, e.g.
+# http_error_400): translating it raised, for the caption alone; the stage deadline came first (checked between
+# chunks: finished translations are kept, these are retried on the next run). QA reasons: translation_qa.REASONS.
+REASONS = ("translation_failed", "stage_deadline")
 
 _SERBIAN_CYRILLIC_TO_LATIN = {
     "А": "A", "Б": "B", "В": "V", "Г": "G", "Д": "D", "Ђ": "Đ", "Е": "E", "Ж": "Ž", "З": "Z", "И": "I",
@@ -209,33 +221,50 @@ def translate_cached(
     params: dict[str, Any],
     batch_size: int = 16,
 ) -> tuple[list[str | None], list[str | None], CachedRun]:
-    """Translations of ``sources`` (None where the backend refused the item) with the refusal reasons, and run
-    counters. Cached values are reused; the backend is loaded only when something is missing and is called
-    for chunks of ``CHUNK_BATCHES`` batches of what is missing (it sorts each chunk by length itself).
-    ``params`` are passed to ``translate`` and go into every key; ``batch_size`` does not (batched output
-    equals unbatched output)."""
+    """Translations of ``sources`` (None where there is none) with the reason where there is none (the backend
+    refused it, translating it raised, or the stage deadline came first: :data:`REASONS`), and run counters.
+    Cached values are reused; the backend is loaded only when something is missing and is called for chunks of
+    ``CHUNK_BATCHES`` batches of what is missing (it sorts each chunk by length itself); the stage deadline is
+    checked between chunks. ``params`` are passed to ``translate`` and go into every key; ``batch_size`` does not
+    (batched output equals unbatched output)."""
     keys = [translation_key(text, model_version, target_code, params) for text in sources]
     run = CachedRun(items=len(sources))
     reasons: list[str | None] = [None] * len(sources)
     hits_before, misses_before = cache.hits, cache.misses
+    calls = PerItemCalls()
+    chunk_size = max(batch_size * CHUNK_BATCHES, 1)
 
     def compute(missing: list[int]):
         backend = load_backend()
+
+        def translate(items: list[int]) -> list[Any]:
+            return backend.translate(
+                [sources[i] for i in items], target_code=target_code, batch_size=batch_size, **params
+            )
+
         # Chunks of several batches: the backend sorts each chunk by length, and a killed run keeps every
         # finished chunk in the cache.
-        for chunk in batches(missing, max(batch_size * CHUNK_BATCHES, 1)):
+        for number, chunk in enumerate(batches(missing, chunk_size)):
+            if deadline_passed():
+                for i in missing[number * chunk_size :]:  # retried, and only they, on the next run
+                    reasons[i] = "stage_deadline"
+                break
             started = time.perf_counter()
-            outputs = backend.translate(
-                [sources[i] for i in chunk], target_code=target_code, batch_size=batch_size, **params
-            )
+            outputs = calls(translate, chunk, "translation_failed")
             run.model_seconds += time.perf_counter() - started
             for i, output in zip(chunk, outputs, strict=True):
                 if isinstance(output, str):
                     yield i, {"text": output}
-                else:  # an ItemError of a remote backend: recorded, not cached, retried next run
+                else:  # an ItemFailure, or an ItemError of a remote backend: recorded, not cached, retried next run
                     reasons[i] = output.reason
-                    run.failed[output.reason] = run.failed.get(output.reason, 0) + 1
+        calls.check_model()
 
-    values, _ = cache.get_or_compute(keys, compute)
+    values, _ = cache.get_or_compute(keys, compute, stop_at_deadline=True)
     run.cache_hits, run.cache_misses = cache.hits - hits_before, cache.misses - misses_before
+    # A caption that occurs twice shares its first occurrence's translation or reason.
+    first = {key: i for i, key in reversed(list(enumerate(keys)))}
+    reasons = [reasons[first[key]] for key in keys]
+    for reason in reasons:
+        if reason is not None:
+            run.failed[reason] = run.failed.get(reason, 0) + 1
     return [value["text"] if value else None for value in values], reasons, run

@@ -25,7 +25,7 @@ from mella_assets.lib.lake import LakeStore
 from mella_assets.metadata import StageTimer, counts_by, preview_markdown
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.training import Training
-from mella_assets.specs import stage_specs
+from mella_assets.specs import stage_specs, table_result
 from mella_assets.tables import FINETUNED_CHECKPOINT, MELLA_DATASET
 from mella_assets.training.lake_job import build_job, job_prefix, missing_base_model, resume_step, write_job
 
@@ -101,11 +101,9 @@ def finetuned_checkpoint(
     }
     if latest and latest["checkpoint_key"] == checkpoint_key and lake.exists(checkpoint_key):
         context.log.info(f"checkpoint {checkpoint_id} already trained on data version {data_version}: reused")
-        return dg.MaterializeResult(
-            asset_key=FINETUNED_CHECKPOINT.name,
-            metadata={**summary, "reused": True, "wall_seconds": round(timer.seconds, 3)},
-            data_version=dg.DataVersion(data_version),
-        )
+        history = lake.read_or_empty(FINETUNED_CHECKPOINT)
+        reused = {**summary, "reused": True, "wall_seconds": round(timer.seconds, 3)}
+        return _with_data_version(table_result(FINETUNED_CHECKPOINT, history, reused), data_version)
 
     launcher = training.runner_launcher(pipes_subprocess_client)
     if problem := missing_base_model(store, training.base_model):
@@ -154,9 +152,10 @@ def finetuned_checkpoint(
     lake.delete(job_prefix(checkpoint_id))  # the checkpoint is in the lake: the job and its resume state are done
     history = with_checkpoint(lake.read_or_empty(FINETUNED_CHECKPOINT), record)
     lake.write(FINETUNED_CHECKPOINT, None, history)
-    return dg.MaterializeResult(
-        asset_key=FINETUNED_CHECKPOINT.name,
-        metadata={
+    trained = table_result(
+        FINETUNED_CHECKPOINT,
+        history,
+        {
             **(reported.metadata or {}),
             **summary,
             "reused": False,
@@ -168,5 +167,12 @@ def finetuned_checkpoint(
             "wall_seconds": round(timer.seconds, 3),
             "history": dg.MetadataValue.md(preview_markdown(history.tail(5))),
         },
-        data_version=dg.DataVersion(data_version),
+    )
+    return _with_data_version(trained, data_version)
+
+
+def _with_data_version(result: dg.MaterializeResult, data_version: str) -> dg.MaterializeResult:
+    """The checkpoint's data version (the hash of the language partitions it trained on) on its materialization."""
+    return dg.MaterializeResult(
+        asset_key=result.asset_key, metadata=result.metadata, data_version=dg.DataVersion(data_version)
     )

@@ -26,7 +26,8 @@ _TAG_ID = {
     for node in LexborHTMLParser(
         "<figure><figcaption></figcaption><picture><source><img></picture></figure>"
         "<table><caption></caption><tr><th></th><td></td></tr></table><ul><li></li></ul><dl><dt></dt><dd></dd></dl>"
-        "<blockquote></blockquote><h1></h1><h2></h2><h3></h3><h4></h4><h5></h5><h6></h6>"
+        "<blockquote></blockquote><article></article><section></section><main></main>"
+        "<h1></h1><h2></h2><h3></h3><h4></h4><h5></h5><h6></h6>"
         "<p><a><span><b><i><em><strong><small><u><s><mark><font><label><cite><q><sub><sup><abbr><code><big>x<br>"
         "</big></code></abbr></sup></sub></q></cite></label></font></mark></s></u></small></strong></em></i></b></span>"
         "</a></p><script></script><style></style><noscript></noscript><template></template><!-- -->"
@@ -244,3 +245,130 @@ def _captions_by_img(tree: LexborHTMLParser, images: list[LexborNode]) -> dict[i
             texts[found] = _text(caption_of.get(found), CONTEXT_TEXT_MAX_CHARS)
         captions[img.mem_id] = texts[found]
     return captions
+
+
+# -- teaser evidence: what tells a photo caption, a headline reused as alt text and a description apart -----------
+# Where a card ends: an element whose siblings are other cards (a teaser list's items, a page's articles). The
+# page's top level is never a card: everything is beside everything there.
+_CARDS = frozenset(_TAG_ID[name] for name in ("article", "li", "figure", "section", "main", "td"))
+_PAGE_LEVELS = frozenset(_TAG_ID[name] for name in ("body", "html"))
+_ANCHOR = _TAG_ID["a"]
+# A heading or caption is beside an image when both lie under one ancestor at most this many levels above each
+# and at or below the first card above each.
+_MAX_CARD_LEVELS = 4
+# Nodes of its card read for a link to the same href as an image link without text (a teaser's image link and its
+# title link): a card holds a few dozen. Bounded, so that a huge container costs each image the same.
+_MAX_SCOPE_NODES = 64
+# Most characters of a link text or heading kept (a headline is a line, not a paragraph).
+EVIDENCE_TEXT_MAX_CHARS = CONTEXT_TEXT_MAX_CHARS
+_HEADINGS = frozenset(_TAG_ID[name] for name in ("h1", "h2", "h3", "h4"))
+# Headings and caption markup: lexbor's selector engine finds both in one pass over the page, in document order
+# (far cheaper than a walk in Python).
+_EVIDENCE_SELECTOR = 'h1, h2, h3, h4, [class*="caption" i], [itemprop="caption" i]'
+
+
+def _card_ancestors(node: LexborNode) -> list[LexborNode]:
+    """The ancestors of ``node`` within its card: at most :data:`_MAX_CARD_LEVELS`, nearest first, up to and
+    including the first card, never the page's top level."""
+    ancestors = []
+    parent = node.parent
+    while parent is not None and len(ancestors) < _MAX_CARD_LEVELS and parent.tag_id not in _PAGE_LEVELS:
+        ancestors.append(parent)
+        if parent.tag_id in _CARDS:
+            break
+        parent = parent.parent
+    return ancestors
+
+
+class TeaserIndex:
+    """The headings, photo-caption markup and links of one page, indexed so that each image finds those beside it
+    in a few dictionary lookups (:meth:`evidence`).
+
+    Linear in the size of the page whatever its shape: every heading and caption climbs at most
+    :data:`_MAX_CARD_LEVELS` ancestors once, every image as many, and element texts are read once each."""
+
+    def __init__(self, tree: LexborHTMLParser, texts: dict[int, str]) -> None:
+        self._tree, self._texts = tree, texts
+        self._element_texts: dict[int, str | None] = {}
+        # ancestor mem_id -> the first heading under it (document order) / the caption markup under it
+        self._headings: dict[int, LexborNode] = {}
+        self._captions: dict[int, str] = {}
+        for element in tree.css(_EVIDENCE_SELECTOR):
+            if element.tag_id in _HEADINGS:
+                for ancestor in _card_ancestors(element):
+                    self._headings.setdefault(ancestor.mem_id, element)
+                continue  # a heading is never a caption, whatever its class
+            markup = "class" if "caption" in (element.attributes.get("class") or "").lower() else "itemprop"
+            if self._text_of(element):
+                for ancestor in _card_ancestors(element):
+                    self._captions.setdefault(ancestor.mem_id, markup)
+
+    def _text_of(self, node: LexborNode) -> str | None:
+        """The start of an element's text (at most :data:`EVIDENCE_TEXT_MAX_CHARS`, whole words), read once."""
+        key = node.mem_id
+        if key not in self._element_texts:
+            text = _head(_subtree_text(node, _READ_CHARS, self._texts), EVIDENCE_TEXT_MAX_CHARS)
+            self._element_texts[key] = text or None
+        return self._element_texts[key]
+
+    def _same_href_text(self, link: LexborNode, href: str, scope: LexborNode) -> str | None:
+        """The text of the first other link to ``href`` among the first :data:`_MAX_SCOPE_NODES` nodes of
+        ``scope`` (the image's card, or its top ancestor within :data:`_MAX_CARD_LEVELS`)."""
+        for seen, node in enumerate(scope.traverse()):
+            if seen >= _MAX_SCOPE_NODES:
+                break
+            if (
+                node.tag_id == _ANCHOR
+                and node.mem_id != link.mem_id
+                and node.attributes.get("href") == href
+                and (text := self._text_of(node))
+            ):
+                return text
+        return None
+
+    def evidence(self, img: LexborNode, captioned: bool) -> tuple[str | None, str | None, str | None]:
+        """``(link_text, nearby_heading, caption_markup)`` of one ``<img>``.
+
+        - ``link_text``: the text of the ``<a>`` the image sits in (through up to :data:`_MAX_INLINE_LEVELS`
+          inline elements); where that link holds no text, the text of another link to the same ``href`` (a
+          teaser's image link and its title link).
+        - ``nearby_heading``: the first ``<h1>``-``<h4>`` beside the image: under its nearest ancestor (at most
+          :data:`_MAX_CARD_LEVELS` up, never past its card: ``article``, ``li``, ``figure``, ``section``,
+          ``main``, ``td``) that holds one within as many levels and its own card.
+        - ``caption_markup``: ``"figcaption"`` when ``captioned`` (the image's figure has a non-empty
+          ``<figcaption>``), else ``"class"`` / ``"itemprop"`` for a non-empty element beside the image (as for
+          headings) whose class names a caption (``caption``, ``wp-caption-text``, ``photo-caption``, ...) or
+          with ``itemprop="caption"``, else None."""
+        headings, captions = self._headings, self._captions
+        indexed = bool(headings or captions)
+        link, heading, caption = None, None, "figcaption" if captioned else None
+        inline = True  # still climbing through inline elements (where the image's link is)
+        node, level, top = img.parent, 0, img
+        # One climb serves both: the link among the inline ancestors, headings and captions among those in the card.
+        while node is not None and level < _MAX_CARD_LEVELS:
+            tag_id = node.tag_id
+            if tag_id in _PAGE_LEVELS:
+                break
+            if inline:
+                if tag_id == _ANCHOR:
+                    link, inline = node, False
+                elif tag_id not in _INLINE:
+                    inline = False
+            if indexed:
+                key = node.mem_id
+                if heading is None and key in headings:
+                    heading = self._text_of(headings[key])
+                if caption is None:
+                    caption = captions.get(key)
+                if heading is not None and caption is not None and not inline:
+                    break
+            top = node
+            if tag_id in _CARDS:
+                break
+            node, level = node.parent, level + 1
+        link_text = None
+        if link is not None:
+            link_text = self._text_of(link)
+            if link_text is None and (href := link.attributes.get("href")):
+                link_text = self._same_href_text(link, href, top)
+        return link_text, heading, caption

@@ -12,7 +12,7 @@ import pyarrow as pa
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from mella_assets.crawl.html.charset import _utf8_for_parser
-from mella_assets.crawl.html.context import _TAG_ID, _captions_by_img, _nearby_text, _text
+from mella_assets.crawl.html.context import _TAG_ID, TeaserIndex, _captions_by_img, _nearby_text, _text
 from mella_assets.crawl.html.srcset import _largest_of
 from mella_assets.crawl.html.urls import _ABSENT, UrlResolver, _host
 from mella_assets.crawl.warc import WarcStats, iter_html_responses
@@ -72,6 +72,11 @@ class ImageCandidate:
     context_text: str | None
     src_url: str | None = None  # the plain ``src`` resolved, whatever ``image_url`` was chosen from
     context_source: str | None = None  # where context_text came from: "figcaption", "nearby" or None (no text)
+    # What tells a caption, a reused headline and a description apart (context.TeaserIndex); looked for only
+    # for an image with a non-blank alt.
+    link_text: str | None = None  # the text of the link the image sits in
+    nearby_heading: str | None = None  # the first <h1>-<h4> beside the image in its card
+    caption_markup: str | None = None  # "figcaption", "class" or "itemprop": the image has a photo caption
 
 
 @dataclass
@@ -85,6 +90,7 @@ class Page:
     html_lang: str | None
     og_locale: str | None
     title: str | None
+    site_name: str | None = None  # og:site_name: the site's own name, evidence that an alt text is its logo
     opt_out: bool = False
     opt_out_source: str | None = None
     images: list[ImageCandidate] = field(default_factory=list)
@@ -220,7 +226,10 @@ def _meta_opts_out(metas: list[dict[str, str | None]]) -> bool:
 
 
 # One image candidate as a row, in ImageCandidate's field order (the table is built from these, not from objects).
-ImageRow = tuple[str, str | None, str | None, int | None, int | None, str, str | None, str | None, str | None]
+ImageRow = tuple[
+    str, str | None, str | None, int | None, int | None, str, str | None, str | None, str | None,
+    str | None, str | None, str | None,
+]  # fmt: skip
 
 
 def _extract_rows(
@@ -248,11 +257,13 @@ def _extract_rows(
     root = tree.root
     lang = ((root.attributes.get("lang") or "").strip().lower().replace("_", "-")) if root is not None else ""
     metas = [meta.attributes for meta in tree.tags("meta")]
-    og_locale = ""
+    og_locale, site_name = "", ""
     for attributes in metas:
-        if attributes.get("property", _ABSENT) == "og:locale":
+        prop = attributes.get("property", _ABSENT)
+        if prop == "og:locale" and not og_locale:
             og_locale = (attributes.get("content") or "").strip()
-            break
+        elif prop == "og:site_name" and not site_name:
+            site_name = " ".join((attributes.get("content") or "")[:TITLE_MAX_CHARS].split())
     base = page_url
     for base_node in tree.tags("base"):
         attributes = base_node.attributes
@@ -271,6 +282,7 @@ def _extract_rows(
         html_lang=lang or None,
         og_locale=og_locale or None,
         title=_text(titles[0], TITLE_MAX_CHARS) if titles else None,
+        site_name=site_name or None,
     )
     if header_opts_out(x_robots_tag):
         page.opt_out, page.opt_out_source = True, "header"
@@ -283,7 +295,8 @@ def _extract_rows(
     images = tree.tags("img")
     pictures, captions = _pictures_by_img(tree), _captions_by_img(tree, images)
     rows: list[ImageRow] = []
-    texts: dict[int, str] = {}  # text nodes read for nearby text, by mem_id
+    texts: dict[int, str] = {}  # text nodes read for nearby text and teaser evidence, by mem_id
+    teasers: TeaserIndex | None = None  # built for the first image with an alt text
     for img in images:
         if len(rows) >= MAX_PAGE_CANDIDATES:
             page.candidates_over_budget += 1
@@ -317,6 +330,12 @@ def _extract_rows(
             context_source = "nearby"
         else:
             context_source = None
+        # Only an alt text is ever judged a caption, headline or description: the rest need no evidence.
+        if alt is not _ABSENT and alt and not alt.isspace():
+            teasers = teasers or TeaserIndex(tree, texts)
+            evidence = teasers.evidence(img, context_source == "figcaption")
+        else:
+            evidence = (None, None, None)
         rows.append(
             (
                 url,
@@ -328,6 +347,7 @@ def _extract_rows(
                 context,
                 src_url,
                 context_source,
+                *evidence,
             )
         )
     return page, rows
@@ -377,6 +397,7 @@ class _TableBuilder:
             page.html_lang,
             page.og_locale,
             page.title,
+            page.site_name,
             response.fetch_date,
             page.opt_out,
             page.opt_out_source,

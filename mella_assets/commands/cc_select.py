@@ -1,0 +1,95 @@
+"""Common Crawl on the command line.
+
+- `mella cc-select --index PATH_OR_URI [--crawl NAME] --languages ar,cs,… --output SELECTION.parquet [--shards N]`:
+  the pages of a crawl in the given languages, from Common Crawl's columnar index (``crawl/cc_index.py``);
+- `mella extract --selection SELECTION.parquet --warc-base BASE --output OUT.parquet`: the image candidates of
+  exactly those pages, their records read by range (``crawl/range_reads.py``), in the columns of
+  `mella extract WARC…` (the arguments and the run below; ``commands/extract.py`` hands over to them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def run(args: argparse.Namespace) -> int:
+    from mella_assets.crawl.cc_index import select_pages
+
+    try:
+        selection = select_pages(args.index, args.languages, crawl=args.crawl, shards=args.shards)
+    except (ValueError, FileNotFoundError) as error:  # an unknown language, a missing listing: the user's to fix
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    selection.write_parquet(args.output)
+    counts = selection.group_by("language").len().sort("language")
+    summary = ", ".join(f"{row['language']} {row['len']}" for row in counts.iter_rows(named=True)) or "none"
+    print(f"{selection.height} pages selected ({summary}) in {args.shards} shard(s) -> {args.output}", file=sys.stderr)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "cc-select", help="select a crawl's pages in some languages from Common Crawl's columnar index"
+    )
+    parser.add_argument(
+        "--index",
+        required=True,
+        help="folder, s3:// or https:// root of Common Crawl's layout (e.g. https://data.commoncrawl.org/), a "
+        "cc-index-table.paths.gz listing, or Parquet file(s)",
+    )
+    parser.add_argument("--crawl", help="crawl name, e.g. CC-MAIN-2024-42 (required for an https:// root)")
+    parser.add_argument("--languages", required=True, help="comma-separated registry codes, e.g. ar,cs,sr")
+    parser.add_argument("--output", "-o", required=True, help="selection Parquet file to write")
+    parser.add_argument("--shards", type=int, default=1, help="shards by registered domain (default 1)")
+    parser.set_defaults(func=run)
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    """`mella extract`'s arguments for reading a selection by range instead of whole WARC files."""
+    parser.add_argument("--selection", help="selection Parquet file of `mella cc-select` (instead of WARC files)")
+    parser.add_argument(
+        "--warc-base",
+        help="where the selection's warc_filename paths live: https://data.commoncrawl.org/, s3://commoncrawl/, a "
+        "folder or any URL",
+    )
+    parser.add_argument("--concurrency", type=int, default=None, help="range requests at a time (default 8)")
+    parser.add_argument("--rate", type=float, default=None, help="range requests per second in all (default 20)")
+
+
+def run_selection(args: argparse.Namespace, columns: list[str]) -> int:
+    """`mella extract --selection …`: candidates of the selected records (one row per image, each record once), in
+    ``columns`` (`mella extract`'s)."""
+    import polars as pl
+
+    from mella_assets.crawl import range_reads
+
+    if not args.selection or not args.warc_base or args.warc or getattr(args, "filter", False):
+        print("error: give WARC files, or --selection with --warc-base (no WARC files, no --filter)", file=sys.stderr)
+        return 2
+    selection = pl.read_parquet(args.selection)
+    options = {
+        name: value for name, value in (("concurrency", args.concurrency), ("rate", args.rate)) if value is not None
+    }
+    try:
+        result = range_reads.extract_selection(selection, args.warc_base, nearby_context=args.nearby_context, **options)
+    except ValueError as error:  # an unsupported base, a bad record span
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    frame = (
+        result.pages.explode("images", empty_as_null=False, keep_nulls=False)
+        .unnest("images")
+        .rename({"alt_raw": "alt", "html_lang": "page_lang"})
+        .select(columns)
+    )
+    frame.write_parquet(args.output)
+    read, stats = result.read, result.warc
+    print(
+        f"{frame.height} candidates from {stats.html_pages} pages; {read.records_read} records read in "
+        f"{read.requests} requests ({read.bytes_read:,} bytes, {read.retries} retries), {read.records_failed} "
+        f"failed -> {args.output}",
+        file=sys.stderr,
+    )
+    for row in result.failures.group_by("reason").len().sort("reason").iter_rows():
+        print(f"  failed: {row[0]} x {row[1]}", file=sys.stderr)
+    return 0

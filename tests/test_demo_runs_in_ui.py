@@ -1,0 +1,146 @@
+"""The demo's runs are the UI's runs: created for the demo code location's job (repository origin, the job's own
+snapshot, ``mella/trigger=demo``), listed by the query the UI's job page sends, and re-executable from the UI."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+
+import dagster as dg
+import pytest
+from conftest import free_port
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import ModuleTarget
+from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
+from dagster_graphql.test.utils import execute_dagster_graphql
+
+from mella_assets.demo.run import (
+    DEMO_CODE_LOCATION,
+    DEMO_LOCATION_NAME,
+    configure_demo_environment,
+    materialize_everything,
+    prepare_demo_inputs,
+)
+
+pytestmark = pytest.mark.slow
+
+# What the UI's job page asks for: the job's runs in its repository (the `.dagster/repository` tag).
+JOB_RUNS = """
+query JobRuns($filter: RunsFilter) {
+  runsOrError(filter: $filter) {
+    ... on Runs {
+      results {
+        runId status pipelineName pipelineSnapshotId
+        repositoryOrigin { repositoryLocationName repositoryName }
+        tags { key value }
+      }
+    }
+  }
+}
+"""
+JOB_SNAPSHOT = """
+query Job($selector: PipelineSelector!) {
+  pipelineOrError(params: $selector) { ... on Pipeline { pipelineSnapshotId } }
+}
+"""
+REEXECUTE = """
+mutation Reexecute($params: ReexecutionParams!) {
+  launchPipelineReexecution(reexecutionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message stack }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+REPOSITORY = "__repository__"
+
+
+@pytest.fixture(scope="module")
+def demo_one_language(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo-ui")
+    saved_env = dict(os.environ)
+    saved_module = sys.modules.pop(DEMO_CODE_LOCATION, None)  # its resources are read from the environment
+    try:
+        port = free_port()
+        configure_demo_environment(str(root / "lake"), str(root / "home"), port)
+        prepare_demo_inputs(str(root / "lake"), ["cs"], port)
+        instance = dg.DagsterInstance.get()
+        lines: list[str] = []
+        materialize_everything(["cs"], instance=instance, jobs=("language_pipeline_job",), log=lines.append)
+        yield {"instance": instance, "lines": lines}
+        instance.dispose()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.modules.pop(DEMO_CODE_LOCATION, None)
+        if saved_module is not None:
+            sys.modules[DEMO_CODE_LOCATION] = saved_module
+
+
+def ui_workspace(instance) -> WorkspaceProcessContext:
+    """The workspace `mella ui` serves (`dagster dev -m mella_assets.demo.definitions`): a code server process."""
+    target = ModuleTarget(
+        module_name=DEMO_CODE_LOCATION, attribute=None, working_directory=os.getcwd(), location_name=None
+    )
+    return WorkspaceProcessContext(instance, target)
+
+
+def query(workspace: WorkspaceProcessContext, text: str, variables: dict) -> dict:
+    result = execute_dagster_graphql(workspace.create_request_context(), text, variables)
+    assert not result.errors, result.errors
+    return result.data
+
+
+def wait_until_finished(workspace: WorkspaceProcessContext, run_id: str, timeout_s: float = 900.0) -> dg.DagsterRun:
+    """Dequeues like the daemon under `make ui` does, then waits for the launched run to finish."""
+    instance, daemon = workspace.instance, QueuedRunCoordinatorDaemon(interval_seconds=1)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run.status == dg.DagsterRunStatus.QUEUED:
+            list(daemon.run_iteration(workspace))
+        elif run.is_finished:
+            return run
+        time.sleep(1)
+    raise AssertionError(f"run {run_id} still {instance.get_run_by_id(run_id).status} after {timeout_s} s")
+
+
+def test_demo_runs_are_listed_on_the_job_page_with_their_code_location_and_re_execute(demo_one_language):
+    instance = demo_one_language["instance"]
+    # The demo's feedback: a line per finished step with its seconds.
+    assert any(re.fullmatch(r" {4}alt_text_pairs +\d+\.\d s", line) for line in demo_one_language["lines"])
+    label = f"{REPOSITORY}@{DEMO_LOCATION_NAME}"
+    with ui_workspace(instance) as workspace:
+        assert workspace.create_request_context().get_code_location(DEMO_LOCATION_NAME) is not None
+        runs_filter = {
+            "pipelineName": "language_pipeline_job",
+            "tags": [{"key": ".dagster/repository", "value": label}],
+        }
+        runs = query(workspace, JOB_RUNS, {"filter": runs_filter})["runsOrError"]["results"]
+        assert len(runs) == 1
+        (run,) = runs
+        assert run["status"] == "SUCCESS"
+        assert run["repositoryOrigin"] == {"repositoryLocationName": DEMO_LOCATION_NAME, "repositoryName": REPOSITORY}
+        tags = {tag["key"]: tag["value"] for tag in run["tags"]}
+        assert tags["mella/trigger"] == "demo"
+        assert tags["dagster/partition"] == "cs"
+
+        # The same snapshot as the served job: the UI re-executes it without "may be a different version".
+        selector = {"repositoryLocationName": DEMO_LOCATION_NAME, "repositoryName": REPOSITORY}
+        job = query(workspace, JOB_SNAPSHOT, {"selector": {**selector, "pipelineName": "language_pipeline_job"}})
+        assert job["pipelineOrError"]["pipelineSnapshotId"] == run["pipelineSnapshotId"]
+
+        launched = query(workspace, REEXECUTE, {"params": {"parentRunId": run["runId"], "strategy": "ALL_STEPS"}})
+        outcome = launched["launchPipelineReexecution"]
+        assert outcome["__typename"] == "LaunchRunSuccess", outcome
+        rerun = wait_until_finished(workspace, outcome["run"]["runId"])
+        assert rerun.status == dg.DagsterRunStatus.SUCCESS
+        assert rerun.parent_run_id == run["runId"]
+        assert rerun.tags["dagster/partition"] == "cs"
+        successes = instance.get_records_for_run(rerun.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS).records
+        assert {"crawl_sources", "alt_text_pairs", "mllm_captions", "mella_dataset"} <= {
+            record.event_log_entry.step_key for record in successes
+        }
