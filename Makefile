@@ -34,7 +34,8 @@ $(VENV)/.installed-dev: pyproject.toml requirements.lock $(VENV)/.installed
 # Re-resolve requirements.lock from pyproject.toml's ranges, keeping today's pins where they still fit
 # (`make lock LOCK_ARGS=--upgrade` takes the newest allowed versions).
 lock: install-dev
-	$(BIN)/pip-compile --quiet --extra dev --strip-extras --no-emit-index-url --no-emit-find-links $(LOCK_ARGS) \
+	$(BIN)/pip-compile --quiet --extra dev --strip-extras --no-emit-index-url --no-emit-find-links \
+		--unsafe-package mella $(LOCK_ARGS) \
 		-o requirements.lock pyproject.toml
 
 install: $(VENV)/.installed
