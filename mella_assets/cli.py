@@ -122,6 +122,7 @@ def _add_builtin_commands(sub: argparse._SubParsersAction) -> None:
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The `mella` parser; for a ``command`` of mella_assets/commands/ only that command's parser (and import)."""
     parser = argparse.ArgumentParser(prog="mella", description="MELLA: multilingual image-text data as Dagster assets.")
+    parser.add_argument("--verbose", action="store_true", help="show the traceback of an error (before the command)")
     sub = parser.add_subparsers(dest="command", required=True)
     if command in COMMAND_MODULES:
         importlib.import_module(COMMAND_MODULES[command]).register(sub)
@@ -133,11 +134,27 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+# Exit codes, the same for every subcommand: 0 success, 1 a failure while running (a missing, unreadable or bad
+# input, nothing produced), 2 a usage error (argparse's own code: unknown flags, bad flag values).
+EXIT_FAILURE, EXIT_USAGE = 1, 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # one line for the user; the traceback only when asked for
+        if args.verbose:
+            raise
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0]  # SQL errors span lines
+        if isinstance(error, OSError) and error.filename is not None:
+            detail = f"{error.strerror or type(error).__name__}: {error.filename}"
+        print(f"error: {detail} (mella --verbose … shows the traceback)", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -94,10 +94,10 @@ def test_a_run_stopped_by_its_time_budget_continues_when_the_same_command_runs_a
 def test_bad_data_is_a_clear_error(export: Path, tiny: TinyModels, tmp_path: Path, capsys) -> None:
     base = ("--base-model", str(tiny.captioner), "--output", str(tmp_path / "out"))
     code, _, err = run_train(capsys, *base, "--data", str(tmp_path))
-    assert code == 2 and "is not an export folder (no data.parquet)" in err
+    assert code == 1 and "is not an export folder (no data.parquet)" in err  # bad data: 1 (2 is for bad flags)
     code, _, err = run_train(capsys, *base, "--data", str(export), "--languages", "vi")
-    assert code == 2 and "has no 'train' rows in vi" in err
+    assert code == 1 and "has no 'train' rows in vi" in err
     records = tmp_path / "records.jsonl"
     records.write_text(json.dumps({"image": "gone.jpg", "prompt": "p", "answer": "a"}) + "\n")
     code, _, err = run_train(capsys, *base, "--data", str(records))
-    assert code == 2 and "1 of 1 images are missing" in err
+    assert code == 1 and "1 of 1 images are missing" in err

@@ -50,5 +50,5 @@ def test_mismatched_line_counts_are_a_clear_error(tmp_path, capsys):
     (tmp_path / "r.txt").write_text("a\nb\n", encoding="utf-8")
     (tmp_path / "p.txt").write_text("a\n", encoding="utf-8")
     args = ["score", "chrf", "--language", "cs", "--references", str(tmp_path / "r.txt")]
-    assert main([*args, "--predictions", str(tmp_path / "p.txt")]) == 2
+    assert main([*args, "--predictions", str(tmp_path / "p.txt")]) == 1  # bad inputs: a failure, not a usage error
     assert "2 references but 1 predictions" in capsys.readouterr().err

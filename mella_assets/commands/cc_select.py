@@ -11,16 +11,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
     from mella_assets.crawl.cc_index import select_pages
 
+    if "://" not in args.index and not Path(args.index).exists():
+        print(f"error: no such index folder or file: {args.index}", file=sys.stderr)
+        return 1
     try:
         selection = select_pages(args.index, args.languages, crawl=args.crawl, shards=args.shards)
-    except (ValueError, FileNotFoundError) as error:  # an unknown language, a missing listing: the user's to fix
+    except ValueError as error:  # an unknown language, an index URL without --crawl: the command line's
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except FileNotFoundError as error:  # a missing index or listing: a failure while running
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     selection.write_parquet(args.output)
     counts = selection.group_by("language").len().sort("language")
     summary = ", ".join(f"{row['language']} {row['len']}" for row in counts.iter_rows(named=True)) or "none"

@@ -54,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
     for url, reason, status in result.rejects:
         print(f"skipped\t{reason}\t{status or ''}\t{url}", file=sys.stderr)
     print(f"{len(result.pages)} pages -> {where or '(no file: nothing stored)'}")
+    if where is None:  # a crawl that stored nothing failed, whatever the reasons listed above
+        print("error: no page was stored (see the skipped lines above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -69,9 +69,9 @@ def significant(value: float | None, digits: int = 4) -> str:
 def cmd_score(args: argparse.Namespace) -> int:
     try:
         result = score_files(args.metric, args.language, _read_items(args.references), _read_items(args.predictions))
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError) as error:  # unreadable or mismatched inputs: a failure, not a usage error
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return 1
     items = result.pop("items")
     if args.json:
         for index, item in enumerate(items, start=1):

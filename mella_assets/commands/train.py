@@ -136,9 +136,9 @@ def run(args: argparse.Namespace) -> int:
     languages = [code.strip() for code in args.languages.split(",")] if args.languages else None
     try:
         examples = training_examples(args.data, args.split, languages, args.media_dir)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError) as error:  # the data is missing or unusable: a failure (2 is for bad flags)
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return 1
     output = Path(args.output)
     resume = output / RESUME_FOLDER
     resume.mkdir(parents=True, exist_ok=True)
@@ -149,7 +149,10 @@ def run(args: argparse.Namespace) -> int:
         result, location = train_from_mapping(
             asdict(config), log=lambda entry: print(json.dumps(entry), flush=True), train=trainer_function(args.trainer)
         )
-    except (NoAnswerTokens, ValueError) as error:
+    except NoAnswerTokens as error:  # an example the template gives no answer token: the data's fault
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except ValueError as error:  # a setting out of range (a flag's value)
         print(f"error: {error}", file=sys.stderr)
         return 2
     except TrainingTimeout as error:  # its resume state is saved: the same command continues
