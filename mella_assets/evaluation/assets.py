@@ -14,7 +14,7 @@ from mella_assets.lib.checkpoints import read_latest_checkpoint
 from mella_assets.lib.openai_backend import ItemError
 from mella_assets.lib.vlm import open_rgb_image
 from mella_assets.lib.watchdog import deadline_passed, watched_stage
-from mella_assets.metadata import StageTimer, counts_by, preview_markdown, table_metadata
+from mella_assets.metadata import StageTimer, counts_by, preview_markdown, preview_table, table_metadata
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.models import Evaluator, ModelUnderTest
 from mella_assets.resources.training import Training
@@ -199,7 +199,7 @@ def evaluation_scores(
         scored,
         {
             "by_model": dg.MetadataValue.json(counts_by(scored, "model")),
-            "preview": dg.MetadataValue.md(preview_markdown(scored.select("model", "source", "reference", "output"))),
+            "preview": preview_table(scored.select("model", "source", "reference", "output")),
         },
     )
 
