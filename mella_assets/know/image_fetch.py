@@ -196,6 +196,9 @@ def fetch_images(
             reason, detail = failed.error_reason, None
             if isinstance(failed.checked, ImageReject):
                 reason, detail = failed.checked.reason, failed.checked.detail
+            elif reason == "stage_deadline":
+                # The fetch saw the stage end itself (lib/http.py) just before map_until_deadline gave up on it.
+                detail = unfinished_detail
             rejects.append(_reject(code, url, reason, detail, failed.status, fingerprint))
     kept = pl.DataFrame(rows, schema=IMAGES_SCHEMA) if rows else pl.DataFrame(schema=IMAGES_SCHEMA)
     reject_frame = (
