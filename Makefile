@@ -35,7 +35,7 @@ $(VENV)/.installed-dev: pyproject.toml requirements.lock $(VENV)/.installed
 # (`make lock LOCK_ARGS=--upgrade` takes the newest allowed versions).
 lock: install-dev
 	$(BIN)/pip-compile --quiet --extra dev --strip-extras --no-emit-index-url --no-emit-find-links \
-		--unsafe-package mella $(LOCK_ARGS) \
+		--unsafe-package mella --unsafe-package pip --unsafe-package setuptools $(LOCK_ARGS) \
 		-o requirements.lock pyproject.toml
 
 install: $(VENV)/.installed

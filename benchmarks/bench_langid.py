@@ -29,13 +29,23 @@ Throughput is single-threaded ``check`` calls (one text per call): one pass chec
 target-language text against its own language and a distractor against the target it is most easily confused with
 (``CONFUSABLE``). Ours and langdetect alternate pass by pass, so that load from other processes on a shared machine
 falls on both alike; medians of 5 passes each (quick: 3) after one warm-up pass.
+
+First-line latency of `mella langid` (:data:`FIRST_LINES`, one row per kind of line): seconds from writing one
+line into a fresh `mella langid` process (interpreter start and imports included) to its answer on stdout. Ours is
+a terminal (a pty: quick answers while the exact models load, ``commands/langid.py``); the baseline is a pipe held
+open (always the exact answer: what a terminal got before the quick answers). The two alternate, medians of 3
+(quick: 1).
 """
 
 from __future__ import annotations
 
 import csv
+import os
+import pty
 import random
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -315,6 +325,74 @@ def measure_alternating(fns: dict[str, Callable[[], int]], runs: int, warmup: in
     return {name: Measurement(items=items[name], rates=rates[name]) for name in fns}
 
 
+# One line of each kind `mella langid` meets first: what decides it and which models it needs.
+FIRST_LINES = {
+    "script rule (Hangul), no model": "경복궁의 가을 풍경",
+    "CLD2 settles it, no lingua model": "Pražský hrad v zimě pokrytý sněhem",
+    "short Cyrillic: lingua, 8 Cyrillic languages": "Москва зимой",
+    "short Latin: lingua, 49 Latin languages": "Praha",
+}
+
+
+def first_line_seconds(line: str, terminal: bool) -> tuple[float, str]:
+    """Seconds from writing ``line`` into a fresh `mella langid` to its answer, and the answer; stdin a pty
+    (``terminal``) or a pipe left open."""
+    command = [sys.executable, "-m", "mella_assets.cli", "langid"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if terminal:
+        leader, follower = pty.openpty()
+        process = subprocess.Popen(command, stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        os.close(follower)
+    else:
+        process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
+        )
+    try:
+        started = time.perf_counter()
+        if terminal:
+            os.write(leader, line.encode() + b"\n")
+        else:
+            process.stdin.write(line.encode() + b"\n")
+            process.stdin.flush()
+        answer = process.stdout.readline().decode().rstrip("\n")
+        return time.perf_counter() - started, answer
+    finally:
+        process.kill()
+        process.wait()
+        if terminal:
+            os.close(leader)
+
+
+def first_line_rows(runs: int) -> list[Row]:
+    rows = []
+    for kind, line in FIRST_LINES.items():
+        seconds: dict[bool, list[float]] = {True: [], False: []}
+        answers: dict[bool, str] = {}
+        for _ in range(runs):  # alternating, so that load from other processes falls on both alike
+            for terminal in (True, False):
+                elapsed, answers[terminal] = first_line_seconds(line, terminal)
+                seconds[terminal].append(elapsed)
+        print(f"   first line, {kind}: terminal {seconds[True]} {answers[True]!r}, pipe {seconds[False]}")
+        rows.append(
+            compare(
+                f"`mella langid` first line, {kind}",
+                "first answers/min",
+                Measurement(items=1, rates=[60 / s for s in seconds[True]]),
+                Measurement(items=1, rates=[60 / s for s in seconds[False]]),
+                "pipe held open: exact answer only (a terminal's before quick answers)",
+                line=line,
+                terminal_seconds=[round(s, 2) for s in seconds[True]],
+                pipe_seconds=[round(s, 2) for s in seconds[False]],
+                terminal_median_s=round(statistics.median(seconds[True]), 2),
+                pipe_median_s=round(statistics.median(seconds[False]), 2),
+                terminal_answer=answers[True],
+                pipe_answer=answers[False],
+                load_average=os.getloadavg()[0],
+            )
+        )
+    return rows
+
+
 def run(quick: bool = False) -> list[Row]:
     samples = load_set()
     runs = 3 if quick else 5
@@ -382,5 +460,6 @@ def run(quick: bool = False) -> list[Row]:
             summaries={name: _summary(table) for name, table in tables.items()},
             failures=failures,
             page_signals=sweep,
-        )
+        ),
+        *first_line_rows(1 if quick else 3),
     ]

@@ -107,7 +107,7 @@ def launched_seconds(workspace, template: Path, lake: Path, timeout_s: float = 1
 
 
 def _launched(template: Path, lake: Path, home: Path, port: int, runs: int, executor: str | None = None) -> list[float]:
-    from mella_assets.demo.run import DEMO_CODE_LOCATION, configure_demo_environment
+    from mella_assets.demo.run import DEMO_CODE_LOCATION, DEMO_LOCATION_NAME, configure_demo_environment
 
     saved = dict(os.environ)
     try:
@@ -119,7 +119,10 @@ def _launched(template: Path, lake: Path, home: Path, port: int, runs: int, exec
         from dagster._core.workspace.load_target import ModuleTarget
 
         target = ModuleTarget(
-            module_name=DEMO_CODE_LOCATION, attribute=None, working_directory=os.getcwd(), location_name=None
+            module_name=DEMO_CODE_LOCATION,
+            attribute=None,
+            working_directory=os.getcwd(),
+            location_name=DEMO_LOCATION_NAME,  # as `mella ui` names it
         )
         restore(template, lake)  # the code location loads the demo's resources only for a demo lake
         with dg.DagsterInstance.get() as instance, WorkspaceProcessContext(instance, target) as workspace:

@@ -12,7 +12,7 @@ import sys
 # imports only that module: `mella langid` answers without importing the crawler, polars, Dagster or torch.
 COMMAND_MODULES = {
     name: f"mella_assets.commands.{name.replace('-', '_')}"
-    for name in ("score", "crawl", "extract", "langid", "train", "cc-select")
+    for name in ("score", "crawl", "extract", "langid", "train", "cc-select", "push")
 }
 BUILTIN_COMMANDS = ("demo", "sql", "ui")
 DEFAULT_UI_PORT = 3000
@@ -57,6 +57,25 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_ui_workspace(dagster_home: str, module: str) -> str:
+    """Writes ``<dagster_home>/workspace.yaml`` serving ``module`` under its location name (``mella`` or
+    ``mella-demo``; `dagster dev -m` would name it after the module) and returns its path. Rewritten on every start:
+    the lake decides which location is served."""
+    from pathlib import Path
+
+    import yaml
+
+    from mella_assets.demo.run import DEMO_CODE_LOCATION, DEMO_LOCATION_NAME, PRODUCTION_LOCATION_NAME
+
+    name = DEMO_LOCATION_NAME if module == DEMO_CODE_LOCATION else PRODUCTION_LOCATION_NAME
+    entry = {"module_name": module, "location_name": name, "working_directory": os.getcwd()}
+    path = Path(dagster_home).resolve() / "workspace.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    workspace = yaml.safe_dump({"load_from": [{"python_module": entry}]})
+    path.write_text("# Written by `mella ui` on each start.\n" + workspace)
+    return str(path)
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from mella_assets.demo.run import configure_ui_environment
 
@@ -67,8 +86,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "-m",
         "dagster",
         "dev",
-        "-m",
-        location,
+        "-w",
+        write_ui_workspace(args.dagster_home, location),
         "--host",
         args.host,
         "--port",

@@ -93,6 +93,26 @@ def _positive_seconds(raw: str) -> float:
     return seconds
 
 
+def _count(raw: str) -> int:
+    try:
+        count = int(raw)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise ValueError("must be a whole number, 0 or more")
+    return count
+
+
+def _seconds(raw: str) -> float:
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ValueError("must be a number of seconds, 0 or more")
+    return seconds
+
+
 def _share(raw: str) -> float:
     try:
         share = float(raw)
@@ -293,6 +313,20 @@ class Settings:
     retrain_max_concurrent: int = setting(
         "MELLA_RETRAIN_MAX_CONCURRENT", 1, _whole, "training runs queued or in progress at most"
     )
+    # -- retries and progress ------------------------------------------------------------------------------
+    retry_max_retries: int = setting(
+        "MELLA_RETRY_MAX_RETRIES", 3, _count,
+        "times a failed network-bound step (crawl_sources, raw_crawl, images; model steps with a remote backend) "
+        "is retried (0: never)",
+    )  # fmt: skip
+    retry_delay_s: float = setting(
+        "MELLA_RETRY_DELAY_S", 30.0, _seconds,
+        "base delay before a retry, seconds: 1, 3, 7 x the delay (30, 90, 210 s), ± one delay of jitter",
+    )  # fmt: skip
+    progress_interval_s: float = setting(
+        "MELLA_PROGRESS_INTERVAL_S", 10.0, _seconds,
+        "seconds between two progress lines of a long loop in the run log (first and last line always)",
+    )  # fmt: skip
     # -- data mix --------------------------------------------------------------------------------------------
     dknow_max_headline_share: float = setting(
         "MELLA_DKNOW_MAX_HEADLINE_SHARE", 1.0, _share,

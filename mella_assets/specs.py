@@ -7,21 +7,77 @@ Every stage declares its assets through :func:`stage_specs`, so each table a sta
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
 from mella_assets.languages import LANGUAGES, Language
+from mella_assets.lib.progress import ProgressLog
+from mella_assets.lib.watchdog import StageTimeout
 from mella_assets.metadata import counts_by, preview_table
 from mella_assets.partitions import LANGUAGE_PARTITIONS
+from mella_assets.settings import Settings, load_settings
 from mella_assets.tables import TABLES, Table, tables_written_by
 
 # The concurrency pool of every step that loads a model (captioning, translation, evaluation, training): the
 # deployment's instance gives it one slot per GPU (deploy/dagster.yaml, `concurrency: pools`), so two such steps
 # never share a GPU; on Kubernetes their step pods request a GPU (definitions.gpu_step_k8s_configs).
 GPU_POOL = "gpu"
+
+
+class NetworkRetryPolicy(dg.RetryPolicy):
+    """The retry policy of a network-bound step: exponential backoff (delay, 3 x, 7 x ...) with jitter of one delay
+    either way, so steps that failed together on one outage do not come back together.
+
+    Its retries and base delay are the settings ``MELLA_RETRY_MAX_RETRIES`` and ``MELLA_RETRY_DELAY_S``, read when
+    a step fails (Dagster asks the policy then), not when the code location loads: like every setting, read where
+    it is used, so a deployment or a test changes them through the environment."""
+
+    def __new__(cls) -> NetworkRetryPolicy:
+        defaults = Settings()
+        return super().__new__(
+            cls, defaults.retry_max_retries, defaults.retry_delay_s, dg.Backoff.EXPONENTIAL, dg.Jitter.PLUS_MINUS
+        )
+
+    @property
+    def max_retries(self) -> int:  # type: ignore[override]
+        return load_settings().retry_max_retries
+
+    @property
+    def delay(self) -> float:  # type: ignore[override]
+        return load_settings().retry_delay_s
+
+    def __repr__(self) -> str:
+        return "NetworkRetryPolicy(MELLA_RETRY_MAX_RETRIES, MELLA_RETRY_DELAY_S)"
+
+
+# The one retry policy, on every step that waits on another host: crawl_sources (downloads), raw_crawl (range
+# reads), images (image hosts) and the model steps, whose failures are retried only with a remote backend
+# (:func:`retried_only_when_remote`). Every such step resumes from what it cached, so a retry redoes only the rest.
+NETWORK_RETRY = NetworkRetryPolicy()
+
+
+@contextmanager
+def retried_only_when_remote(remote: bool) -> Iterator[None]:
+    """Run a model step's work so that its failure is retried by :data:`NETWORK_RETRY` only when ``remote`` (an
+    OpenAI-compatible server: it may be restarting or overloaded past the client's own retries). An in-process
+    model failing is not transient (a wrong path, a broken model, the same GPU out of memory again): the step fails
+    at once, without the retry delays. Neither is a stage that ran past its deadline: the deadline bounds its time,
+    a retry would only extend it."""
+    try:
+        yield
+    except StageTimeout as error:
+        raise dg.Failure(str(error), allow_retries=False) from error
+    except dg.Failure as failure:
+        failure.allow_retries = failure.allow_retries and remote
+        raise
+    except Exception as error:
+        if remote:
+            raise
+        raise dg.Failure(f"{type(error).__name__}: {error}", allow_retries=False) from error
 
 
 def column_schema(table: Table) -> dg.TableSchema:
@@ -54,6 +110,11 @@ def stage_specs(writer: str, deps: Iterable[Table] = ()) -> list[dg.AssetSpec]:
 def language_of(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> Language:
     """The run's language partition, resolved once into the registry's ``Language``."""
     return LANGUAGES[context.partition_key]
+
+
+def progress_log(context: dg.AssetExecutionContext) -> ProgressLog:
+    """Progress lines of a stage's long loops, to its run log every ``MELLA_PROGRESS_INTERVAL_S`` seconds."""
+    return ProgressLog(context.log, load_settings().progress_interval_s)
 
 
 def table_result(table: Table, frame: pl.DataFrame, metadata: Mapping[str, Any] | None = None) -> dg.MaterializeResult:

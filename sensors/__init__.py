@@ -1,27 +1,21 @@
-"""Sensors: new crawl data → a language run; dataset growth → retraining; new checkpoint → evaluation → report;
-failed training → a clear log line."""
+"""Sensors: new crawl data → a language run; dataset growth → retraining; the assets' automation conditions (new
+checkpoint → evaluation → report); failed training → a clear log line."""
 
-from mella_assets.sensors.evaluation import (
-    evaluation_after_training_sensor,
-    report_after_evaluation_sensor,
-    training_failure_sensor,
-)
+from mella_assets.sensors.evaluation import automation_sensor, training_failure_sensor
 from mella_assets.sensors.landing import crawl_landing_sensor
 from mella_assets.sensors.retraining import retraining_sensor
 
 ALL_SENSORS = [
     crawl_landing_sensor,
     retraining_sensor,
-    evaluation_after_training_sensor,
-    report_after_evaluation_sensor,
+    automation_sensor,
     training_failure_sensor,
 ]
 
 __all__ = [
     "ALL_SENSORS",
+    "automation_sensor",
     "crawl_landing_sensor",
-    "evaluation_after_training_sensor",
-    "report_after_evaluation_sensor",
     "retraining_sensor",
     "training_failure_sensor",
 ]

@@ -9,7 +9,7 @@ import pytest
 
 from mella_assets.cli import main
 
-COMMANDS = ("cc-select", "crawl", "demo", "extract", "langid", "score", "sql", "train", "ui")
+COMMANDS = ("cc-select", "crawl", "demo", "extract", "langid", "push", "score", "sql", "train", "ui")
 
 
 def run(capsys, *argv: str) -> tuple[int, str]:
@@ -35,6 +35,7 @@ MISSING_INPUT = {
     "score": lambda tmp: ["score", "chrf", "--language", "cs", "--references", _missing(tmp), "--predictions", "p"],
     "train": lambda tmp: ["train", "--base-model", str(tmp), "--data", _missing(tmp), "--output", str(tmp / "o")],
     "cc-select": lambda tmp: ["cc-select", "--index", _missing(tmp), "--languages", "cs", "-o", str(tmp / "s.pq")],
+    "push": lambda tmp: ["push", _missing(tmp), "--repo-id", "org/name", "--dry-run"],
 }
 
 

@@ -72,8 +72,7 @@ def test_the_dataset_checks_block_training_and_both_sensors_are_registered():
     assert {sensor.name for sensor in defs.sensors} == {
         "crawl_landing_sensor",
         "retraining_sensor",
-        "evaluation_after_training_sensor",
-        "report_after_evaluation_sensor",
+        "automation_sensor",  # evaluation after training, the report after the evaluations: automation conditions
         "training_failure_sensor",
     }
     assert "evaluation_report_no_regression" in check_keys

@@ -15,7 +15,7 @@ def limits(home) -> tuple[int, list[dict], int | None]:
 
 
 def test_a_new_home_gets_a_run_limit_one_training_run_and_one_gpu_step_at_a_time(tmp_path):
-    assert _write_instance_config(str(tmp_path)) == ["concurrency", "telemetry"]
+    assert _write_instance_config(str(tmp_path)) == ["concurrency", "telemetry", "nux"]
     assert limits(tmp_path) == (2, [{"key": "mella/pool", "value": "training", "limit": 1}], 1)
     text = (tmp_path / "dagster.yaml").read_text()
     assert _write_instance_config(str(tmp_path)) == []  # a second call changes nothing
@@ -25,7 +25,7 @@ def test_a_new_home_gets_a_run_limit_one_training_run_and_one_gpu_step_at_a_time
 def test_an_existing_dagster_yaml_keeps_the_users_text_and_gains_the_missing_limits(tmp_path):
     users = "# my instance\ntelemetry:\n  enabled: true\n"
     (tmp_path / "dagster.yaml").write_text(users)
-    assert _write_instance_config(str(tmp_path)) == ["concurrency"]
+    assert _write_instance_config(str(tmp_path)) == ["concurrency", "nux"]
     text = (tmp_path / "dagster.yaml").read_text()
     assert text.startswith(users)
     assert limits(tmp_path)[0] == 2
@@ -37,7 +37,7 @@ def test_a_users_own_run_queue_is_left_alone(tmp_path):
     """Dagster refuses `concurrency` beside run limits in `run_queue`: the user's queue wins."""
     users = "run_queue:\n  max_concurrent_runs: 5\n"
     (tmp_path / "dagster.yaml").write_text(users)
-    assert _write_instance_config(str(tmp_path)) == ["telemetry"]
+    assert _write_instance_config(str(tmp_path)) == ["telemetry", "nux"]
     assert (tmp_path / "dagster.yaml").read_text().startswith(users)
     assert limits(tmp_path)[0] == 5
 

@@ -12,10 +12,11 @@ import dagster as dg
 import pytest
 from conftest import free_port
 from dagster._core.workspace.context import WorkspaceProcessContext
-from dagster._core.workspace.load_target import ModuleTarget
+from dagster._core.workspace.load_target import WorkspaceFileTarget
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 from dagster_graphql.test.utils import execute_dagster_graphql
 
+from mella_assets.cli import write_ui_workspace
 from mella_assets.demo.run import (
     DEMO_CODE_LOCATION,
     DEMO_LOCATION_NAME,
@@ -81,10 +82,8 @@ def demo_one_language(tmp_path_factory):
 
 
 def ui_workspace(instance) -> WorkspaceProcessContext:
-    """The workspace `mella ui` serves (`dagster dev -m mella_assets.demo.definitions`): a code server process."""
-    target = ModuleTarget(
-        module_name=DEMO_CODE_LOCATION, attribute=None, working_directory=os.getcwd(), location_name=None
-    )
+    """The workspace `mella ui` serves (the workspace.yaml it writes for the demo lake): a code server process."""
+    target = WorkspaceFileTarget(paths=[write_ui_workspace(os.environ["DAGSTER_HOME"], DEMO_CODE_LOCATION)])
     return WorkspaceProcessContext(instance, target)
 
 

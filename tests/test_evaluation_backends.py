@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from mella_assets.evaluation.assets import evaluation_scores
+from mella_assets.evaluation.assets import evaluation_report, evaluation_scores
 from mella_assets.know.images import image_key
 from mella_assets.lib.checkpoints import write_latest_checkpoint
 from mella_assets.lib.lake import LakeStore
@@ -294,3 +294,36 @@ def test_an_item_whose_generation_raises_fails_evaluation_naming_it_after_the_re
     rerun = dg.materialize([evaluation_scores], partition_key="cs", run_config=RUN_CONFIG,
                            resources={**resources, "evaluator": Evaluator(backend="transformers")})  # fmt: skip
     assert rerun.success and scores_metadata(rerun)["generated"] == {"base": 1, "finetuned": 4}
+
+
+def test_scores_and_the_report_carry_every_metric_as_a_float_the_ui_can_plot(tiny, tmp_path):
+    store = build_lake(tmp_path / "lake", tiny)
+    publish_checkpoint(store, tiny, CHECKPOINT_A)
+    instance = dg.DagsterInstance.ephemeral()
+    result = evaluate(store, tiny, Evaluator(backend="transformers"), instance)
+    assert result.success
+    (event,) = [e for e in result.asset_materializations_for_node("evaluation_scores")
+                if e.asset_key.path == ["evaluation_scores"]]  # fmt: skip
+    scores = store.read_table("evaluation_scores", "cs")
+    value = {(row["model"], row["metric"]): row["value"] for row in scores.iter_rows(named=True)}
+    for metric in ("keyword_accuracy", "meteor", "chrf"):
+        for model in ("base", "finetuned"):
+            entry = event.metadata[f"{metric}_{model}"]
+            assert isinstance(entry, dg.FloatMetadataValue) and entry.value == pytest.approx(value[model, metric])
+        delta = event.metadata[f"{metric}_delta_vs_base"]
+        assert isinstance(delta, dg.FloatMetadataValue)
+        assert delta.value == pytest.approx(value["finetuned", metric] - value["base", metric])
+    assert not any(name.endswith("_delta_vs_previous") for name in event.metadata)  # no previous checkpoint yet
+    # The generation loop's progress is in the run log, one line set per model.
+    messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    for role in ("base", "finetuned"):
+        assert f"evaluation_scores ({role}): started, 4 of 4 answers to do" in messages
+        assert any(m.startswith(f"evaluation_scores ({role}): 4/4 answers (100%)") for m in messages), messages
+
+    report = dg.materialize([evaluation_report], resources={"lake": Lake(root=str(store.root))})
+    (event,) = [e for e in report.asset_materializations_for_node("evaluation_report")
+                if e.asset_key.path == ["evaluation_report"]]  # fmt: skip
+    for metric in ("keyword_accuracy", "meteor", "chrf"):
+        for name in (f"cs_{metric}_finetuned", f"cs_{metric}_delta_vs_base", f"mean_{metric}_finetuned"):
+            assert isinstance(event.metadata[name], dg.FloatMetadataValue), name
+        assert event.metadata[f"mean_{metric}_finetuned"].value == pytest.approx(value["finetuned", metric])

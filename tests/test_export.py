@@ -226,3 +226,23 @@ def test_exporting_the_same_records_again_gives_the_same_version_and_bytes(run):
     assert again.success
     assert run["store"].get_bytes("exports/LATEST").decode() == run["version"]
     assert (run["dir"] / "SHA256SUMS").read_bytes() == before
+
+
+def test_datasets_loads_the_demo_export_both_ways_with_images_that_decode(run, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    import datasets
+    from PIL import Image
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    export_dir, after = run["dir"], run["after"]
+    by_card = datasets.load_dataset(str(export_dir), cache_dir=str(tmp_path / "card"))
+    files = {s: sorted(str(p) for p in export_dir.glob(f"data/*/{s}-*.parquet")) for s in ("train", "test")}
+    by_files = datasets.load_dataset("parquet", data_files=files, cache_dir=str(tmp_path / "files"))
+    expected = {s: int((after["split"] == s).sum()) for s in ("train", "test")}
+    for loaded in (by_card, by_files):
+        assert {s: loaded[s].num_rows for s in loaded} == expected
+        assert isinstance(loaded["train"].features["image"], datasets.Image)
+        for row in loaded["test"]:
+            record = after.row(by_predicate=pl.col("id") == row["id"], named=True)
+            assert row["text"] == record["text"]
+            assert row["image"].size == Image.open(run["store"].path(record["image_key"])).size

@@ -55,6 +55,7 @@ CHILD_ENV = {
     "HF_HUB_OFFLINE": "1",
     "PYTHONPATH": f"{REPO / 'tests'}{os.pathsep}{REPO}",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "MELLA_RETRY_MAX_RETRIES": "0",  # a fault must fail its stage at once, not after the retry policy's waits
 }
 SKIP_INPUTS = shutil.ignore_patterns("demo")  # the site is served from the reference lake's own folder
 
@@ -279,6 +280,7 @@ def test_s3_endpoint_that_goes_away_mid_stage_fails_it_clearly_and_a_rerun_match
         monkeypatch.setenv("MELLA_S3_MAX_ATTEMPTS", "2")
         monkeypatch.setenv("MELLA_S3_CONNECT_TIMEOUT_S", "2")
         monkeypatch.setenv("MELLA_S3_READ_TIMEOUT_S", "5")
+        monkeypatch.setenv("MELLA_RETRY_MAX_RETRIES", "0")  # the stage's own failure, not the policy's retries
         moto.create_bucket("mella")
         lake = LakeStore("s3://mella/lake", cache_dir=tmp_path / "s3-cache")
         for key, path in faults.lake_files(reference.before("images")):

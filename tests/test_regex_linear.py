@@ -30,7 +30,6 @@ import pytest
 import mella_assets
 from mella_assets.crawl import sources, warc
 from mella_assets.crawl.html import charset, context, extract, srcset, urls
-from mella_assets.dataset import build
 from mella_assets.know import boilerplate, credits, filters, images
 from mella_assets.languages import REGISTRY
 from mella_assets.lib import catalog, http, lake, model_paths, page_language, serbo_croatian, text
@@ -195,7 +194,6 @@ AUDITED: dict[str, Target] = {
     "ling.translation._SENTENCE_END": _target("ling.translation._SENTENCE_END", translation._SENTENCE_END, "split"),
     "ling.translation._CLAUSE_END": _target("ling.translation._CLAUSE_END", translation._CLAUSE_END, "split"),
     "ling.translation_qa._WORD": _target("ling.translation_qa._WORD", translation_qa._WORD, "findall"),
-    "dataset.build._PHASH": _target("dataset.build._PHASH", build._PHASH, "match"),
 }
 
 

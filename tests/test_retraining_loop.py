@@ -1,10 +1,12 @@
 """The closed loop through the Dagster instance: a WARC lands → crawl sensor tick → pipeline run → the dataset
-grows → retraining sensor tick → training run (Pipes) → evaluation sensor → evaluation runs for every language →
-report; then a training subprocess killed by SIGKILL resumes from its last saved step when rematerialized.
+grows → retraining sensor tick → training run (Pipes) → the automation conditions request evaluation runs for every
+language → then the report; then a training subprocess killed by SIGKILL resumes from its last saved step when
+rematerialized.
 
 Sensor ticks are evaluated with ``build_sensor_context`` / ``build_run_status_sensor_context`` on the real
-instance; every RunRequest is executed with its job's ``execute_in_process`` on that instance. Two languages
-(cs, vi) keep the runtime small."""
+instance, automation ticks with ``dg.evaluate_automation_conditions`` (what the automation condition sensor runs);
+every request is executed with its job's ``execute_in_process`` on that instance. Two languages (cs, vi) keep the
+runtime small."""
 
 import json
 import os
@@ -26,13 +28,7 @@ from mella_assets.demo.site import ensure_demo_site_server
 from mella_assets.demo.tiny_models import build_tiny_models
 from mella_assets.lib.lake import LakeStore
 from mella_assets.resources import Captioner, Training, Translator
-from mella_assets.sensors import (
-    crawl_landing_sensor,
-    evaluation_after_training_sensor,
-    report_after_evaluation_sensor,
-    retraining_sensor,
-    training_failure_sensor,
-)
+from mella_assets.sensors import crawl_landing_sensor, retraining_sensor, training_failure_sensor
 from mella_assets.training.sft import PID_FILE, resume_info
 
 pytestmark = pytest.mark.slow
@@ -76,6 +72,8 @@ class Loop:
         self.instance = dg.DagsterInstance.local_temp(str(home))
         self.store = LakeStore(self.lake_root)
         self.cursors: dict[str, str | None] = {}
+        self.automation_cursor = None
+        assert self.automate() == {}  # the automation sensor is on from the start: nothing to do yet
 
     def tick(self, sensor) -> list[dg.RunRequest]:
         with dg.build_sensor_context(
@@ -84,6 +82,17 @@ class Loop:
             result = sensor(context)
         self.cursors[sensor.name] = result.cursor
         return list(result.run_requests or [])
+
+    def automate(self) -> dict[str, set[str | None]]:
+        """One tick of the automation condition sensor: the evaluation assets it requests, by partition."""
+        result = dg.evaluate_automation_conditions(
+            defs=self.defs, instance=self.instance, cursor=self.automation_cursor
+        )
+        self.automation_cursor = result.cursor
+        names = ("evaluation_scores", "evaluation_samples", "evaluation_report")
+        requested = {name: set(result.get_requested_partitions(dg.AssetKey(name))) for name in names}
+        assert result.total_requested == sum(len(partitions) for partitions in requested.values())  # nothing else
+        return {name: partitions for name, partitions in requested.items() if partitions}
 
     def on_run(self, sensor, run: dg.DagsterRun) -> list[dg.RunRequest]:
         """Evaluate a run-status sensor on the status event of ``run`` from the instance's event log."""
@@ -119,14 +128,19 @@ class Loop:
     def train_then_evaluate(self) -> list[dg.RunRequest]:
         """Retraining tick → training run → evaluation runs → report; returns the evaluation requests."""
         (request,) = self.tick(retraining_sensor)
-        training = self.execute("training_job", request)
-        evaluations = self.on_run(evaluation_after_training_sensor, training.dagster_run)
+        self.execute("training_job", request)
+        requested = self.automate()
+        assert requested == {"evaluation_scores": set(CODES), "evaluation_samples": set(CODES)}
+        evaluations = [dg.RunRequest(partition_key=code) for code in sorted(requested["evaluation_scores"])]
         reports = []
         for evaluation in evaluations:
-            run = self.execute("evaluation_job", evaluation)
-            reports += self.on_run(report_after_evaluation_sensor, run.dagster_run)
-        assert len(reports) == 1, "the report is requested once, after the last language is evaluated"
-        self.execute("report_job", reports[0])
+            assert self.execute("evaluation_job", evaluation).success
+            reports.append(self.automate())
+        assert reports[:-1] == [{}] * (len(reports) - 1) and reports[-1] == {"evaluation_report": {None}}, (
+            "the report is requested once, after the last language is evaluated"
+        )
+        self.execute("report_job", dg.RunRequest())
+        assert self.automate() == {}
         return evaluations
 
 

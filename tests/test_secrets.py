@@ -103,6 +103,7 @@ def test_the_api_key_reaches_the_server_but_no_log_event_or_repr(vlm, tmp_path, 
 
 def test_a_rejected_key_is_named_by_its_variable_never_by_its_value(vlm, tmp_path, monkeypatch, debug_logs, capfd):
     monkeypatch.setenv("MELLA_CAPTIONER_API_KEY", WRONG_KEY)
+    monkeypatch.setenv("MELLA_RETRY_MAX_RETRIES", "0")  # a remote model step's failure would be retried after 30 s
     _lake_with_images(str(tmp_path))
     instance = dg.DagsterInstance.ephemeral()
     with ChatCompletionsServer(captioner=vlm, api_key=API_KEY) as server:

@@ -8,12 +8,20 @@ import importlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
 from mella_assets.cli import main
 from mella_assets.demo.resources import DemoImageFetcher
-from mella_assets.demo.run import DEMO_CODE_LOCATION, PRODUCTION_CODE_LOCATION, configure_ui_environment
+from mella_assets.demo.run import (
+    DEMO_CODE_LOCATION,
+    DEMO_LOCATION_NAME,
+    PRODUCTION_CODE_LOCATION,
+    PRODUCTION_LOCATION_NAME,
+    configure_ui_environment,
+)
 from mella_assets.demo.site import HOST, is_demo_lake
 from mella_assets.resources.fetch import ImageFetcher
 from support.scripted_site import Route, ScriptedSite
@@ -31,6 +39,12 @@ def clean_env(monkeypatch):
     return monkeypatch
 
 
+def served_location(command: list[str]) -> tuple[str, str]:
+    """(module, location name) of the one code location in the workspace file `dagster dev -w` is given."""
+    (entry,) = yaml.safe_load(Path(command[command.index("-w") + 1]).read_text())["load_from"]
+    return entry["python_module"]["module_name"], entry["python_module"]["location_name"]
+
+
 def demo_lake(root):
     (root / "demo" / "site").mkdir(parents=True)
     return root
@@ -45,7 +59,7 @@ def test_ui_serves_the_production_location_for_any_lake_that_is_not_the_demos(tm
     clean_env.setattr(subprocess, "call", lambda command: calls.append(command) or 0)
     assert main(["ui", "--lake", str(lake), "--dagster-home", str(tmp_path / "home")]) == 0
     (command,) = calls
-    assert command[command.index("dev") + 2] == PRODUCTION_CODE_LOCATION
+    assert served_location(command) == (PRODUCTION_CODE_LOCATION, PRODUCTION_LOCATION_NAME)
     assert not any(name in os.environ for name in DEMO_VARIABLES)
 
 
@@ -54,7 +68,7 @@ def test_ui_serves_the_demo_location_for_the_demo_lake(tmp_path, clean_env):
     calls = []
     clean_env.setattr(subprocess, "call", lambda command: calls.append(command) or 0)
     assert main(["ui", "--lake", str(lake), "--dagster-home", str(tmp_path / "home")]) == 0
-    assert calls[0][calls[0].index("dev") + 2] == DEMO_CODE_LOCATION
+    assert served_location(calls[0]) == (DEMO_CODE_LOCATION, DEMO_LOCATION_NAME)
     assert os.environ["MELLA_DEMO_SITE_PORT"]
 
 

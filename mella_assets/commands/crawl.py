@@ -10,11 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from mella_assets.crawl.crawler import crawl, html_fetcher
-from mella_assets.lib.http import DEFAULT_USER_AGENT
+from mella_assets.lib.http import DEFAULT_USER_AGENT, HttpFetcher
 from mella_assets.lib.lake import LakeStore
+from mella_assets.lib.progress import terminal_bar
 from mella_assets.settings import load_settings
 
 
@@ -33,6 +36,21 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+class _CountingFetcher:
+    """The crawler's fetcher, advancing the terminal's progress bar by every answer (page or skip) it hands over."""
+
+    def __init__(self, fetcher: HttpFetcher, bar: Any) -> None:
+        self._fetcher, self._bar = fetcher, bar
+
+    def fetch_many(self, urls: list[str], **kwargs: Any) -> Iterator[Any]:
+        for fetched in self._fetcher.fetch_many(urls, **kwargs):
+            self._bar.update(1)
+            yield fetched
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fetcher, name)
+
+
 def run(args: argparse.Namespace) -> int:
     store = LakeStore(args.lake)
     fetcher = html_fetcher(
@@ -44,8 +62,12 @@ def run(args: argparse.Namespace) -> int:
     landing = f"landing/{args.language}"
     # Beside the lake's local files (on one file system with them), so the finished file moves in without a copy.
     store.local_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".tmp-crawl-", dir=store.local_root) as scratch:
-        result = crawl(args.seed, Path(scratch), fetcher, max_pages=args.max_pages, max_depth=args.max_depth)
+    with (
+        tempfile.TemporaryDirectory(prefix=".tmp-crawl-", dir=store.local_root) as scratch,
+        terminal_bar(args.max_pages, "pages fetched", "page") as bar,
+    ):
+        counted = _CountingFetcher(fetcher, bar)
+        result = crawl(args.seed, Path(scratch), counted, max_pages=args.max_pages, max_depth=args.max_depth)
         where = None
         if result.warc_path is not None:
             key = f"{landing}/{result.warc_path.name}"

@@ -24,6 +24,7 @@ from mella_assets.know.filters import FilterConfig
 from mella_assets.know.pairs import CANDIDATE_INDEX, judge_candidates
 from mella_assets.languages import LANGUAGES
 from mella_assets.lib.langid import BACKENDS, LanguageIdentifier
+from mella_assets.lib.progress import terminal_bar
 from mella_assets.settings import load_settings
 from mella_assets.tables import ALT_TEXT_PAIRS
 
@@ -55,7 +56,12 @@ DECISION_COLUMNS = ["kept", "reason", "alt_kind", "alt_text"]
 
 
 def _pages(paths: list[str], stats: WarcStats, nearby_context: bool) -> pl.DataFrame:
-    frames = [extract_warc(path, stats, nearby_context=nearby_context) for path in paths]
+    frames = []
+    with terminal_bar(len(paths), "WARC files", "file") as bar:
+        for path in paths:
+            frames.append(extract_warc(path, stats, nearby_context=nearby_context))
+            bar.set_postfix(pages=stats.html_pages, refresh=False)
+            bar.update(1)
     return pl.concat(frames, how="vertical_relaxed")
 
 

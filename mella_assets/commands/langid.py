@@ -8,19 +8,38 @@ is read and dropped. The pipeline identifies alt texts and captions, a few hundr
 time grows faster than linearly with a text's length (one line of a single repeated letter: 4,000 characters 0.1 s,
 16,000 1 s, 100,000 10 s; a 1 MB line did not finish in minutes), and a thousand characters say which language a
 text is in as well as a million do.
+
+The first line that needs lingua waits for its models to load (5-30 s on a busy 2-core machine: a two-word
+Latin line meets the n-gram models of all 49 Latin-script languages, as in the pipeline). Typed at a terminal
+(or with ``--quick-after``), a line whose exact answer has not come after :data:`QUICK_AFTER_S` seconds is answered
+from lingua's low-accuracy models instead (about a second to load), marked ``quick`` in a third column, while a
+child process loads the exact models; later lines get exact answers again once it has them. Piped input always
+gets the exact answers (a script's output must not depend on the machine's load). Lines that the script rules and
+CLD2 settle are exact and immediate either way.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import multiprocessing
+import os
 import select
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
+from multiprocessing.connection import Connection
 from typing import BinaryIO
 
 from mella_assets.languages import LANGUAGES, REGISTRY
-from mella_assets.lib.langid import BACKENDS, LanguageIdentifier, identify_many, load_models_on_demand
+from mella_assets.lib.langid import (
+    BACKENDS,
+    Detection,
+    LanguageIdentifier,
+    identify_many,
+    identify_without_lingua,
+    load_models_on_demand,
+)
 from mella_assets.lib.page_language import page_language
 from mella_assets.settings import load_settings
 
@@ -29,6 +48,10 @@ BATCH = 2048
 MAX_LINE_CHARS = 1000
 MAX_LINE_BYTES = 4 * MAX_LINE_CHARS + 4
 _DROP_BYTES = 1 << 16
+# At a terminal: how long a line waits for its exact answer before the quick one is printed (the quick models load
+# in about a second, so a first line is answered in under 3 s).
+QUICK_AFTER_S = 1.0
+QUICK_MARK = "quick"
 
 
 def bounded_lines(stream: BinaryIO, max_bytes: int = MAX_LINE_BYTES) -> Iterator[bytes]:
@@ -83,7 +106,92 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="the page's address for every line: its national domain (.rs, .hr) is the prior when "
         "--page-lang is absent or English",
     )
+    parser.add_argument(
+        "--quick-after",
+        type=float,
+        metavar="SECONDS",
+        help="answer a line from lingua's low-accuracy models (third column 'quick') when its exact answer has not "
+        f"come after SECONDS while the exact models load (default: {QUICK_AFTER_S} at a terminal, never for piped "
+        "input; 0: quick answers only)",
+    )
     return parser
+
+
+def _serve_exact(connection: Connection, identifier: LanguageIdentifier) -> None:
+    """The exact worker's loop: (batch id, texts, page prior) in, (batch id, detections) out, until the pipe
+    closes."""
+    # Below the parent's priority: on a busy machine the quick models, loading in the parent meanwhile, come first.
+    os.nice(10)
+    while True:
+        try:
+            batch_id, texts, prior = connection.recv()
+        except (EOFError, OSError):
+            return
+        connection.send((batch_id, identify_many(identifier, texts, [prior] * len(texts))))
+
+
+class QuickAnswers:
+    """Answers for a terminal: exact when they come within ``quick_after`` seconds, else from the low-accuracy
+    models, marked. The exact answers are computed in a child process: lingua holds the GIL while it loads a
+    model (measured: a thread loading the models stops the main thread's quick answers for the whole load)."""
+
+    def __init__(self, identifier: LanguageIdentifier, quick: LanguageIdentifier, prior: str | None, after: float):
+        self.identifier, self.quick, self.prior = identifier, quick, prior
+        self.after: float | None = after
+        self._connection: Connection | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._batches = 0
+
+    def answer(self, texts: Sequence[str]) -> list[tuple[Detection, bool]]:
+        """(detection, whether it is a quick one) per text, in order."""
+        settled = identify_without_lingua(self.identifier, texts, [self.prior] * len(texts))
+        pending = [i for i, detection in enumerate(settled) if detection is None]
+        answered, quick = self._lingua_answers([texts[i] for i in pending]) if pending else ([], False)
+        found = dict(zip(pending, answered, strict=True))
+        return [(found[i], quick) if detection is None else (detection, False) for i, detection in enumerate(settled)]
+
+    def _lingua_answers(self, texts: list[str]) -> tuple[list[Detection], bool]:
+        """The exact answers if they come in time, else the quick ones; and whether they are the quick ones."""
+        priors = [self.prior] * len(texts)
+        if self.after is None:  # the worker died: exact answers in this process
+            return identify_many(self.identifier, texts, priors), False
+        deadline = time.monotonic() + self.after
+        batch_id = self._submit(texts) if self.after > 0 else None
+        quick = identify_many(self.quick, texts, priors)  # while the child works on the exact ones
+        exact = self._receive(batch_id, deadline) if batch_id is not None else None
+        return (quick, True) if exact is None else (exact, False)
+
+    def _submit(self, texts: list[str]) -> int:
+        if self._process is None:
+            # fork: the child starts with this process's modules and no lingua model loaded yet.
+            context = multiprocessing.get_context("fork")
+            self._connection, child = context.Pipe()
+            self._process = context.Process(target=_serve_exact, args=(child, self.identifier), daemon=True)
+            self._process.start()
+            child.close()
+        self._batches += 1
+        self._connection.send((self._batches, texts, self.prior))
+        return self._batches
+
+    def _receive(self, batch_id: int, deadline: float) -> list[Detection] | None:
+        """The exact answers of ``batch_id`` if they come before ``deadline``; answers of earlier batches (already
+        answered quickly) are dropped."""
+        try:
+            while self._connection.poll(max(0.0, deadline - time.monotonic())):
+                got_id, detections = self._connection.recv()
+                if got_id == batch_id:
+                    return detections
+        except (EOFError, OSError):  # the worker died (killed, out of memory)
+            self.close()
+            self.after = None
+        return None
+
+    def close(self) -> None:
+        if self._process is not None:
+            self._connection.close()
+            self._process.kill()
+            self._process.join()
+            self._process = None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,26 +204,50 @@ def run(args: argparse.Namespace) -> int:
     else:
         targets = list(LANGUAGES.values())
     load_models_on_demand()  # answer the first line without loading every language's models first
-    identifier = LanguageIdentifier(args.backend, targets, accept_undecided_serbian=not args.drop_undecided_serbian)
+    undecided = not args.drop_undecided_serbian
+    identifier = LanguageIdentifier(args.backend, targets, accept_undecided_serbian=undecided)
     prior = page_language(args.page_lang, None, args.page_url).code
     stdin = sys.stdin.buffer
     batch: list[str] = []
+    quick_after = args.quick_after
+    if quick_after is None and _is_terminal(sys.stdin):
+        quick_after = QUICK_AFTER_S
+    quick = None
+    if quick_after is not None and args.backend == "lingua":
+        low = LanguageIdentifier(args.backend, targets, accept_undecided_serbian=undecided, low_accuracy=True)
+        quick = QuickAnswers(identifier, low, prior, max(0.0, quick_after))
 
     def flush() -> None:
-        for detection in identify_many(identifier, batch, [prior] * len(batch)):
-            sys.stdout.write(f"{detection.label}\t{detection.confidence:.4f}\n")
+        if quick is None:
+            answers = [(detection, False) for detection in identify_many(identifier, batch, [prior] * len(batch))]
+        else:
+            answers = quick.answer(batch)
+        for detection, is_quick in answers:
+            mark = f"\t{QUICK_MARK}" if is_quick else ""
+            sys.stdout.write(f"{detection.label}\t{detection.confidence:.4f}{mark}\n")
         batch.clear()
 
-    for raw in bounded_lines(stdin):
-        batch.append(line_sample(raw))
-        # A full batch, or nothing more to read yet (typed or piped slowly): answer what is here now, so the
-        # first line is answered before the input ends; a file or fast pipe still fills whole batches.
-        if len(batch) >= BATCH or not _input_waiting(stdin):
-            flush()
-            sys.stdout.flush()
-    flush()
-    sys.stdout.flush()
+    try:
+        for raw in bounded_lines(stdin):
+            batch.append(line_sample(raw))
+            # A full batch, or nothing more to read yet (typed or piped slowly): answer what is here now, so the
+            # first line is answered before the input ends; a file or fast pipe still fills whole batches.
+            if len(batch) >= BATCH or not _input_waiting(stdin):
+                flush()
+                sys.stdout.flush()
+        flush()
+        sys.stdout.flush()
+    finally:
+        if quick is not None:
+            quick.close()
     return 0
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        return False
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -9,7 +9,7 @@ from mella_assets.lib.http import HttpFetcher
 from mella_assets.lib.watchdog import watched_stage
 from mella_assets.metadata import StageTimer, counts_by, table_metadata
 from mella_assets.resources.lake import Lake
-from mella_assets.specs import language_of, stage_specs, table_result
+from mella_assets.specs import NETWORK_RETRY, language_of, stage_specs, table_result
 from mella_assets.tables import CRAWL_SOURCE_REJECTS, CRAWL_SOURCES, RAW_CRAWL
 
 
@@ -40,7 +40,7 @@ class CrawlSourcesConfig(dg.Config):
         )
 
 
-@dg.multi_asset(name="crawl_sources", specs=stage_specs("crawl_sources"))
+@dg.multi_asset(name="crawl_sources", specs=stage_specs("crawl_sources"), retry_policy=NETWORK_RETRY)
 @watched_stage
 def crawl_sources(
     context: dg.AssetExecutionContext, config: CrawlSourcesConfig, lake: Lake
@@ -88,7 +88,7 @@ class RawCrawlConfig(dg.Config):
     )
 
 
-@dg.multi_asset(name="raw_crawl", specs=stage_specs("raw_crawl", deps=[CRAWL_SOURCES]))
+@dg.multi_asset(name="raw_crawl", specs=stage_specs("raw_crawl", deps=[CRAWL_SOURCES]), retry_policy=NETWORK_RETRY)
 @watched_stage
 def raw_crawl(context: dg.AssetExecutionContext, config: RawCrawlConfig, lake: Lake) -> dg.MaterializeResult:
     """One row per HTML response of the registered WARCs, with every unfiltered image candidate of the page.

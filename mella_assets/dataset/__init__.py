@@ -2,6 +2,6 @@
 
 The public API other stages may use (training re-verifies the dataset before it spends GPU time)."""
 
-from mella_assets.dataset.build import dataset_version, training_gate_problems
+from mella_assets.dataset.build import cross_language_problems, dataset_version, training_gate_problems
 
-__all__ = ["dataset_version", "training_gate_problems"]
+__all__ = ["cross_language_problems", "dataset_version", "training_gate_problems"]

@@ -7,6 +7,13 @@ rank. Assignments persist: the previous ``mella_dataset`` table is read back, ev
 in test, and only clusters made entirely of new images can join the test set, so a new crawl never moves an
 existing test item into train (nor an existing train item into a newly grown test set).
 
+The same rule holds across languages (the fine-tuned checkpoint is multilingual and agency photos recur across
+sites): every other language's written ``mella_dataset`` is read through DuckDB, out of core, for the images that
+are the same as or near duplicates of this language's (:func:`other_language_links`). A cluster linked to another
+language's test image is test; a cluster linked to any other language's image is never drawn into a new test set;
+clusters linked to the same cluster of another language are one cluster. :func:`cross_language_leaks` checks the
+result over all languages.
+
 Mix caps (per source, ling per know, per domain) keep records that were in the previous table first, then the
 lowest stable hash rank; capped records go to ``mella_dataset_rejects`` with a reason.
 
@@ -18,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +36,9 @@ import numpy as np
 import polars as pl
 
 from mella_assets.languages import Language
+from mella_assets.lib.lake import LakeStore
 from mella_assets.lib.langid import LanguageIdentifier
+from mella_assets.lib.near_duplicates import cluster_images, near_links, parquet_sql
 from mella_assets.tables import D_KNOW, D_LING, MELLA_DATASET, MELLA_DATASET_REJECTS
 
 PROMPT_BANK_PATH = Path(__file__).resolve().parent.parent / "prompts" / "prompt_bank.json"
@@ -39,7 +47,6 @@ MIX_SALT = "mella-mix-v1"
 IMAGE_TOKEN = "<image>"
 SOURCES = ("know", "ling")
 SPLITS = ("train", "test")
-_PHASH = re.compile(r"^[0-9a-f]{16}$")
 
 DATASET_SCHEMA = dict(MELLA_DATASET.columns)
 # Columns every record must fill (the rest are provenance that some sources lack, e.g. keywords for ling).
@@ -154,10 +161,6 @@ def json_string(expr: pl.Expr) -> pl.Expr:
 # -- near-duplicate clusters ----------------------------------------------------------------------------------
 
 
-def _valid_phash(value: str | None) -> bool:
-    return isinstance(value, str) and bool(_PHASH.match(value))
-
-
 def near_duplicate_pairs(
     phashes: Sequence[str], max_distance: int, tile_rows: int = 128, tile_columns: int = 4096
 ) -> list[tuple[int, int]]:
@@ -167,8 +170,8 @@ def near_duplicate_pairs(
     working set stays in cache; a tile with no close pair (almost all of them) skips the index extraction.
     Measured (benchmarks/bench_dataset.py) far faster than a band-join candidate search at the default 8-bit
     threshold, whose 7-bit bands make most pairs candidates, and ≈ 4-5x faster than whole row blocks of
-    ``2048 × n`` (0.75 GB temporaries at 45k hashes); quadratic, so meant for one language partition (≈ 1 s per
-    40k images here).
+    ``2048 × n`` (0.75 GB temporaries at 45k hashes); quadratic (≈ 1 s per 40k images here), so the clusters
+    come from the band joins of ``lib/near_duplicates.py`` instead; this is their exact reference.
     """
     if len(phashes) < 2 or max_distance < 0:
         return []
@@ -221,21 +224,71 @@ def image_clusters(images: pl.DataFrame, max_distance: int) -> dict[str, str]:
     """image_sha256 → cluster key (the smallest sha256 of the cluster) for rows of (image_sha256, phash).
 
     Images with the same perceptual hash, or hashes at most ``max_distance`` bits apart, are one cluster;
-    an image without a valid 16-hex hash is a cluster of its own (by sha256).
+    an image without a valid 16-hex hash is a cluster of its own (by sha256). Computed by the band joins of
+    ``lib/near_duplicates.py`` (DuckDB), not by comparing all pairs.
     """
-    shas = images["image_sha256"].unique().sort().to_list()
-    union = _UnionFind(shas)
-    by_hash: dict[str, list[str]] = defaultdict(list)
-    for sha, phash in images.select("image_sha256", "phash").unique().iter_rows():
-        if _valid_phash(phash):
-            by_hash[phash].append(sha)
-    hashes = sorted(by_hash)
-    for members in by_hash.values():
-        for other in members[1:]:
-            union.union(members[0], other)
-    for i, j in near_duplicate_pairs(hashes, max_distance):
-        union.union(by_hash[hashes[i]][0], by_hash[hashes[j]][0])
-    return {sha: union.find(sha) for sha in shas}
+    frame = images.select(pl.col("image_sha256").cast(pl.String), pl.col("phash").cast(pl.String))
+    return dict(cluster_images(frame, max_distance).iter_rows())
+
+
+# -- other languages ------------------------------------------------------------------------------------------
+
+OTHER_LINKS_SCHEMA = {
+    "image_sha256": pl.String,
+    "other_language": pl.String,
+    "other_image_sha256": pl.String,
+    "other_split_group": pl.String,
+    "other_split": pl.String,
+}
+
+
+def _partition_language(key: str) -> str:
+    return key.split("/language=", 1)[1].split("/", 1)[0]
+
+
+def _dataset_files(store: LakeStore, except_language: str | None = None) -> list[str]:
+    """Locations of the written ``mella_dataset`` partitions (all, or all but one language's)."""
+    keys = store.table_keys(MELLA_DATASET.name)
+    return sorted(store.location(key) for key in keys if _partition_language(key) != except_language)
+
+
+def other_language_links(store: LakeStore, language: str, images: pl.DataFrame, max_distance: int = 8) -> pl.DataFrame:
+    """Every other language's ``mella_dataset`` rows whose image is one of ``images`` (rows of ``image_sha256``,
+    ``phash``) or a near duplicate of one, read out of core through DuckDB over the written partitions:
+    columns of :data:`OTHER_LINKS_SCHEMA` (``image_sha256`` is this language's image)."""
+    files = _dataset_files(store, except_language=language)
+    if not files or images.is_empty():
+        return pl.DataFrame(schema=OTHER_LINKS_SCHEMA)
+    own = images.select(pl.col("image_sha256").cast(pl.String), pl.col("phash").cast(pl.String)).unique()
+    with duckdb.connect(":memory:") as connection:
+        store.configure_duckdb(connection)
+        connection.register("own_images", own)
+        others = parquet_sql(files, "DISTINCT image_sha256, phash, language, split_group, split")
+        links = near_links(connection, "SELECT * FROM own_images", others, max_distance)
+    return links.select(list(OTHER_LINKS_SCHEMA)).cast(OTHER_LINKS_SCHEMA).unique().sort(list(OTHER_LINKS_SCHEMA))
+
+
+def cross_language_leaks(store: LakeStore, language: str | None = None, max_distance: int = 8) -> pl.DataFrame:
+    """Pairs (an image of one language, the same image or a near duplicate in another language) whose splits
+    differ: a test image of any language in any language's train split. ``language``: only pairs with an image of
+    that language; None: all. Read out of core through DuckDB over the written partitions; empty = no leak.
+    Columns: ``language, image_sha256, split, other_language, other_image_sha256, other_split``."""
+    schema = {"language": pl.String, "image_sha256": pl.String, "split": pl.String}
+    schema |= {"other_language": pl.String, "other_image_sha256": pl.String, "other_split": pl.String}
+    files = _dataset_files(store)
+    if language is not None:
+        own_files = [f for f in files if f not in _dataset_files(store, except_language=language)]
+        other_files = [f for f in files if f not in own_files]
+    else:
+        own_files = other_files = files
+    if not own_files or not other_files:
+        return pl.DataFrame(schema=schema)
+    columns = "DISTINCT language, image_sha256, phash, split"
+    with duckdb.connect(":memory:") as connection:
+        store.configure_duckdb(connection)
+        links = near_links(connection, parquet_sql(own_files, columns), parquet_sql(other_files, columns), max_distance)
+    leaks = links.filter((pl.col("language") != pl.col("other_language")) & (pl.col("split") != pl.col("other_split")))
+    return leaks.select(list(schema)).cast(schema).unique().sort(list(schema))
 
 
 # -- merge, mix, split ----------------------------------------------------------------------------------------
@@ -363,23 +416,39 @@ def previous_splits(previous: pl.DataFrame | None) -> dict[str, str]:
 
 
 def assign_splits(
-    records: pl.DataFrame, policy: SplitPolicy, previous: pl.DataFrame | None = None
+    records: pl.DataFrame,
+    policy: SplitPolicy,
+    previous: pl.DataFrame | None = None,
+    others: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, dict[str, int]]:
     """``records`` with ``split_group`` (cluster key) and ``split``, plus statistics of the assignment.
 
-    A cluster is test if any of its images was test before; otherwise, per source kind, new clusters (no image
-    seen before) fill the test set up to ``test_groups_per_source`` in stable hash order. Everything else is
-    train.
+    A cluster is test if any of its images was test before, or is (or nearly is) a test image of another
+    language (``others``: :func:`other_language_links`); otherwise, per source kind, new clusters (no image seen
+    before, none linked to another language's image) fill the test set up to ``test_groups_per_source`` in
+    stable hash order. Everything else is train. Clusters linked to one cluster of another language are merged.
     """
     cluster_of = image_clusters(records.select("image_sha256", "phash"), policy.max_distance)
+    links = others if others is not None else pl.DataFrame(schema=OTHER_LINKS_SCHEMA)
+    links = links.filter(pl.col("image_sha256").is_in(list(cluster_of)))
+    # Another language's cluster is a node keyed after every sha256 ("~" > hex), so a merged cluster keeps the
+    # smallest sha256 of this language as its key.
+    other_group = ("~" + links["other_language"] + "/" + links["other_split_group"].fill_null("")).to_list()
+    union = _UnionFind([*set(cluster_of.values()), *other_group])
+    for sha, group in zip(links["image_sha256"].to_list(), other_group, strict=True):
+        union.union(cluster_of[sha], group)
+    cluster_of = {sha: union.find(cluster) for sha, cluster in cluster_of.items()}
     before = previous_splits(previous)
     members: dict[str, list[str]] = defaultdict(list)
     for sha, cluster in cluster_of.items():
         members[cluster].append(sha)
+    linked = {cluster_of[sha] for sha in links["image_sha256"].to_list()}
+    other_test = {cluster_of[sha] for sha in links.filter(pl.col("other_split") == "test")["image_sha256"].to_list()}
     test = {c for c, shas in members.items() if any(before.get(sha) == "test" for sha in shas)}
     kept_from_before = set(test)
+    test |= other_test
     moved_to_test = sum(1 for c in test for sha in members[c] if before.get(sha) == "train")
-    new = {c for c, shas in members.items() if not any(sha in before for sha in shas)}
+    new = {c for c, shas in members.items() if not any(sha in before for sha in shas)} - linked
     rank = {c: min(_rank(SPLIT_SALT, sha) for sha in shas) for c, shas in members.items()}
     with_cluster = records.with_columns(
         pl.col("image_sha256").replace_strict(cluster_of, return_dtype=pl.String).alias("split_group")
@@ -407,6 +476,8 @@ def assign_splits(
         "test_clusters": len(test),
         "test_clusters_kept_from_previous": len(kept_from_before),
         "images_moved_train_to_test": moved_to_test,
+        "clusters_shared_with_other_languages": len(linked),
+        "test_clusters_from_other_languages": len(other_test - kept_from_before),
     }
     return frame, stats
 
@@ -447,9 +518,11 @@ def build_sft_records(
     split: SplitPolicy | None = None,
     mix: MixPolicy | None = None,
     previous: pl.DataFrame | None = None,
+    others: pl.DataFrame | None = None,
 ) -> DatasetBuild:
     """SFT records of one language: native prompt, answer ``text`` (alt text for know, translated caption for
-    ling), mix caps, and a train/test split by near-duplicate image cluster that honours ``previous``."""
+    ling), mix caps, and a train/test split by near-duplicate image cluster that honours ``previous`` and the
+    other languages' splits (``others``: :func:`other_language_links`)."""
     code = language.code
     split = split or SplitPolicy()
     mix = mix or MixPolicy()
@@ -457,7 +530,7 @@ def build_sft_records(
     previous_ids = set(previous["id"].to_list()) if previous is not None and "id" in previous.columns else set()
     kept, rejects = apply_mix(candidates, mix, previous_ids)
     rejects = rejects.with_columns(pl.lit(code).alias("language"))
-    split_frame, stats = assign_splits(kept, split, previous)
+    split_frame, stats = assign_splits(kept, split, previous, others)
     records = with_prompts(split_frame, code).select(list(DATASET_SCHEMA)).cast(DATASET_SCHEMA).sort("source", "id")
     stats = {**stats, "candidates": candidates.height, "rejected": rejects.height}
     return DatasetBuild(records=records, rejects=rejects, stats=stats)
@@ -575,4 +648,20 @@ def training_gate_problems(frame: pl.DataFrame, language: str, image_exists: Cal
     missing = [key for key in frame["image_key"].unique().to_list() if not image_exists(key)]
     if missing:
         problems.append(f"{len(missing)} image files missing, e.g. {missing[0]}")
+    return problems
+
+
+def cross_language_problems(store: LakeStore, max_distance: int = SplitPolicy.max_distance) -> dict[str, list[str]]:
+    """Per language, the cross-language split leaks of :func:`cross_language_leaks` over every written partition,
+    in words for the training gate (a language without leaks is absent)."""
+    leaks = cross_language_leaks(store, max_distance=max_distance)
+    problems: dict[str, list[str]] = {}
+    for (language, split), rows in leaks.sort("language", "split").group_by("language", "split", maintain_order=True):
+        images = rows["image_sha256"].n_unique()
+        where = ", ".join(sorted(set(rows["other_language"].to_list())))
+        other = "train" if split == "test" else "test"
+        problems.setdefault(str(language), []).append(
+            f"{images} {split} images are (or nearly are) {other} images of another language ({where}), "
+            f"e.g. {rows['image_sha256'][0]}"
+        )
     return problems

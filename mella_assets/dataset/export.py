@@ -6,6 +6,9 @@ Layout of one export (``exports/<version>/``; every path in it is relative to th
     dataset_info.json               LLaMA-Factory entries ``mella_train`` / ``mella_test`` for those files
     swift_{train,test}.jsonl        ms-swift standard ``messages`` (user/assistant) + ``images``
     data.parquet                    every record with provenance and ``image_path`` (optionally image bytes)
+    data/<language>/<split>-NNNNN-of-MMMMM.parquet   🤗 datasets parts: ``image`` (``datasets.Image``, bytes
+                                    embedded unless ``hf_embed_images`` is off), text, prompt and provenance; the
+                                    card's front matter maps them to configs and splits (``load_dataset(<folder>)``)
     webdataset/mella-<split>-NNNNNN.tar   size-capped shards: ``<id>.jpg`` + ``<id>.json`` per sample
     webdataset/manifest.json        shards with split, samples, bytes, sha256
     images/<sha[:2]>/<sha>.jpg      the images (unless ``copy_images`` is off: then the lake root is the media dir)
@@ -17,6 +20,7 @@ Files carry no timestamps, so the same records give byte-identical files.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import json
@@ -25,6 +29,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
 
 from mella_assets.dataset.build import IMAGE_TOKEN, SPLITS
 from mella_assets.know.alt_kind import KINDS
@@ -45,6 +52,16 @@ class ExportOptions:
     """Also store the image bytes in ``data.parquet`` (column ``image_bytes``)."""
     shard_max_bytes: int = 256 * 1024 * 1024
     """Most bytes of one WebDataset tar shard (a sample bigger than this gets a shard of its own)."""
+    hf_embed_images: bool = True
+    """Store the image bytes in the 🤗 Parquet parts under ``data/`` (what the Hub needs); off: only each image's
+    path, relative to the media dir (smaller files for local use)."""
+    hf_shard_max_bytes: int = 500 * 1000 * 1000
+    """About the most bytes of one 🤗 Parquet part (images and texts counted; ``push_to_hub``'s default)."""
+    license: str = "other"
+    """The card's ``license`` (a Hub licence id, e.g. ``cc-by-4.0``). ``other``: the rights stay with each source,
+    as the card's provenance section says."""
+    license_name: str = "mella-web-sources"
+    """The card's ``license_name`` when ``license`` is ``other``."""
 
 
 # -- trainer formats ------------------------------------------------------------------------------------------
@@ -177,6 +194,180 @@ def webdataset_shards(
         yield flush()
 
 
+# -- 🤗 datasets: Parquet parts and the card's front matter ----------------------------------------------------
+
+HF_DATA_DIR = "data"
+# The Parquet parts' columns: the image (🤗 `Image`: a struct of bytes and path) and each record's text and
+# provenance. The split is the file a row is in; `conversation` repeats prompt and text, so it is left out.
+HF_COLUMNS = {
+    "image": pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
+    "id": pa.string(),
+    "language": pa.string(),
+    "source": pa.string(),
+    "prompt": pa.string(),
+    "text": pa.string(),
+    "caption_en": pa.string(),
+    "keywords": pa.list_(pa.string()),
+    "alt_kind": pa.string(),
+    "source_table": pa.string(),
+    "image_sha256": pa.string(),
+    "image_url": pa.string(),
+    "page_url": pa.string(),
+    "domain": pa.string(),
+}
+# Rows per Parquet row group: what `datasets` itself writes for image columns, so the Hub's viewer and a
+# streaming reader fetch a few MB at a time.
+HF_ROW_GROUP_ROWS = 100
+# zstd for the texts; image bytes stored as they are: a JPEG does not shrink, and compressing it anyway cut the
+# rows/s from 1.14x to 0.68x those of datasets' own writer (benchmarks/bench_hf_export.py). The dictionary stays:
+# an image repeated in a row group (the know and ling records of one picture) is stored once there.
+HF_COMPRESSION = {"image.bytes": "none"} | {c: "zstd" for c in ("image.path", *list(HF_COLUMNS)[1:])}
+HF_TASK_CATEGORIES = ("image-text-to-text", "image-to-text", "visual-question-answering")
+HF_TAGS = ("mella", "multilingual", "low-resource-languages", "alt-text", "image-captioning", "sft")
+# The Hub's size_categories buckets: (exclusive upper bound of the row count, label).
+HF_SIZE_CATEGORIES = (
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+    (1_000_000_000, "100M<n<1B"),
+)
+HF_CARD_KEYS = ("license", "language", "task_categories", "size_categories", "pretty_name", "tags", "configs")
+
+
+def hf_schema() -> pa.Schema:
+    """The Parquet parts' Arrow schema with the ``huggingface`` metadata `datasets` reads its features from (what
+    ``datasets.Features(...).arrow_schema`` writes), so ``image`` loads as ``datasets.Image``."""
+
+    def feature(name: str, kind: pa.DataType) -> dict:
+        if name == "image":
+            return {"_type": "Image"}
+        if pa.types.is_list(kind):
+            return {"feature": feature("", kind.value_type), "_type": "List"}
+        return {"dtype": str(kind), "_type": "Value"}
+
+    features = {name: feature(name, kind) for name, kind in HF_COLUMNS.items()}
+    metadata = {"huggingface": json.dumps({"info": {"features": features}})}
+    return pa.schema(list(HF_COLUMNS.items()), metadata=metadata)
+
+
+def size_category(rows: int) -> str:
+    """The Hub's ``size_categories`` label for ``rows`` records."""
+    return next((label for bound, label in HF_SIZE_CATEGORIES if rows < bound), "n>1B")
+
+
+def plan_shards(sizes: list[int], max_bytes: int) -> list[tuple[int, int]]:
+    """(start, end) row ranges whose ``sizes`` add up to at most ``max_bytes`` each (a row bigger than that alone
+    gets a range of its own); one empty range for no rows."""
+    ranges, start, total = [], 0, 0
+    for index, size in enumerate(sizes):
+        if index > start and total + size > max_bytes:
+            ranges.append((start, index))
+            start, total = index, 0
+        total += size
+    ranges.append((start, len(sizes)))
+    return ranges
+
+
+def hf_parquet_parts(
+    records: pl.DataFrame,
+    name: str,
+    max_bytes: int,
+    read_image: Callable[[str], bytes] | None,
+    image_size: Callable[[str], int],
+) -> Iterator[tuple[str, bytes]]:
+    """(``<name>-NNNNN-of-MMMMM.parquet``, Parquet bytes) for ``records``, each part about ``max_bytes`` at most
+    (images and texts counted), in :func:`hf_schema`. ``read_image``: embed each image's bytes (what the Hub
+    needs); None: only its path, relative to the media dir."""
+    texts = records.select(pl.sum_horizontal(pl.col("prompt", "text").str.len_bytes())).to_series().to_list()
+    sizes = [
+        text + (image_size(key) if read_image else 0)
+        for text, key in zip(texts, records["image_key"].to_list(), strict=True)
+    ]
+    ranges = plan_shards(sizes, max_bytes)
+    schema = hf_schema()
+    for number, (start, end) in enumerate(ranges):
+        part = records.slice(start, end - start)
+        keys = part["image_key"].to_list()
+        image = pa.StructArray.from_arrays(
+            [
+                pa.array([read_image(k) for k in keys] if read_image else [None] * len(keys), pa.binary()),
+                pa.array(keys),
+            ],
+            fields=list(schema.field("image").type),
+        )
+        columns = [image] + [
+            part[column].to_arrow().cast(kind) if column in part.columns else pa.nulls(part.height, kind)
+            for column, kind in list(HF_COLUMNS.items())[1:]
+        ]
+        buffer = io.BytesIO()
+        table = pa.Table.from_arrays(columns, schema=schema)
+        pq.write_table(table, buffer, compression=HF_COMPRESSION, row_group_size=HF_ROW_GROUP_ROWS)
+        yield f"{name}-{number:05d}-of-{len(ranges):05d}.parquet", buffer.getvalue()
+
+
+def card_front_matter(records: pl.DataFrame, parts: list[str], options: ExportOptions | None = None) -> str:
+    """The card's YAML front matter (between ``---`` lines) that the Hub and ``datasets.load_dataset`` read:
+    licence, languages, task and size categories, tags, and ``configs``: ``default`` with every language and one
+    config per language, their ``train`` / ``test`` splits mapped to the Parquet ``parts`` (export-relative
+    paths ``data/<language>/<split>-….parquet``)."""
+    options = options or ExportOptions()
+    languages = sorted(records["language"].unique().to_list())
+
+    def data_files(language: str) -> list[dict[str, str]]:
+        patterns = {split: f"{HF_DATA_DIR}/{language}/{split}-*.parquet" for split in SPLITS}
+        return [
+            {"split": split, "path": pattern}
+            for split, pattern in patterns.items()
+            if any(fnmatch.fnmatchcase(part, pattern) for part in parts)  # a split with no rows has no file
+        ]
+
+    configs = [{"config_name": "default", "data_files": data_files("*")}]
+    configs += [{"config_name": code, "data_files": data_files(code)} for code in languages]
+    meta: dict[str, object] = {"license": options.license}
+    if options.license == "other":
+        meta["license_name"] = options.license_name
+    meta |= {
+        "language": languages,
+        "multilinguality": "multilingual" if len(languages) > 1 else "monolingual",
+        "task_categories": list(HF_TASK_CATEGORIES),
+        "size_categories": [size_category(records.height)],
+        "pretty_name": f"MELLA image-text SFT data ({', '.join(languages)})",
+        "tags": list(HF_TAGS),
+        "configs": configs,
+    }
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000) + "---\n"
+
+
+def card_metadata_problems(card: str, files: set[str]) -> list[str]:
+    """What stops the Hub or ``datasets`` from reading the card of an export holding ``files`` (export-relative
+    paths): no front matter, a missing key, a licence ``other`` without its name, a config split whose pattern
+    matches no file. Parsed with ``huggingface_hub.DatasetCard`` when it is installed (the Hub's own reader)."""
+    try:
+        from huggingface_hub import DatasetCard
+
+        meta = DatasetCard(card).data.to_dict()
+    except ImportError:
+        head = card.split("---\n", 2)
+        meta = yaml.safe_load(head[1]) if card.startswith("---\n") and len(head) == 3 else {}
+    except (ValueError, yaml.YAMLError) as error:  # not YAML, or YAML that is not a mapping
+        return [f"front matter: {str(error).splitlines()[0]}"]
+    if not meta:
+        return ["the card has no YAML front matter"]
+    problems = [f"front matter has no {key!r}" for key in HF_CARD_KEYS if not meta.get(key)]
+    if meta.get("license") == "other" and not meta.get("license_name"):
+        problems.append("license 'other' needs a 'license_name'")
+    for config in meta.get("configs") or []:
+        for entry in config.get("data_files") or []:
+            if not any(fnmatch.fnmatchcase(path, entry["path"]) for path in files):
+                problems.append(
+                    f"config {config.get('config_name')!r} split {entry['split']!r}: no file matches {entry['path']!r}"
+                )
+    return problems
+
+
 # -- dataset card ---------------------------------------------------------------------------------------------
 
 
@@ -248,15 +439,43 @@ def alt_kind_shares(records: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _yield_section(yield_funnel: pl.DataFrame | None) -> list[str]:
+    """The card's yield funnel: per language (and crawl, where a language has several), each step's rows and their
+    share of the step before."""
+    lines = [
+        "",
+        "## Yield",
+        "",
+        "How many rows each step gives from the step before, per language: rows, and in brackets rows ÷ the previous",
+        "step's rows (`candidates`: `<img>` candidates per page). Pages needed for N records ≈ N ÷ (`sft_records` ÷",
+        '`pages`). Per crawl in `mella sql "SELECT * FROM yield_by_language"` (`all`: every crawl together).',
+        "",
+    ]
+    if yield_funnel is None or not yield_funnel.height:
+        return [*lines, "_(no pages in the lake)_"]
+    crawls = yield_funnel.filter(pl.col("crawl") != "all").group_by("language").agg(pl.col("crawl").n_unique())
+    several = crawls.height > 0 and crawls["crawl"].max() > 1
+    shown = yield_funnel if several else yield_funnel.filter(pl.col("crawl") == "all")
+    cells = shown.with_columns(
+        column=pl.format("{} {}", "language", "crawl") if several else pl.col("language"),
+        cell=pl.when(pl.col("ratio_to_previous").is_null())
+        .then(pl.col("rows").cast(pl.String))
+        .otherwise(pl.format("{} (×{})", "rows", pl.col("ratio_to_previous").round(3))),
+    )
+    wide = cells.pivot(on="column", index=["step", "stage"], values="cell", sort_columns=True)
+    return [*lines, *_table(wide.sort("step").drop("step"))]
+
+
 def dataset_card(
     records: pl.DataFrame,
     version: str,
     funnel: pl.DataFrame | None = None,
     rejects: pl.DataFrame | None = None,
     options: ExportOptions | None = None,
+    yield_funnel: pl.DataFrame | None = None,
 ) -> str:
-    """README.md of an export with the run's statistics; ``funnel`` / ``rejects``: the catalog views
-    ``funnel_by_language`` and ``rejects_by_reason``."""
+    """README.md of an export with the run's statistics; ``funnel`` / ``rejects`` / ``yield_funnel``: the catalog
+    views ``funnel_by_language``, ``rejects_by_reason`` and ``yield_by_language``."""
     options = options or ExportOptions()
     stats = card_statistics(records)
     by_split = {p: int((records["split"] == p).sum()) for p in SPLITS}
@@ -319,6 +538,7 @@ def dataset_card(
         lines += _table(reasons)
     else:
         lines += ["_(no rejects recorded)_"]
+    lines += _yield_section(yield_funnel)
     media = "this folder" if options.copy_images else "the lake root (images are not copied into this export)"
     lines += [
         "",
@@ -333,6 +553,14 @@ def dataset_card(
         "",
         f"Image paths are relative to the media dir: {media}.",
         "",
+        '- **🤗 datasets**: `load_dataset("<this folder or the Hub repo>")` reads the `configs` above (`default`:',
+        "  every language; one config per language code) from `data/<language>/<split>-NNNNN-of-MMMMM.parquet`;",
+        "  `image` is a `datasets.Image`"
+        + (
+            " (bytes embedded)."
+            if options.hf_embed_images
+            else " holding only a path relative to the media dir: decode it from there."
+        ),
         "- **LLaMA-Factory**: `sharegpt_train.json` / `sharegpt_test.json`, registered in `dataset_info.json` as",
         "  `mella_train` / `mella_test`; train with `dataset_dir: <this folder>`, `dataset: mella_train`",
         "  (`media_dir` defaults to `dataset_dir`).",
@@ -369,6 +597,7 @@ def write_export(
     options: ExportOptions | None = None,
     funnel: pl.DataFrame | None = None,
     rejects: pl.DataFrame | None = None,
+    yield_funnel: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Write every export file under ``prefix`` in ``store``; returns the manifest (path, key, kind, bytes,
     sha256), also written as ``MANIFEST.json`` and ``SHA256SUMS``."""
@@ -398,6 +627,13 @@ def write_export(
     info = llama_factory_dataset_info({split: f"sharegpt_{split}.json" for split in SPLITS})
     put("dataset_info.json", _json_bytes(info, indent=2), "llamafactory")
     put("data.parquet", parquet_bytes(records, read_image if options.embed_images_in_parquet else None), "parquet")
+    parts = []
+    embed = read_image if options.hf_embed_images else None
+    for frame in records.partition_by("language", "split", maintain_order=True):
+        language, split = frame["language"][0], frame["split"][0]
+        for name, data in hf_parquet_parts(frame, split, options.hf_shard_max_bytes, embed, store.size):
+            parts.append(f"{HF_DATA_DIR}/{language}/{name}")
+            put(parts[-1], data, "hf_parquet")
     shards = []
     for split, frame in by_split.items():
         for name, data, samples in webdataset_shards(frame, read_image, split, options.shard_max_bytes):
@@ -406,7 +642,10 @@ def write_export(
                 {"path": name, "split": split, "samples": samples, "bytes": len(data), "sha256": written[-1][3]}
             )
     put("webdataset/manifest.json", _json_bytes({"version": version, "shards": shards}, indent=2), "webdataset")
-    put("README.md", dataset_card(records, version, funnel, rejects, options).encode("utf-8"), "card")
+    card = card_front_matter(records, parts, options) + dataset_card(
+        records, version, funnel, rejects, options, yield_funnel
+    )
+    put("README.md", card.encode("utf-8"), "card")
     listing = [{"path": p, "kind": k, "bytes": b, "sha256": s} for p, k, b, s in written]
     manifest = {"version": version, "records": records.height, "files": listing}
     sums = "".join(f"{s}  {p}\n" for p, _k, _b, s in written).encode()

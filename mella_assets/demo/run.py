@@ -41,14 +41,18 @@ concurrency:
     granularity: op
 """,
     "telemetry": "telemetry:\n  enabled: false\n",
+    # Dagster's first-visit pop-up would cover the UI on every fresh browser.
+    "nux": "nux:\n  enabled: false\n",
 }
 # Run limits set here conflict with `concurrency` (Dagster refuses both).
 RUN_LIMIT_SECTIONS = {"concurrency": ("run_queue", "run_coordinator")}
 DEMO_CODE_LOCATION = "mella_assets.demo.definitions"
 PRODUCTION_CODE_LOCATION = "mella_assets.definitions"
-# `dagster dev -m <module>` (mella ui) names the location after its module; a demo run's origin must carry the same
-# name for the UI to list and re-execute it.
-DEMO_LOCATION_NAME = DEMO_CODE_LOCATION
+# The code locations' names in the UI (`mella ui` writes them into its workspace.yaml; pyproject's
+# `[tool.dagster]` and deploy/workspace.yaml name the production one too). A demo run's origin must carry the demo
+# location's name for the UI to list and re-execute it.
+PRODUCTION_LOCATION_NAME = "mella"
+DEMO_LOCATION_NAME = "mella-demo"
 DEMO_RUN_TAGS = {"mella/trigger": "demo"}
 # The demo prints one line per run; the full event log is in the UI.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}

@@ -8,17 +8,26 @@ import dagster as dg
 import polars as pl
 
 from mella_assets.evaluation.report import chart_markdown, render_score_chart, scores_markdown
-from mella_assets.evaluation.scoring import regressions, score_samples
+from mella_assets.evaluation.scoring import headline_scores, regressions, report_scores, score_samples
 from mella_assets.lib.cache import ItemFailure, JsonCache, PerItemCalls, batches, content_key
 from mella_assets.lib.checkpoints import read_latest_checkpoint
 from mella_assets.lib.openai_backend import ItemError
+from mella_assets.lib.progress import SILENT, ProgressLog
 from mella_assets.lib.vlm import open_rgb_image
 from mella_assets.lib.watchdog import deadline_passed, watched_stage
 from mella_assets.metadata import StageTimer, counts_by, preview_markdown, preview_table, table_metadata
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.models import Evaluator, ModelUnderTest
 from mella_assets.resources.training import Training
-from mella_assets.specs import GPU_POOL, language_of, stage_specs, table_result
+from mella_assets.specs import (
+    GPU_POOL,
+    NETWORK_RETRY,
+    language_of,
+    progress_log,
+    retried_only_when_remote,
+    stage_specs,
+    table_result,
+)
 from mella_assets.tables import (
     EVALUATION_REPORT,
     EVALUATION_SAMPLES,
@@ -50,7 +59,14 @@ class _Answers:
     left: int
 
 
-def _generate_cached(lake: Lake, model: ModelUnderTest, items: pl.DataFrame, config: EvaluationConfig) -> _Answers:
+def _generate_cached(
+    lake: Lake,
+    model: ModelUnderTest,
+    items: pl.DataFrame,
+    config: EvaluationConfig,
+    role: str = "model",
+    progress: ProgressLog = SILENT,
+) -> _Answers:
     """Answers of one model for the test items, each cached by (model version, item, params). An item the server
     refuses (openai backend: a 400 / 413 / 422) or whose generation raises fails the asset naming it, after every
     other answer is cached: every model must answer the same items for the paired comparison, and a rerun asks only
@@ -61,9 +77,11 @@ def _generate_cached(lake: Lake, model: ModelUnderTest, items: pl.DataFrame, con
     failed: dict[str, str] = {}
     left = 0
     calls = PerItemCalls()
+    reporter = progress.loop(f"evaluation_scores ({role})", len(keys), unit="answers")
 
     def generate(missing: list[int]):
         nonlocal left
+        reporter.start(already_done=len(keys) - len(missing))  # the rest is cached
         backend = None
         for number, batch in enumerate(batches(missing, config.batch_size)):
             if deadline_passed():
@@ -86,16 +104,48 @@ def _generate_cached(lake: Lake, model: ModelUnderTest, items: pl.DataFrame, con
                     failed[items["id"][i]] = output.detail
                 else:
                     yield i, {"text": output.text}
+            reporter.advance(len(batch))
         calls.check_model()
 
     values, computed = JsonCache(lake.store, "evaluation").get_or_compute(keys, generate, stop_at_deadline=True)
+    reporter.finish()
     for problems, what in ((refused, "the server refused"), (failed, "generation raised on")):
         if problems:
             raise dg.Failure(
                 f"{model.name}: {what} {len(problems)} test item(s); every model must answer every item",
                 metadata={"items": dg.MetadataValue.json(dict(list(problems.items())[:20]))},
+                # A refusal (4xx) repeats; items that raised with a remote backend may have met an outage.
+                allow_retries=problems is failed,
             )
     return _Answers([value["text"] if value else None for value in values], computed - left, left)
+
+
+# Declarative automation (the automation condition sensor, sensors/evaluation.py, evaluates these) replaces the
+# run-status sensors that chained training → evaluation → report.
+_NEW_CHECKPOINT = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated()).allow(
+    dg.AssetSelection.assets(FINETUNED_CHECKPOINT.name)
+)
+# A new checkpoint → each language partition evaluated once, as soon as its dataset exists (a language without data
+# waits for it without holding the others back) and nothing upstream of it is running.
+EVALUATE_NEW_CHECKPOINT = (
+    _NEW_CHECKPOINT.since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("a new checkpoint, for a language with data")
+# A language that has data and a checkpoint newer than its scores still owes an evaluation.
+_OWES_EVALUATION = (
+    _NEW_CHECKPOINT.since(dg.AutomationCondition.newly_updated()) & ~dg.AutomationCondition.any_deps_missing()
+).with_label("owes an evaluation")
+# New scores → one report, once no language owes an evaluation or is being evaluated: the report of a checkpoint
+# comes after its last language, not after each.
+REPORT_AFTER_EVALUATIONS = (
+    dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated()).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_match(
+        _OWES_EVALUATION | dg.AutomationCondition.in_progress() | dg.AutomationCondition.will_be_requested()
+    )
+    & ~dg.AutomationCondition.in_progress()
+).with_label("evaluations updated, none owed")
 
 
 def _checkpoint_model(lake: Lake, record: dict) -> tuple[str, str | None]:
@@ -108,8 +158,12 @@ def _checkpoint_model(lake: Lake, record: dict) -> tuple[str, str | None]:
 
 @dg.multi_asset(
     name="evaluation_scores",
-    specs=stage_specs("evaluation_scores", deps=[MELLA_DATASET, FINETUNED_CHECKPOINT]),
+    specs=[
+        spec.replace_attributes(automation_condition=EVALUATE_NEW_CHECKPOINT)
+        for spec in stage_specs("evaluation_scores", deps=[MELLA_DATASET, FINETUNED_CHECKPOINT])
+    ],
     pool=GPU_POOL,
+    retry_policy=NETWORK_RETRY,
 )
 @watched_stage
 def evaluation_scores(
@@ -128,7 +182,7 @@ def evaluation_scores(
     test = lake.read(MELLA_DATASET, language).filter(pl.col("split") == "test")
     latest = read_latest_checkpoint(lake.store)
     if latest is None:
-        raise dg.Failure("no fine-tuned checkpoint yet: materialize finetuned_checkpoint first")
+        raise dg.Failure("no fine-tuned checkpoint yet: materialize finetuned_checkpoint first", allow_retries=False)
     checkpoints = {"finetuned": latest}
     previous = latest.get("previous_checkpoint")
     if previous and lake.exists(previous["checkpoint_key"]):
@@ -139,11 +193,15 @@ def evaluation_scores(
                 f"the previous checkpoint is not evaluated: the served name {evaluator.checkpoint_model_name!r} "
                 "has no {checkpoint_id}, so it only addresses the latest checkpoint"
             )
-    models = {"base": evaluator.base(training.base_model, lake.resolve_model)} | {
-        role: evaluator.checkpoint(record, lambda r=record: _checkpoint_model(lake, r))
-        for role, record in checkpoints.items()
-    }
-    answers = {role: _generate_cached(lake, model, test, config) for role, model in models.items()}
+    with retried_only_when_remote(evaluator.backend != "transformers"):
+        models = {"base": evaluator.base(training.base_model, lake.resolve_model)} | {
+            role: evaluator.checkpoint(record, lambda r=record: _checkpoint_model(lake, r))
+            for role, record in checkpoints.items()
+        }
+        answers = {
+            role: _generate_cached(lake, model, test, config, role, progress_log(context))
+            for role, model in models.items()
+        }
     generated = {role: answer.generated for role, answer in answers.items()}
     left = {role: answer.left for role, answer in answers.items() if answer.left}
     if left:
@@ -155,6 +213,7 @@ def evaluation_scores(
             f"{sum(generated.values())} generated in this run are cached and a rerun generates only the rest. No "
             "scores were written: a paired comparison needs every model's answer to every item.",
             metadata={"left": dg.MetadataValue.json(left), "generated": dg.MetadataValue.json(generated)},
+            allow_retries=False,  # the deadline bounds the stage's time; a retry would only extend it
         )
     frames = []
     for role, model in models.items():
@@ -189,6 +248,7 @@ def evaluation_scores(
                 "models": dg.MetadataValue.json({role: model.name for role, model in models.items()}),
                 "generated": dg.MetadataValue.json(generated),
                 "scores": dg.MetadataValue.md(scores_markdown(scores)),
+                **{name: dg.MetadataValue.float(value) for name, value in headline_scores(scores).items()},
                 "samples": dg.MetadataValue.md(
                     preview_markdown(scored.select("model", "source", "reference", "output"))
                 ),
@@ -204,7 +264,13 @@ def evaluation_scores(
     )
 
 
-@dg.multi_asset(name="evaluation_report", specs=stage_specs("evaluation_report", deps=[EVALUATION_SCORES]))
+@dg.multi_asset(
+    name="evaluation_report",
+    specs=[
+        spec.replace_attributes(automation_condition=REPORT_AFTER_EVALUATIONS)
+        for spec in stage_specs("evaluation_report", deps=[EVALUATION_SCORES])
+    ],
+)
 def evaluation_report(lake: Lake) -> dg.MaterializeResult:
     """Per-language table (base, previous, current, delta with its paired interval, current's interval) in
     Markdown metadata, and a chart (values, 95% intervals) shown inline in the UI and stored in the lake."""
@@ -228,6 +294,7 @@ def evaluation_report(lake: Lake) -> dg.MaterializeResult:
             "chart_uri": dg.MetadataValue.path(lake.uri(chart_key)),
             "regressions": worse.height,
             "wall_seconds": round(timer.seconds, 3),
+            **{name: dg.MetadataValue.float(value) for name, value in report_scores(scores).items()},
         },
     )
 

@@ -121,6 +121,7 @@ def render_score_chart(scores: pl.DataFrame, dpi: int = 80) -> bytes:
         title, unit = METRIC_LABELS[metric]
         rows = scores.filter(pl.col("metric") == metric)
         top = 100.0 if metric == "chrf" else 1.0
+        labels: list[tuple[float, float, str]] = []
         for index, model in enumerate(models):
             by_language = {r["language"]: r for r in rows.filter(pl.col("model") == model).iter_rows(named=True)}
             xs = [i + (index - (len(models) - 1) / 2) * width for i in range(len(languages))]
@@ -140,12 +141,26 @@ def render_score_chart(scores: pl.DataFrame, dpi: int = 80) -> bytes:
                 capsize=2,
                 error_kw={"elinewidth": 0.8, "ecolor": "#333333"},
             )
-            # Each value printed above its interval, so the error bar never crosses the number.
             for x, value, h, up in zip(xs, values, heights, high, strict=True):
-                label = "–" if value is None else (f"{value:.1f}" if top > 1 else f"{value:.2f}")
-                ax.text(x, h + up + top * 0.02, label, ha="center", va="bottom", fontsize=7, rotation=90)
+                label = "–" if value is None else (f"{value:.1f}" if top > 1 else f"{value:.3f}")
+                labels.append((x, h + up, label))
+        # The axis fits the tallest bar with its interval (a 0.04 accuracy would vanish on a 0-1 axis), then each
+        # value is printed just above its interval, so the error bar never crosses the number.
+        highest = max((y for _, y, _ in labels), default=0.0)
+        limit = min(top, highest * 1.3) if highest > 0 else top
+        crowded = len(labels) > 12
+        for x, y, label in labels:
+            ax.text(
+                x,
+                y + limit * 0.03,
+                label,
+                ha="center",
+                va="bottom",
+                fontsize=8 if crowded else 9,
+                rotation=90 if crowded else 0,
+            )
         ax.set_xticks(range(len(languages)), languages)
-        ax.set_ylim(0, top * 1.25)
+        ax.set_ylim(0, limit * (1.35 if crowded else 1.2))
         ax.set_ylabel(unit, fontsize=8)
         ax.set_title(f"{title} on each language's test split (error bars: 95% bootstrap interval)", fontsize=9)
         ax.grid(axis="y", alpha=0.3)

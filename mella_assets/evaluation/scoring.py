@@ -118,3 +118,39 @@ def regressions(scores: pl.DataFrame) -> pl.DataFrame:
     return scores.filter(
         (pl.col("model") == "finetuned") & (pl.col("compared_to") == "previous") & (pl.col("delta_ci_high") < 0)
     )
+
+
+def headline_scores(scores: pl.DataFrame, prefix: str = "") -> dict[str, float]:
+    """One language's scores as flat numbers, for plotting across runs: ``<metric>_<model>`` for every model, and
+    the fine-tuned model's ``<metric>_delta_vs_base`` (and ``_vs_previous`` when a previous checkpoint was
+    scored). A metric without items (no value) is left out rather than shown as 0."""
+    values = {(row["model"], row["metric"]): row for row in scores.iter_rows(named=True)}
+    flat: dict[str, float] = {}
+    for (model, metric), row in values.items():
+        if row["value"] is not None:
+            flat[f"{prefix}{metric}_{model}"] = float(row["value"])
+    for metric in METRICS:
+        current, base = values.get(("finetuned", metric)), values.get(("base", metric))
+        if current and base and current["value"] is not None and base["value"] is not None:
+            flat[f"{prefix}{metric}_delta_vs_base"] = float(current["value"] - base["value"])
+        if current and current["compared_to"] == "previous" and current["delta"] is not None:
+            flat[f"{prefix}{metric}_delta_vs_previous"] = float(current["delta"])
+    return flat
+
+
+REPORTED = tuple(f"{metric}_{kind}" for metric in METRICS for kind in ("finetuned", "delta_vs_base"))
+
+
+def report_scores(scores: pl.DataFrame) -> dict[str, float]:
+    """The report's numbers: the fine-tuned model's score and its gain over the base model, per language
+    (``<code>_<metric>_finetuned``, ``<code>_<metric>_delta_vs_base``) and averaged over the languages that have
+    them (``mean_…``)."""
+    flat: dict[str, float] = {}
+    by_name: dict[str, list[float]] = {}
+    for (code,), rows in sorted(scores.group_by("language"), key=lambda item: item[0]):
+        for name, value in headline_scores(rows).items():
+            if name in REPORTED:
+                flat[f"{code}_{name}"] = value
+                by_name.setdefault(name, []).append(value)
+    flat.update({f"mean_{name}": sum(values) / len(values) for name, values in sorted(by_name.items())})
+    return flat

@@ -16,7 +16,7 @@ from mella_assets.resources.fetch import ImageFetcher
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.langid import LanguageIdentification
 from mella_assets.settings import load_settings
-from mella_assets.specs import language_of, stage_specs, table_result
+from mella_assets.specs import NETWORK_RETRY, language_of, progress_log, stage_specs, table_result
 from mella_assets.tables import (
     ALT_TEXT_PAIRS,
     ALT_TEXT_REJECTS,
@@ -114,7 +114,7 @@ def alt_text_pairs(
     ), table_result(ALT_TEXT_REJECTS, rejects)
 
 
-@dg.multi_asset(name="images", specs=stage_specs("images", deps=[ALT_TEXT_PAIRS]))
+@dg.multi_asset(name="images", specs=stage_specs("images", deps=[ALT_TEXT_PAIRS]), retry_policy=NETWORK_RETRY)
 @watched_stage
 def images(context: dg.AssetExecutionContext, lake: Lake, fetcher: ImageFetcher) -> tuple[dg.MaterializeResult, ...]:
     """Every distinct image of the kept pairs, downloaded politely (robots.txt, per-host limits, retries) and
@@ -137,6 +137,7 @@ def images(context: dg.AssetExecutionContext, lake: Lake, fetcher: ImageFetcher)
         limits=fetcher.limits(),
         max_workers=fetcher.max_workers,
         retry_rejected=fetcher.retry_rejected,
+        progress=progress_log(context),
     )
     lake.write(IMAGES, language, outcome.kept)
     lake.write(IMAGE_REJECTS, language, outcome.rejects)

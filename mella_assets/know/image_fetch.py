@@ -38,6 +38,7 @@ from mella_assets.know.images import (
 )
 from mella_assets.languages import Language
 from mella_assets.lib.http import HttpFetcher
+from mella_assets.lib.progress import SILENT, ProgressLog
 from mella_assets.lib.watchdog import UNFINISHED, current_deadline, map_until_deadline
 from mella_assets.tables import IMAGE_REJECTS, IMAGES
 
@@ -118,10 +119,12 @@ def fetch_images(
     limits: ImageLimits = ImageLimits(),
     max_workers: int = 8,
     retry_rejected: bool = False,
+    progress: ProgressLog = SILENT,
 ) -> ImageFetchOutcome:
     """Fetch ``urls`` (distinct, in order) and return the ``images`` / ``image_rejects`` frames of a language.
 
-    ``previous`` / ``previous_rejects``: the last run's tables of the language, reused as the module says."""
+    ``previous`` / ``previous_rejects``: the last run's tables of the language, reused as the module says;
+    ``progress``: where the download loop reports (``images: done/total``)."""
     code = language.code
     wanted = set(urls)
     fingerprint = limits_hash(limits, fetcher.max_bytes)
@@ -130,6 +133,12 @@ def fetch_images(
     carried = {} if retry_rejected else _carried_rejects(earlier_rejects, fingerprint)
 
     def download(url: str) -> _Download:
+        try:
+            return fetch_and_validate(url)
+        finally:
+            reporter.advance()  # from the worker thread: Progress is thread-safe
+
+    def fetch_and_validate(url: str) -> _Download:
         # Validated here, in the worker: Pillow releases the GIL while it decodes and encodes.
         result = fetcher.fetch(url)
         if result.error_reason or result.body is None:
@@ -146,6 +155,8 @@ def fetch_images(
     downloads: dict[str, _Download] = {}
     unfinished: set[str] = set()
     pending = [url for url in urls if url not in reusable and url not in carried]
+    reporter = progress.loop("images", len(urls), unit="URLs")
+    reporter.start(already_done=len(urls) - len(pending))  # stored or carried over: nothing to fetch
     while True:
         # Bounded by the stage deadline as a whole, not only by each request's timeout (lib/watchdog.py): what is
         # not done by then is a retryable reject, what is done is kept.
@@ -171,6 +182,8 @@ def fetch_images(
             break
         for url in pending:
             del reusable[url]
+        reporter.total += len(pending)  # fetched once more
+    reporter.finish()
     canonical = {r["fetched_sha256"]: r for r, (reason, _) in zip(rows, marks, strict=True) if reason is None}
     for row, (reason, sha) in zip(rows, marks, strict=True):
         if reason is not None and sha is not None:

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mella_assets.lib.near_duplicates import BandIndex
+
 JPEG_QUALITY = 90
 DEFAULT_MAX_ASPECT_RATIO = 6.0  # wider than 6:1 is a banner or a divider, not a photo to describe
 DEFAULT_NEAR_DUPLICATE_BITS = 4  # dHash distance: measured 0-2 for re-encodes/resizes, >20 for other pictures
@@ -284,21 +286,24 @@ def mark_duplicates(
 ) -> list[tuple[str | None, str | None]]:
     """Per image, in order: ``(reason, canonical_sha)`` — ``(None, None)`` for the first of its kind,
     ``("duplicate_image", sha)`` for the same bytes seen before (another URL), ``("near_duplicate_image", sha)``
-    for a dHash within ``max_bits`` of an earlier kept image. Quadratic in kept images per language, which are
-    thousands, not millions; a BK-tree would be the next step."""
+    for a dHash within ``max_bits`` of an earlier kept image (the earliest such). The kept images' hashes sit in a
+    band index (``lib/near_duplicates.BandIndex``), so an image is compared with the few kept images that share a
+    band with it, not with all of them."""
     seen_sha: set[str] = set()
-    kept: list[tuple[int, str]] = []
+    index = BandIndex(max_bits, len(shas))
+    kept: list[str] = []
     out: list[tuple[str | None, str | None]] = []
     for sha, phash in zip(shas, phashes, strict=True):
         if sha in seen_sha:
             out.append(("duplicate_image", sha))
             continue
         value = int(phash, 16)
-        match = next((other for bits, other in kept if (bits ^ value).bit_count() <= max_bits), None)
+        match = index.first_within(value)
         if match is not None:
-            out.append(("near_duplicate_image", match))
+            out.append(("near_duplicate_image", kept[match]))
             continue
         seen_sha.add(sha)
-        kept.append((value, sha))
+        index.add(value)
+        kept.append(sha)
         out.append((None, None))
     return out

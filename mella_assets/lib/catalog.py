@@ -7,6 +7,9 @@ Derived views (created when the tables they read exist):
 - ``rejects_by_reason``: per language, stage (the rejects table) and reason code, the rejected rows.
 - ``pairs_per_domain``: per language and web domain, dataset records by source kind and distinct images.
 - ``split_sizes``: per language, source and split, records, distinct images and image clusters.
+- ``yield_by_language``: per language and crawl, the yield funnel from pages to SFT records (:data:`YIELD_STEPS`),
+  each step's rows with its ratio to the step before and to the first; what sizes a Common Crawl run
+  (:func:`yield_funnel`).
 
 Names: a view is named after its folder under ``tables/`` only when the name is a plain identifier
 (:data:`TABLE_NAME`: lowercase letters, digits, underscores); any other folder is skipped with a warning naming it,
@@ -32,7 +35,17 @@ import duckdb
 import polars as pl
 
 from mella_assets.lib.lake import LakeStore
-from mella_assets.tables import MELLA_DATASET, RAW_CRAWL, TABLES, funnel_tables, rejects_table
+from mella_assets.tables import (
+    ALT_TEXT_PAIRS,
+    D_KNOW,
+    D_LING,
+    IMAGES,
+    MELLA_DATASET,
+    RAW_CRAWL,
+    TABLES,
+    funnel_tables,
+    rejects_table,
+)
 
 # (step, stage, kept table, rejects table or None): the order rows flow through the pipeline — the registry's
 # per-language tables from the first filter to the dataset, in graph order (tests/test_tables.py keeps the
@@ -41,7 +54,37 @@ FUNNEL_STAGES = tuple(
     (step, table.name, table.name, rejects.name if (rejects := rejects_table(table.name)) else None)
     for step, table in enumerate(funnel_tables(), start=1)
 )
-DERIVED_VIEWS = ("funnel_by_language", "rejects_by_reason", "pairs_per_domain", "split_sizes")
+DERIVED_VIEWS = ("funnel_by_language", "rejects_by_reason", "pairs_per_domain", "split_sizes", "yield_by_language")
+# Common Crawl's page selection (crawl/cc_index.py's SELECTION_SCHEMA rows), written to the lake by crawl.
+SELECTION_TABLE = "cc_selection"
+# (step, stage, table, what one row of the step is counted from): the yield funnel, pages to SFT records. A step
+# appears when its table is in the lake; `selected_pages` only where pages were selected from the index.
+YIELD_STEPS = (
+    (1, "selected_pages", SELECTION_TABLE, "count(*)"),
+    (2, "pages", RAW_CRAWL.name, "count(*)"),
+    (3, "candidates", RAW_CRAWL.name, "sum(len(images))"),
+    (4, "kept_alt_texts", ALT_TEXT_PAIRS.name, "count(*)"),
+    (5, "images", IMAGES.name, "count(*)"),
+    (6, "d_know_pairs", D_KNOW.name, "count(*)"),
+    (7, "d_ling_pairs", D_LING.name, "count(*)"),
+    (8, "sft_records", MELLA_DATASET.name, "count(*)"),
+)
+# A Common Crawl crawl's name in a WARC path (`crawl-data/CC-MAIN-2024-42/segments/…`); not followed by a digit,
+# so a WARC file's own name (`CC-MAIN-20241003…-00000.warc.gz`) does not match. RE2 in DuckDB: linear time.
+CRAWL_NAME_PATTERN = r"(CC-MAIN-[0-9]{4}-[0-9]{2})(?:[^0-9]|$)"
+OWN_CRAWL = "own"  # pages from own crawls and registered files that are not a Common Crawl crawl's
+ALL_CRAWLS = "all"  # every row of the language, also rows that cannot be traced to one crawl
+YIELD_SCHEMA = pl.Schema(
+    {
+        "language": pl.String,
+        "crawl": pl.String,
+        "step": pl.Int32,
+        "stage": pl.String,
+        "rows": pl.Int64,
+        "ratio_to_previous": pl.Float64,
+        "ratio_to_first": pl.Float64,
+    }
+)
 # A folder under tables/ that becomes a view: what every registered table is called (DuckDB's identifiers are
 # case-insensitive, so upper case could only collide).
 TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -120,8 +163,85 @@ def _rejects_sql(tables: set[str]) -> str | None:
     )
 
 
+def _crawl_of(uri: str) -> str:
+    """SQL: the crawl a WARC path or URI belongs to — the Common Crawl crawl it names, else ``own``; NULL for NULL."""
+    found = f"nullif(regexp_extract({uri}, {quote_literal(CRAWL_NAME_PATTERN)}, 1), '')"
+    return f"coalesce({found}, CASE WHEN {uri} IS NOT NULL THEN {quote_literal(OWN_CRAWL)} END)"
+
+
+def _yield_sql(tables: set[str]) -> str | None:
+    """The ``yield_by_language`` view over the tables present, or None without pages (no base to measure from).
+
+    Rows are traced back to their crawl by lineage: pages and alt texts by their WARC (``warc_uri``; selected pages
+    by ``warc_filename``), an image by the alt texts that point to its URL, a pair or record by the image it shows
+    (``image_sha256`` → its URLs → their alt texts). A row whose lineage reaches no crawl or several (the same
+    picture found in two crawls) counts only under ``all``."""
+    if SELECTION_TABLE not in tables and RAW_CRAWL.name not in tables:
+        return None
+    steps = [step for step in YIELD_STEPS if step[2] in tables]
+    traced = ALT_TEXT_PAIRS.name in tables and IMAGES.name in tables
+    ctes = []
+    if ALT_TEXT_PAIRS.name in tables:
+        ctes.append(
+            f"alt_crawl AS (SELECT DISTINCT language, image_url, {_crawl_of('warc_uri')} AS crawl FROM alt_text_pairs)"
+        )
+        # One crawl per image URL, or NULL where its alt texts come from several.
+        ctes.append(
+            "url_crawl AS (SELECT language, image_url, "
+            "CASE WHEN count(DISTINCT crawl) = 1 THEN min(crawl) END AS crawl FROM alt_crawl GROUP BY ALL)"
+        )
+    if traced:
+        ctes.append(
+            "image_crawl AS (SELECT i.language, i.image_sha256, "
+            "CASE WHEN count(DISTINCT a.crawl) = 1 THEN min(a.crawl) END AS crawl "
+            "FROM (SELECT DISTINCT language, image_url, image_sha256 FROM images) i "
+            "JOIN alt_crawl a ON a.language = i.language AND a.image_url = i.image_url GROUP BY ALL)"
+        )
+    counts = []
+    for step, _, table, measure in steps:
+        name = quote_identifier(table)
+        if table == SELECTION_TABLE:
+            source, crawl = f"{name} t", _crawl_of("warc_filename")
+        elif table in (RAW_CRAWL.name, ALT_TEXT_PAIRS.name):
+            source, crawl = f"{name} t", _crawl_of("warc_uri")
+        elif table == IMAGES.name and ALT_TEXT_PAIRS.name in tables:
+            source = f"{name} t LEFT JOIN url_crawl c ON c.language = t.language AND c.image_url = t.image_url"
+            crawl = "c.crawl"
+        elif traced:
+            source = f"{name} t LEFT JOIN image_crawl c ON c.language = t.language AND c.image_sha256 = t.image_sha256"
+            crawl = "c.crawl"
+        else:
+            source, crawl = f"{name} t", "NULL::VARCHAR"
+        counts.append(f"SELECT t.language, {step} AS step, {crawl} AS crawl, {measure} AS n FROM {source} GROUP BY ALL")
+    step_values = ", ".join(f"({step}, {quote_literal(stage)})" for step, stage, _, _ in steps)
+    ctes += [
+        "counts AS (\n  " + "\n  UNION ALL ".join(counts) + "\n)",
+        # `all` holds every row; a crawl holds the rows traced to it alone.
+        f"by_crawl AS (SELECT language, step, {quote_literal(ALL_CRAWLS)} AS crawl, sum(n) AS n FROM counts "
+        "GROUP BY ALL UNION ALL SELECT language, step, crawl, sum(n) FROM counts WHERE crawl IS NOT NULL GROUP BY ALL)",
+        # Every step for every language and crawl, so a step no row reached shows 0 instead of vanishing.
+        "grid AS (SELECT DISTINCT b.language, b.crawl, s.step, s.stage "
+        f"FROM by_crawl b, (VALUES {step_values}) s(step, stage))",
+        "funnel AS (SELECT g.language, g.crawl, g.step, g.stage, coalesce(b.n, 0)::BIGINT AS rows FROM grid g "
+        "LEFT JOIN by_crawl b ON b.language = g.language AND b.crawl = g.crawl AND b.step = g.step)",
+    ]
+    window = "OVER (PARTITION BY language, crawl ORDER BY step)"
+    return (
+        "WITH " + ",\n".join(ctes) + "\n"
+        "SELECT language, crawl, step, stage, rows, "
+        f"rows / nullif(lag(rows) {window}, 0) AS ratio_to_previous, "
+        # The first step with rows is the base: own crawls have pages but no selection.
+        f"rows / first_value(nullif(rows, 0) IGNORE NULLS) {window} AS ratio_to_first\n"
+        f"FROM funnel ORDER BY language, crawl = {quote_literal(ALL_CRAWLS)}, crawl, step"
+    )
+
+
 def _derived_views(tables: set[str]) -> dict[str, str]:
-    views = {"funnel_by_language": _funnel_sql(tables), "rejects_by_reason": _rejects_sql(tables)}
+    views = {
+        "funnel_by_language": _funnel_sql(tables),
+        "rejects_by_reason": _rejects_sql(tables),
+        "yield_by_language": _yield_sql(tables),
+    }
     if MELLA_DATASET.name in tables:
         views["pairs_per_domain"] = (
             "SELECT language, coalesce(domain, '(unknown)') AS domain, "
@@ -199,6 +319,32 @@ def run_sql(store: LakeStore, query: str, *, allow_external: bool = False) -> pl
         if not allow_external:
             check_read_only(connection, query)
         return connection.execute(query).pl()
+
+
+def yield_funnel(store: LakeStore, language: str | None = None) -> pl.DataFrame:
+    """The ``yield_by_language`` view, of one language (code) or all; no rows (same columns) where the lake holds
+    no pages yet."""
+    with open_catalog(store) as connection:
+        present = connection.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'yield_by_language'"
+        ).fetchone()[0]
+        if not present:
+            return pl.DataFrame(schema=YIELD_SCHEMA)
+        where = f"WHERE language = {quote_literal(language)} " if language else ""
+        return connection.execute(
+            f"SELECT * FROM yield_by_language {where}"
+            f"ORDER BY language, crawl = {quote_literal(ALL_CRAWLS)}, crawl, step"
+        ).pl()
+
+
+def records_per_page(funnel: pl.DataFrame) -> float | None:
+    """SFT records per extracted page over every crawl (``all``) of a :func:`yield_funnel` frame; None without pages
+    or records."""
+    everything = funnel.filter(pl.col("crawl") == ALL_CRAWLS)
+    rows = dict(zip(everything["stage"].to_list(), everything["rows"].to_list(), strict=True))
+    if not rows.get("pages") or "sft_records" not in rows:
+        return None
+    return rows["sft_records"] / rows["pages"]
 
 
 def to_csv(frame: pl.DataFrame) -> str:

@@ -47,11 +47,6 @@ def train_rows_since_checkpoint(store: LakeStore) -> tuple[int, int]:
     return count_train_rows(store), int(latest["train_rows"]) if latest else 0
 
 
-def dataset_languages(store: LakeStore, configured: list[str]) -> list[str]:
-    """Configured languages whose ``mella_dataset`` partition exists (the ones evaluation can score)."""
-    return [code for code in configured if store.has_table(MELLA_DATASET.name, code)]
-
-
 @dataclass(frozen=True)
 class RetrainingPolicy:
     """When the dataset has changed enough to train again."""

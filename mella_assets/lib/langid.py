@@ -187,20 +187,23 @@ def load_models_on_demand() -> None:
     _preload_models = False
 
 
-def _build(builder: Any) -> Any:
+def _build(builder: Any, low_accuracy: bool = False) -> Any:
+    if low_accuracy:
+        builder = builder.with_low_accuracy_mode()
     return (builder.with_preloaded_language_models() if _preload_models else builder).build()
 
 
-def _lingua_detector() -> Any:
+def _lingua_detector(low_accuracy: bool = False) -> Any:
     """The process-wide all-languages lingua detector (built once, ~2.3-12 s, ~1.2 GB), for :meth:`detect`."""
+    key = ("lingua", None, low_accuracy)
     with _detectors_lock:
-        if "lingua" not in _detectors:
+        if key not in _detectors:
             from lingua import LanguageDetectorBuilder
 
             # Preloading costs a few seconds once; lazy loading measured ~10 s spread over the first few hundred
             # texts because models load one by one while texts wait.
-            _detectors["lingua"] = _build(LanguageDetectorBuilder.from_all_languages())
-        return _detectors["lingua"]
+            _detectors[key] = _build(LanguageDetectorBuilder.from_all_languages(), low_accuracy)
+        return _detectors[key]
 
 
 def _lingua_languages(codes: frozenset[str]) -> frozenset[Any]:
@@ -216,12 +219,12 @@ def _lingua_languages(codes: frozenset[str]) -> frozenset[Any]:
     return frozenset(out)
 
 
-def _lingua_detector_for(codes: frozenset[str] | None) -> Any:
-    """A lingua detector for these languages, or for all of them when ``codes`` is None (cached per set; lingua
-    shares the models between detectors, so a new set costs only the models not loaded yet)."""
+def _lingua_detector_for(codes: frozenset[str] | None, low_accuracy: bool = False) -> Any:
+    """A lingua detector for these languages, or for all of them when ``codes`` is None (cached per set and mode;
+    lingua shares the models between detectors, so a new set costs only the models not loaded yet)."""
     if codes is None:
-        return _lingua_detector()
-    key = ("lingua", codes)
+        return _lingua_detector(low_accuracy)
+    key = ("lingua", codes, low_accuracy)
     detector = _detectors.get(key)
     if detector is not None:
         return detector
@@ -230,7 +233,7 @@ def _lingua_detector_for(codes: frozenset[str] | None) -> Any:
             from lingua import LanguageDetectorBuilder
 
             languages = _lingua_languages(codes)
-            _detectors[key] = _build(LanguageDetectorBuilder.from_languages(*languages))
+            _detectors[key] = _build(LanguageDetectorBuilder.from_languages(*languages), low_accuracy)
         return _detectors[key]
 
 
@@ -259,8 +262,10 @@ class LanguageIdentifier:
     ``backend`` is ``"lingua"`` (default: the cascade of the module docstring) or ``"langdetect"``; ``targets``
     are the configured languages (script priors fire only for them; default: every registry language).
     ``accept_undecided_serbian``: whether a Latin-script text that reads as Serbian, Croatian or Bosnian alike,
-    on a page that declares none of them, is kept for Serbian. Detectors are built on first use and shared by
-    every identifier in the process.
+    on a page that declares none of them, is kept for Serbian. ``low_accuracy``: lingua in its low-accuracy mode
+    (trigram models only: they load in about a second where the full models take 5-30 s, but short texts are
+    read worse); never in the pipeline, only for `mella langid`'s answers given while the full models load.
+    Detectors are built on first use and shared by every identifier in the process.
     """
 
     def __init__(
@@ -269,6 +274,7 @@ class LanguageIdentifier:
         targets: Sequence[Language] | None = None,
         close_ratio: float = DEFAULT_CLOSE_RATIO,
         accept_undecided_serbian: bool = True,
+        low_accuracy: bool = False,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown language-ID backend {backend!r}; choose one of {BACKENDS}")
@@ -277,6 +283,7 @@ class LanguageIdentifier:
         self.target_codes = frozenset(language.code for language in self.targets)
         self.close_ratio = close_ratio
         self.accept_undecided_serbian = accept_undecided_serbian
+        self.low_accuracy = low_accuracy
 
     # -- stage 1: exact script rules ----------------------------------------------------------------------
 
@@ -403,7 +410,7 @@ class LanguageIdentifier:
                 pending.append(i)
         if pending:
             if self.backend == "lingua":
-                detector = _lingua_detector()
+                detector = _lingua_detector(self.low_accuracy)
                 batch = [analysed[i].text for i in pending]
                 # The parallel call runs on all cores in Rust; it is not worth its overhead for one text.
                 if len(batch) > 1:
@@ -456,22 +463,27 @@ class LanguageIdentifier:
         pages = [_lang_prefix(page_lang) for page_lang in page_langs]
         return self._check_analysed(analysed, [language] * len(analysed), pages)
 
+    def _settle(self, text: _Text, language: Language, page: str | None) -> LanguageCheck | None:
+        """The decision when it needs no lingua model (stages 1-2, or langdetect's whole decision), else None."""
+        decided = self._exact(text, language)
+        if decided is None and self.backend == "lingua":
+            decided = self._fast(text, language, page)
+        if decided is None and self.backend == "langdetect":
+            decided = self._decide(text, self._langdetect_scores(text.text), language, page)
+        return decided
+
     def _check_analysed(
         self, texts: Sequence[_Text], languages: Sequence[Language], pages: Sequence[str | None]
     ) -> list[LanguageCheck]:
         out: list[LanguageCheck | None] = []
         pending: dict[frozenset[str] | None, list[int]] = {}
         for i, (text, language, page) in enumerate(zip(texts, languages, pages, strict=True)):
-            decided = self._exact(text, language)
-            if decided is None and self.backend == "lingua":
-                decided = self._fast(text, language, page)
-            if decided is None and self.backend == "langdetect":
-                decided = self._decide(text, self._langdetect_scores(text.text), language, page)
+            decided = self._settle(text, language, page)
             out.append(decided)
             if decided is None:
                 pending.setdefault(self._candidates(text, language), []).append(i)
         for candidates, indices in pending.items():
-            detector = _lingua_detector_for(candidates)
+            detector = _lingua_detector_for(candidates, self.low_accuracy)
             batch = [texts[i].text for i in indices]
             if len(batch) > 1:
                 results = detector.compute_language_confidence_values_in_parallel(batch)
@@ -542,6 +554,23 @@ def identify_many(
 ) -> list[Detection]:
     """The configured target language each text is accepted as (the pipeline's exact rules, best confidence
     first), or ``Detection("und", best confidence among the rejections)`` when no target accepts it."""
+    return [detection for detection in _identify(identifier, texts, page_langs, lingua=True) if detection is not None]
+
+
+def identify_without_lingua(
+    identifier: LanguageIdentifier, texts: Sequence[str], page_langs: Sequence[str | None] | None = None
+) -> list[Detection | None]:
+    """:func:`identify_many`'s answer for each text that the script rules and CLD2 settle for every target (the
+    same answer, with no lingua model loaded), None for a text that needs lingua."""
+    return _identify(identifier, texts, page_langs, lingua=False)
+
+
+def _identify(
+    identifier: LanguageIdentifier,
+    texts: Sequence[str],
+    page_langs: Sequence[str | None] | None,
+    lingua: bool,
+) -> list[Detection | None]:
     page_langs = list(page_langs) if page_langs is not None else [None] * len(texts)
     analysed = [_Text(text) for text in texts]
     pages = [_lang_prefix(page_lang) for page_lang in page_langs]
@@ -552,19 +581,29 @@ def identify_many(
         for language in identifier.targets
         if text.share_of(language) >= MIN_SCRIPT_SHARE
     ]
-    checks = identifier._check_analysed(
-        [analysed[i] for i, _ in pairs], [language for _, language in pairs], [pages[i] for i, _ in pairs]
-    )
+    if lingua:
+        checks: list[LanguageCheck | None] = list(
+            identifier._check_analysed(
+                [analysed[i] for i, _ in pairs], [language for _, language in pairs], [pages[i] for i, _ in pairs]
+            )
+        )
+    else:
+        checks = [identifier._settle(analysed[i], language, pages[i]) for i, language in pairs]
+    unsettled = {i for (i, _), check in zip(pairs, checks, strict=True) if check is None}
     accepted: dict[int, list[tuple[float, str]]] = {}
     rejected: dict[int, float] = {}
     for (i, language), check in zip(pairs, checks, strict=True):
+        if check is None:
+            continue
         if check.ok:
             accepted.setdefault(i, []).append((check.confidence, language.code))
         else:
             rejected[i] = max(rejected.get(i, 0.0), check.confidence)
-    out = []
+    out: list[Detection | None] = []
     for i in range(len(analysed)):
-        if i in accepted:
+        if i in unsettled:
+            out.append(None)
+        elif i in accepted:
             confidence, code = max(accepted[i])
             out.append(Detection(code, min(1.0, confidence)))
         else:

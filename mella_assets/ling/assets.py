@@ -14,7 +14,15 @@ from mella_assets.metadata import StageTimer, table_metadata
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.langid import LanguageIdentification
 from mella_assets.resources.models import Captioner, Translator
-from mella_assets.specs import GPU_POOL, language_of, stage_specs, table_result
+from mella_assets.specs import (
+    GPU_POOL,
+    NETWORK_RETRY,
+    language_of,
+    progress_log,
+    retried_only_when_remote,
+    stage_specs,
+    table_result,
+)
 from mella_assets.tables import (
     ALT_TEXT_PAIRS,
     CAPTION_REJECTS,
@@ -27,7 +35,9 @@ from mella_assets.tables import (
 
 
 # alt_text_pairs (read for the image domains) is upstream of images, so `images` alone orders the lineage.
-@dg.multi_asset(name="mllm_captions", specs=stage_specs("mllm_captions", deps=[IMAGES]), pool=GPU_POOL)
+@dg.multi_asset(
+    name="mllm_captions", specs=stage_specs("mllm_captions", deps=[IMAGES]), pool=GPU_POOL, retry_policy=NETWORK_RETRY
+)
 @watched_stage
 def mllm_captions(
     context: dg.AssetExecutionContext, lake: Lake, captioner: Captioner
@@ -47,20 +57,22 @@ def mllm_captions(
         per_domain_cap=captioner.max_images_per_domain,
         seed=captioner.sample_seed,
     )
-    model_path = captioner.model_path(lake.resolve_model)
-    model_version = captioner.version(model_path)
-    frame, rejects, run = caption_images(
-        selection.chosen,
-        read_image=lambda key: open_rgb_image(lake.get_bytes(key)),
-        load_backend=lambda: captioner.load(model_path),
-        model_version=model_version,
-        prompt=load_caption_prompt(captioner.prompt_version),
-        cache=JsonCache(lake.store, "captions"),
-        params=CaptionParams(max_new_tokens=captioner.max_new_tokens, max_pixels=captioner.max_pixels),
-        batch_size=captioner.batch_size,
-        language=language.code,
-        model_id=captioner.model,
-    )
+    with retried_only_when_remote(captioner.backend != "transformers"):
+        model_path = captioner.model_path(lake.resolve_model)
+        model_version = captioner.version(model_path)
+        frame, rejects, run = caption_images(
+            selection.chosen,
+            read_image=lambda key: open_rgb_image(lake.get_bytes(key)),
+            load_backend=lambda: captioner.load(model_path),
+            model_version=model_version,
+            prompt=load_caption_prompt(captioner.prompt_version),
+            cache=JsonCache(lake.store, "captions"),
+            params=CaptionParams(max_new_tokens=captioner.max_new_tokens, max_pixels=captioner.max_pixels),
+            batch_size=captioner.batch_size,
+            language=language.code,
+            model_id=captioner.model,
+            progress=progress_log(context),
+        )
     lake.write(MLLM_CAPTIONS, language, frame)
     lake.write(CAPTION_REJECTS, language, rejects)
     return table_result(
@@ -85,7 +97,12 @@ def mllm_captions(
     ), table_result(CAPTION_REJECTS, rejects)
 
 
-@dg.multi_asset(name="translations", specs=stage_specs("translations", deps=[MLLM_CAPTIONS]), pool=GPU_POOL)
+@dg.multi_asset(
+    name="translations",
+    specs=stage_specs("translations", deps=[MLLM_CAPTIONS]),
+    pool=GPU_POOL,
+    retry_policy=NETWORK_RETRY,
+)
 @watched_stage
 def translations(
     context: dg.AssetExecutionContext, lake: Lake, translator: Translator, langid: LanguageIdentification
@@ -98,18 +115,21 @@ def translations(
     timer = StageTimer()
     language = language_of(context)
     captions = lake.read(MLLM_CAPTIONS, language)
-    model_path = translator.model_path(lake.resolve_model)
-    version = translator.version(model_path)
     sources = captions["caption_en"].to_list()
-    outputs, refused, run = translate_cached(
-        sources,
-        language.nllb_code,
-        cache=JsonCache(lake.store, "translations"),
-        model_version=version,
-        load_backend=lambda: translator.load(model_path),
-        params=translator.generation_params(),
-        batch_size=translator.batch_size,
-    )
+    # A lake outage stays retryable either way; the model's own failures only with a remote backend.
+    with retried_only_when_remote(translator.backend != "transformers"):
+        model_path = translator.model_path(lake.resolve_model)
+        version = translator.version(model_path)
+        outputs, refused, run = translate_cached(
+            sources,
+            language.nllb_code,
+            cache=JsonCache(lake.store, "translations"),
+            model_version=version,
+            load_backend=lambda: translator.load(model_path),
+            params=translator.generation_params(),
+            batch_size=translator.batch_size,
+            progress=progress_log(context),
+        )
     texts = [text or "" for text in outputs]
     if language.code == "sr" and translator.serbian_script == "latin":
         texts = [transliterate_serbian_to_latin(text) for text in texts]

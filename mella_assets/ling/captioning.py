@@ -19,6 +19,7 @@ import polars as pl
 from PIL import Image
 
 from mella_assets.lib.cache import CachedRun, ItemFailure, JsonCache, PerItemCalls, batches, content_key
+from mella_assets.lib.progress import SILENT, ProgressLog
 from mella_assets.lib.vlm import DEFAULT_MAX_PIXELS, CaptionPrompt
 from mella_assets.lib.watchdog import current_deadline, deadline_passed
 from mella_assets.tables import CAPTION_REJECTS, MLLM_CAPTIONS
@@ -79,12 +80,14 @@ def caption_images(
     batch_size: int,
     language: str,
     model_id: str,
+    progress: ProgressLog = SILENT,
 ) -> tuple[pl.DataFrame, pl.DataFrame, CaptionRun]:
     """Captions of ``chosen`` (``image_sha256``, ``image_key``, ``domain``) as a ``CAPTIONS_SCHEMA`` frame, the
     rejects (``CAPTION_REJECTS_SCHEMA``) and the run counters. ``load_backend()`` is called only when some
     caption is missing from the cache; its ``generate(images, prompts, max_new_tokens=, batch_size=,
     max_pixels=)`` returns a ``Generation`` (or an ``ItemError``) per image. Between batches the stage deadline
-    is checked: past it, the images not captioned yet are ``stage_deadline`` rejects and the rest is returned."""
+    is checked: past it, the images not captioned yet are ``stage_deadline`` rejects and the rest is returned.
+    ``progress`` hears of every finished batch (``mllm_captions: done/total images``)."""
     shas, image_keys = chosen["image_sha256"].to_list(), chosen["image_key"].to_list()
     keys = [caption_key(sha, model_version, prompt.version, params) for sha in shas]
     run = CaptionRun(items=len(keys))
@@ -93,8 +96,10 @@ def caption_images(
     deadline = current_deadline()
     unfinished_detail = f"not captioned by the stage deadline ({deadline.setting})" if deadline else ""
     calls = PerItemCalls()
+    reporter = progress.loop("mllm_captions", len(keys), unit="images")
 
     def compute(missing: list[int]):
+        reporter.start(already_done=len(keys) - len(missing))  # the rest is cached
         backend = None
         for number, batch in enumerate(batches(missing, batch_size)):
             if deadline_passed():
@@ -109,6 +114,7 @@ def caption_images(
                 except (OSError, ValueError, Image.DecompressionBombError) as error:
                     rejects[i] = ("image_unreadable", f"{type(error).__name__}: {error}"[:200])
             if not readable:
+                reporter.advance(len(batch))
                 continue
             backend = backend or load_backend()
 
@@ -130,9 +136,11 @@ def caption_images(
                     continue
                 run.new_tokens_generated += output.new_tokens
                 yield i, {"text": output.text, "prompt_tokens": output.prompt_tokens, "new_tokens": output.new_tokens}
+            reporter.advance(len(batch))
         calls.check_model()
 
     values, _ = cache.get_or_compute(keys, compute, stop_at_deadline=True)
+    reporter.finish()
     run.cache_hits, run.cache_misses = cache.hits - hits_before, cache.misses - misses_before
     # An image listed twice shares its first listing's caption or reject.
     first = {key: i for i, key in reversed(list(enumerate(keys)))}

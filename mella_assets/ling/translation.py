@@ -23,6 +23,7 @@ from mella_assets.lib.cache import (
     content_key,
     model_fingerprint,
 )
+from mella_assets.lib.progress import SILENT, ProgressLog
 from mella_assets.lib.vlm import resolve_device, resolve_dtype
 from mella_assets.lib.watchdog import deadline_passed
 
@@ -220,21 +221,24 @@ def translate_cached(
     load_backend: Callable[[], Any],
     params: dict[str, Any],
     batch_size: int = 16,
+    progress: ProgressLog = SILENT,
 ) -> tuple[list[str | None], list[str | None], CachedRun]:
     """Translations of ``sources`` (None where there is none) with the reason where there is none (the backend
     refused it, translating it raised, or the stage deadline came first: :data:`REASONS`), and run counters.
     Cached values are reused; the backend is loaded only when something is missing and is called for chunks of
     ``CHUNK_BATCHES`` batches of what is missing (it sorts each chunk by length itself); the stage deadline is
     checked between chunks. ``params`` are passed to ``translate`` and go into every key; ``batch_size`` does not
-    (batched output equals unbatched output)."""
+    (batched output equals unbatched output). ``progress`` hears of every finished chunk."""
     keys = [translation_key(text, model_version, target_code, params) for text in sources]
     run = CachedRun(items=len(sources))
     reasons: list[str | None] = [None] * len(sources)
     hits_before, misses_before = cache.hits, cache.misses
     calls = PerItemCalls()
     chunk_size = max(batch_size * CHUNK_BATCHES, 1)
+    reporter = progress.loop("translations", len(keys), unit="captions")
 
     def compute(missing: list[int]):
+        reporter.start(already_done=len(keys) - len(missing))  # the rest is cached
         backend = load_backend()
 
         def translate(items: list[int]) -> list[Any]:
@@ -257,9 +261,11 @@ def translate_cached(
                     yield i, {"text": output}
                 else:  # an ItemFailure, or an ItemError of a remote backend: recorded, not cached, retried next run
                     reasons[i] = output.reason
+            reporter.advance(len(chunk))
         calls.check_model()
 
     values, _ = cache.get_or_compute(keys, compute, stop_at_deadline=True)
+    reporter.finish()
     run.cache_hits, run.cache_misses = cache.hits - hits_before, cache.misses - misses_before
     # A caption that occurs twice shares its first occurrence's translation or reason.
     first = {key: i for i, key in reversed(list(enumerate(keys)))}

@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from mella_assets.dataset import dataset_version, training_gate_problems
+from mella_assets.dataset import cross_language_problems, dataset_version, training_gate_problems
 from mella_assets.lib.cache import content_key
 from mella_assets.lib.checkpoints import (
     CHECKPOINT_CONFIG_FILE,
@@ -32,7 +32,9 @@ from mella_assets.training.lake_job import build_job, job_prefix, missing_base_m
 
 def check_training_gate(records: pl.DataFrame, store: LakeStore) -> None:
     """The dataset's blocking checks guard runs that materialize mella_dataset; training_job reads the lake as it
-    is, so the same conditions are verified here before any GPU time is spent."""
+    is, so the same conditions are verified here before any GPU time is spent: each language's own, and no test
+    image of any language (nor a near duplicate) in any language's train split (out of core, over all
+    partitions), since the checkpoint is multilingual."""
     if records.is_empty():
         raise dg.Failure("mella_dataset has no rows: materialize the language pipeline first")
     problems = {
@@ -40,6 +42,8 @@ def check_training_gate(records: pl.DataFrame, store: LakeStore) -> None:
         for (language,), frame in records.group_by("language", maintain_order=True)
         if (found := training_gate_problems(frame, language, store.exists))
     }
+    for language, found in cross_language_problems(store).items():
+        problems[language] = [*problems.get(language, []), *found]
     if problems:
         raise dg.Failure(
             "mella_dataset fails its blocking checks; fix the data and rematerialize it before training",

@@ -1,0 +1,140 @@
+"""Retry policies and pools where a step needs them: every network-bound step carries the one retry policy
+(exponential backoff with jitter, its retries and delay read from the settings when a step fails), the model steps
+the GPU pool, and local-only steps neither. A step whose server fails once is retried in the run's process and
+succeeds; an in-process model failing is not retried."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+import time
+
+import dagster as dg
+import polars as pl
+import pytest
+from dagster._core.definitions.dependency import NodeHandle
+from PIL import Image
+
+from mella_assets.definitions import defs, stage_asset_modules
+from mella_assets.know.images import image_key
+from mella_assets.lib.lake import LakeStore
+from mella_assets.lib.vlm import VisionLanguageModel
+from mella_assets.ling.assets import mllm_captions
+from mella_assets.resources.lake import Lake
+from mella_assets.resources.models import Captioner
+from mella_assets.specs import GPU_POOL, NETWORK_RETRY, NetworkRetryPolicy
+from support.openai_server import ChatCompletionsServer
+
+# Steps that wait on another host: downloads of registered WARCs, range reads, image hosts, and the model steps
+# (an OpenAI-compatible server when their backend is remote).
+NETWORK_STEPS = {"crawl_sources", "raw_crawl", "images", "mllm_captions", "translations", "evaluation_scores"}
+MODEL_STEPS = {"mllm_captions", "translations", "evaluation_scores", "finetuned_checkpoint"}
+
+
+def stage_assets() -> dict[str, dg.AssetsDefinition]:
+    assets = dg.load_assets_from_modules(stage_asset_modules())
+    return {asset.node_def.name: asset for asset in assets if isinstance(asset, dg.AssetsDefinition)}
+
+
+def test_network_bound_steps_carry_the_retry_policy_model_steps_the_gpu_pool_and_local_steps_neither():
+    assets = stage_assets()
+    assert set(assets) >= NETWORK_STEPS | MODEL_STEPS
+    for name, asset in assets.items():
+        op = asset.node_def
+        assert op.retry_policy is (NETWORK_RETRY if name in NETWORK_STEPS else None), name
+        assert op.pool == (GPU_POOL if name in MODEL_STEPS else None), name
+    # The jobs the code location serves run them with the policy (what the executor asks when a step fails).
+    pipeline = defs.resolve_job_def("language_pipeline_job")
+    assert pipeline.get_retry_policy_for_handle(NodeHandle("images", None)) is NETWORK_RETRY
+    assert pipeline.get_retry_policy_for_handle(NodeHandle("alt_text_pairs", None)) is None
+
+
+def test_the_policy_reads_its_settings_when_a_step_fails_and_backs_off_with_jitter(monkeypatch):
+    monkeypatch.delenv("MELLA_RETRY_MAX_RETRIES", raising=False)
+    monkeypatch.delenv("MELLA_RETRY_DELAY_S", raising=False)
+    policy = NetworkRetryPolicy()
+    assert (policy.max_retries, policy.delay) == (3, 30.0)
+    monkeypatch.setenv("MELLA_RETRY_MAX_RETRIES", "0")
+    monkeypatch.setenv("MELLA_RETRY_DELAY_S", "2")
+    assert (policy.max_retries, policy.delay) == (0, 2.0)
+    # Exponential backoff (delay, 3 x, 7 x) with up to one delay of jitter either way.
+    for attempt, base in ((1, 2.0), (2, 6.0), (3, 14.0)):
+        waits = [policy.calculate_delay(attempt) for _ in range(200)]
+        assert all(base - 2.0 <= wait <= base + 2.0 for wait in waits), attempt
+        assert len({round(wait, 6) for wait in waits}) > 100  # jittered, not one fixed wait
+    monkeypatch.setenv("MELLA_RETRY_DELAY_S", "-1")
+    with pytest.raises(ValueError, match="MELLA_RETRY_DELAY_S must be a number of seconds, 0 or more"):
+        policy.calculate_delay(1)
+
+
+class DownForTheFirstRequests(ChatCompletionsServer):
+    """The chat-completions server, answering 503 to its first ``down`` requests (a server restarting)."""
+
+    def __init__(self, down: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.down, self._down_lock = down, threading.Lock()
+
+    def _respond(self, request, body, digest, number, first_time) -> int:
+        with self._down_lock:
+            refuse, self.down = self.down > 0, self.down - 1
+        if refuse:
+            return self._answer(request, digest, 503, {"error": {"message": "loading the model"}})
+        return super()._respond(request, body, digest, number, first_time)
+
+
+def store_two_images(root) -> list[str]:
+    store, shas = LakeStore(root), []
+    for i in range(2):
+        buffer = io.BytesIO()
+        Image.new("RGB", (40, 32 + i), (80 * i, 90, 30)).save(buffer, format="PNG")
+        sha = hashlib.sha256(buffer.getvalue()).hexdigest()
+        store.put_bytes(image_key(sha, "png"), buffer.getvalue())
+        shas.append(sha)
+    store.write_table("images", "cs", pl.DataFrame({"image_url": [f"https://a.cz/{s}" for s in shas],
+                                                    "image_sha256": shas,
+                                                    "image_key": [image_key(s, "png") for s in shas]}))  # fmt: skip
+    return shas
+
+
+def event_types(result: dg.ExecuteInProcessResult) -> list[str]:
+    return [event.event_type_value for event in result.all_events]
+
+
+def test_a_step_whose_server_fails_once_is_retried_in_process_and_succeeds(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("MELLA_RETRY_MAX_RETRIES", "2")
+    monkeypatch.setenv("MELLA_RETRY_DELAY_S", "1")
+    shas = store_two_images(tmp_path)
+    vlm = VisionLanguageModel.from_pretrained(str(tiny.captioner))
+    # The first attempt sends 4 requests: the batch of two, then each image alone (one bad item costs only itself);
+    # with the client's own retries off, all four 503s fail the step: "the model raised on every one".
+    with DownForTheFirstRequests(4, captioner=vlm) as server:
+        captioner = Captioner(backend="openai", url=server.url, model="tiny-captioner", max_retries=0,
+                              concurrency=2, max_new_tokens=6)  # fmt: skip
+        started = time.monotonic()
+        result = dg.materialize([mllm_captions], partition_key="cs",
+                                resources={"lake": Lake(root=str(tmp_path)), "captioner": captioner})  # fmt: skip
+        seconds = time.monotonic() - started
+    assert result.success
+    types = event_types(result)
+    assert types.count("STEP_UP_FOR_RETRY") == 1 and types.count("STEP_RESTARTED") == 1
+    assert "STEP_FAILURE" not in types
+    assert server.log.statuses[503] == 4 and server.log.statuses[200] == 2
+    assert sorted(LakeStore(tmp_path).read_table("mllm_captions", "cs")["image_sha256"]) == sorted(shas)
+    assert seconds < 60  # the wait is the setting's (0-2 s), not the default 30 s
+
+
+def test_an_in_process_model_failing_is_not_retried(tmp_path, monkeypatch):
+    monkeypatch.setenv("MELLA_RETRY_MAX_RETRIES", "3")
+    monkeypatch.setenv("MELLA_RETRY_DELAY_S", "30")
+    store_two_images(tmp_path)
+    captioner = Captioner(backend="transformers", model="lake://models/missing/captioner")
+    started = time.monotonic()
+    result = dg.materialize([mllm_captions], partition_key="cs", raise_on_error=False,
+                            resources={"lake": Lake(root=str(tmp_path)), "captioner": captioner})  # fmt: skip
+    assert not result.success
+    types = event_types(result)
+    assert "STEP_UP_FOR_RETRY" not in types and types.count("STEP_FAILURE") == 1
+    (failure,) = [event for event in result.all_events if event.is_step_failure]
+    assert "model lake://models/missing/captioner is not in the lake" in failure.step_failure_data.error.message
+    assert time.monotonic() - started < 25  # no 30 s retry wait
