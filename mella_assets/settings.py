@@ -93,6 +93,14 @@ def _positive_seconds(raw: str) -> float:
     return seconds
 
 
+def _shard_count(raw: str) -> int:
+    count = _whole(raw)
+    # Dagster's guidance: at most ~100k partitions per asset; 8 languages x 10,000 shards stays under it.
+    if not 1 <= count <= 10_000:
+        raise ValueError("must be a whole number from 1 to 10000")
+    return count
+
+
 def _share(raw: str) -> float:
     try:
         share = float(raw)
@@ -298,6 +306,12 @@ class Settings:
         "MELLA_DKNOW_MAX_HEADLINE_SHARE", 1.0, _share,
         "most share of D_know pairs whose alt text is a reused headline (alt_kind headline); the excess is dropped "
         "by content hash as headline_over_mix (1: no cap)",
+    )  # fmt: skip
+    # -- fan-out and Common Crawl --------------------------------------------------------------------------------
+    shards: int = setting(
+        "MELLA_SHARDS", 4, _shard_count,
+        "shards per language of the per-page stages (raw_crawl, alt_text_pairs, images): a site's pages share one, "
+        "by the hash of its domain; changing it re-partitions (rematerialize those stages)",
     )  # fmt: skip
     # -- stage watchdog ----------------------------------------------------------------------------------------
     stage_timeout_s: float | None = setting(

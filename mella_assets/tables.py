@@ -23,13 +23,15 @@ class SchemaMismatch(ValueError):
 @dataclass(frozen=True)
 class Table:
     """One table of the lake. ``writer`` is the asset (op) that writes it; a rejects table names the table whose
-    rows it holds the rejected counterpart of (``rejects_of``)."""
+    rows it holds the rejected counterpart of (``rejects_of``). A ``sharded`` table (a per-page stage) is
+    partitioned language × shard: one Parquet file per (language, shard), read per shard or as a whole language."""
 
     name: str
     stage: str
     columns: Mapping[str, pl.DataType]
     description: str
     partitioned: bool = True
+    sharded: bool = False
     writer: str = ""
     rejects_of: str | None = None
     kinds: tuple[str, ...] = ("parquet",)
@@ -40,6 +42,8 @@ class Table:
             raise ValueError(f"table {self.name!r}: unknown stage {self.stage!r}")
         if not self.writer:
             object.__setattr__(self, "writer", self.name)
+        if self.sharded and not self.partitioned:
+            raise ValueError(f"table {self.name!r}: a sharded table is partitioned by language too")
         if self.rejects_of and "reason" not in self.columns:
             raise ValueError(f"rejects table {self.name!r} has no `reason` column")
 
@@ -195,6 +199,7 @@ RAW_CRAWL = Table(
         "One row per HTML page of the language's WARCs with every unfiltered `<img>` candidate "
         "(src/srcset/data-src/`<picture>`, resolved against `<base href>`)."
     ),
+    sharded=True,
 )
 
 ALT_TEXT_PAIRS = Table(
@@ -207,6 +212,7 @@ ALT_TEXT_PAIRS = Table(
         "language": pl.String,
     },
     description="(image url, native alt text) pairs that pass the language-aware text filters.",
+    sharded=True,
 )
 
 ALT_TEXT_REJECTS = Table(
@@ -219,6 +225,7 @@ ALT_TEXT_REJECTS = Table(
     ),
     writer="alt_text_pairs",
     rejects_of="alt_text_pairs",
+    sharded=True,
 )
 
 IMAGES = Table(
@@ -243,6 +250,7 @@ IMAGES = Table(
     description=(
         "Images of the kept alt texts, downloaded with the SSRF guard, validated, re-encoded and stored by sha256."
     ),
+    sharded=True,
 )
 
 IMAGE_REJECTS = Table(
@@ -262,6 +270,7 @@ IMAGE_REJECTS = Table(
     ),
     writer="images",
     rejects_of="images",
+    sharded=True,
 )
 
 D_KNOW = Table(

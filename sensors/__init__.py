@@ -1,5 +1,5 @@
-"""Sensors: new crawl data → a language run; dataset growth → retraining; new checkpoint → evaluation → report;
-failed training → a clear log line."""
+"""Sensors: new crawl data → a language's sources, shard and language runs; dataset growth → retraining; new
+checkpoint → evaluation → report; failed training → a clear log line."""
 
 from mella_assets.sensors.evaluation import (
     evaluation_after_training_sensor,
@@ -7,10 +7,12 @@ from mella_assets.sensors.evaluation import (
     training_failure_sensor,
 )
 from mella_assets.sensors.landing import crawl_landing_sensor
+from mella_assets.sensors.phases import language_phases_sensor
 from mella_assets.sensors.retraining import retraining_sensor
 
 ALL_SENSORS = [
     crawl_landing_sensor,
+    language_phases_sensor,
     retraining_sensor,
     evaluation_after_training_sensor,
     report_after_evaluation_sensor,
@@ -21,6 +23,7 @@ __all__ = [
     "ALL_SENSORS",
     "crawl_landing_sensor",
     "evaluation_after_training_sensor",
+    "language_phases_sensor",
     "report_after_evaluation_sensor",
     "retraining_sensor",
     "training_failure_sensor",

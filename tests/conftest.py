@@ -6,6 +6,10 @@ import pytest
 # No model hub in tests or CI: every model is a local folder.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+# The suite's language runs use one shard per language (partition keys "cs|00"), so a test's pages, counts and
+# metadata are the language's; tests/test_shards.py runs several shards (in their own processes, since the shard
+# count is fixed when the code location is imported). MELLA_SHARDS=4 pytest … runs the suite sharded.
+os.environ.setdefault("MELLA_SHARDS", "1")
 
 
 @pytest.fixture(scope="session")

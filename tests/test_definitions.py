@@ -5,6 +5,8 @@ import dagster as dg
 
 from mella_assets.definitions import defs
 from mella_assets.languages import DEFAULT_LANGUAGE_CODES
+from mella_assets.partitions import PAGE_PARTITIONS
+from mella_assets.tables import TABLES
 
 # Each rejects table (and evaluation_samples) is written with its table and has the same parents.
 LINEAGE = {
@@ -61,6 +63,11 @@ def test_per_language_assets_are_partitioned_by_the_eight_languages():
     for name, node in specs().items():
         if name in UNPARTITIONED:
             assert node.partitions_def is None, name
+        elif TABLES[name].sharded:  # the per-page stages: language × shard
+            assert node.partitions_def == PAGE_PARTITIONS, name
+            assert node.partitions_def.get_partitions_def_for_dimension("language").get_partition_keys() == list(
+                DEFAULT_LANGUAGE_CODES
+            ), name
         else:
             assert node.partitions_def.get_partition_keys() == list(DEFAULT_LANGUAGE_CODES), name
 
@@ -71,11 +78,19 @@ def test_the_dataset_checks_block_training_and_both_sensors_are_registered():
     assert {"mella_dataset_schema", "mella_dataset_not_empty", "mella_dataset_split_leakage"} <= check_keys
     assert {sensor.name for sensor in defs.sensors} == {
         "crawl_landing_sensor",
+        "language_phases_sensor",
         "retraining_sensor",
         "evaluation_after_training_sensor",
         "report_after_evaluation_sensor",
         "training_failure_sensor",
     }
     assert "evaluation_report_no_regression" in check_keys
-    assert {job.name for job in defs.jobs} >= {"language_pipeline_job", "training_job", "evaluation_job", "report_job"}
+    assert {job.name for job in defs.jobs} >= {
+        "sources_job",
+        "shard_pipeline_job",
+        "language_pipeline_job",
+        "training_job",
+        "evaluation_job",
+        "report_job",
+    }
     assert isinstance(defs.resources["pipes_subprocess_client"], dg.PipesSubprocessClient)

@@ -21,6 +21,7 @@ from dagster_k8s import K8sRunLauncher
 from dagster_k8s.job import USER_DEFINED_K8S_JOB_CONFIG_SCHEMA
 
 from mella_assets.crawl.assets import crawl_sources, raw_crawl
+from mella_assets.definitions import materialize_language
 from mella_assets.demo.corpus import build_demo_corpus
 from mella_assets.resources.lake import Lake
 from support.postgres import PostgresCluster, postgres_bin_dir
@@ -394,8 +395,8 @@ def test_materializations_run_on_the_deploy_instance_with_postgres_storage(tmp_p
                       .run_queue_config.tag_concurrency_limits}  # fmt: skip
             assert limits[("mella/pool", "training")] == 1
             assert instance.global_op_concurrency_default_limit == 1  # the gpu pool
-            result = dg.materialize(
-                [crawl_sources, raw_crawl], partition_key="cs", instance=instance,
+            result = materialize_language(
+                "cs", [crawl_sources, raw_crawl], instance=instance,
                 resources={"lake": Lake(root=str(lake_root))},
             )  # fmt: skip
             assert result.success
@@ -403,7 +404,7 @@ def test_materializations_run_on_the_deploy_instance_with_postgres_storage(tmp_p
         with dg.DagsterInstance.from_config(str(home)) as reader:
             runs = reader.get_runs()
             assert [run.status for run in runs] == [dg.DagsterRunStatus.SUCCESS]
-            assert reader.get_materialized_partitions(dg.AssetKey("raw_crawl")) == {"cs"}
+            assert reader.get_materialized_partitions(dg.AssetKey("raw_crawl")) == {"cs|00"}
             event_log = "".join(str(e.dagster_event) for e in reader.all_logs(runs[0].run_id))
             assert postgres.password not in event_log
 

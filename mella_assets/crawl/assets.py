@@ -4,12 +4,12 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from mella_assets.crawl.registration import extract_sources, register_sources
+from mella_assets.crawl.registration import extract_sources, register_sources, shard_pages
 from mella_assets.lib.http import HttpFetcher
 from mella_assets.lib.watchdog import watched_stage
 from mella_assets.metadata import StageTimer, counts_by, table_metadata
-from mella_assets.resources.lake import Lake
-from mella_assets.specs import language_of, stage_specs, table_result
+from mella_assets.resources.lake import Lake, current_shards
+from mella_assets.specs import language_of, shard_of, stage_specs, table_result
 from mella_assets.tables import CRAWL_SOURCE_REJECTS, CRAWL_SOURCES, RAW_CRAWL
 
 
@@ -91,16 +91,18 @@ class RawCrawlConfig(dg.Config):
 @dg.multi_asset(name="raw_crawl", specs=stage_specs("raw_crawl", deps=[CRAWL_SOURCES]))
 @watched_stage
 def raw_crawl(context: dg.AssetExecutionContext, config: RawCrawlConfig, lake: Lake) -> dg.MaterializeResult:
-    """One row per HTML response of the registered WARCs, with every unfiltered image candidate of the page.
+    """One row per HTML response of the registered WARCs whose site falls in this partition's shard, with every
+    unfiltered image candidate of the page.
 
     Each WARC's extraction is cached in the lake by the file's sha256 (``cache/raw_crawl/``), so adding one
-    file to a language extracts only that file. Context is the image's ``<figcaption>``; with the
-    ``nearby_context`` config also the text around an image without one (cached apart, so switching recomputes).
-    Non-HTML, non-200 and malformed records are skipped and counted, never fatal. At the stage deadline the
-    files done are written and the rest listed in the ``stage_deadline`` metadata; the next run extracts those.
+    file to a language extracts only that file, and the language's other shards read the cached pages (counted
+    as ``other_shard``). Context is the image's ``<figcaption>``; with the ``nearby_context`` config also the text
+    around an image without one (cached apart, so switching recomputes). Non-HTML, non-200 and malformed records
+    are skipped and counted, never fatal. At the stage deadline the files done are written and the rest listed in
+    the ``stage_deadline`` metadata; the next run extracts those.
     """
     timer = StageTimer()
-    language = language_of(context)
+    language, shard = shard_of(context)
     sources = lake.read(CRAWL_SOURCES, language)
     done = extract_sources(sources, lake.store, config.nearby_context)
     stats = done.stats
@@ -109,9 +111,10 @@ def raw_crawl(context: dg.AssetExecutionContext, config: RawCrawlConfig, lake: L
             f"stage deadline: {len(done.unfinished)} of {sources.height} WARC files not extracted (written without "
             "them; the next run extracts only those)"
         )
-    frame = pl.concat(done.frames, how="vertical_relaxed") if done.frames else RAW_CRAWL.empty().drop("language")
+    frame, other_shards = shard_pages(done, int(shard), len(current_shards()))
+    frame = frame if frame is not None else RAW_CRAWL.empty().drop("language")
     frame = frame.with_columns(pl.lit(language.code).alias("language"))
-    lake.write(RAW_CRAWL, language, frame)
+    lake.write(RAW_CRAWL, language, frame, shard)
     candidates = int(frame["images"].list.len().sum() or 0) if frame.height else 0
     return table_result(
         RAW_CRAWL,
@@ -122,6 +125,7 @@ def raw_crawl(context: dg.AssetExecutionContext, config: RawCrawlConfig, lake: L
             output=frame.drop("images"),
             # Every record read that is not a page: what it was instead.
             dropped={
+                "other_shard": other_shards,
                 "not_a_response": stats.records - stats.responses,
                 "non_html": stats.skipped_non_html,
                 "http_status": stats.skipped_status,

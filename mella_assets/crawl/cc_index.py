@@ -62,6 +62,15 @@ def shard_of(site: str, shards: int) -> int:
     return int(hashlib.md5(site.encode("utf-8")).hexdigest()[:16], 16) % shards
 
 
+def page_shards(domains: pl.Series, shards: int) -> pl.Series:
+    """The shard of each page of a WARC by its host (``raw_crawl``'s ``domain``) without a leading ``www.``: the
+    same hash as :func:`shard_of`, so ``www.example.cz`` lands where the index's registered domain
+    ``example.cz`` does (other subdomains are their own site: no public-suffix list is installed)."""
+    sites = domains.fill_null("").str.strip_prefix("www.")
+    lookup = {site: shard_of(site, shards) for site in sites.unique().to_list()}
+    return sites.replace_strict(lookup, return_dtype=pl.Int64).alias("shard")
+
+
 def _is_remote(location: str) -> bool:
     return location.startswith(("s3://", "http://", "https://"))
 

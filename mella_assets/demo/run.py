@@ -145,7 +145,16 @@ def prepare_demo_inputs(lake_root: str, languages: list[str], port: int) -> dict
     return timings
 
 
-DEMO_JOBS = ("language_pipeline_job", "training_job", "evaluation_job", "report_job")
+# A language's three phases (sources, its language × shard runs, the language run), then training and evaluation.
+DEMO_JOBS = (
+    "sources_job",
+    "shard_pipeline_job",
+    "language_pipeline_job",
+    "training_job",
+    "evaluation_job",
+    "report_job",
+)
+LANGUAGE_JOBS = DEMO_JOBS[:3]
 
 
 def materialize_everything(
@@ -180,8 +189,17 @@ def materialize_everything(
 
 
 def _stages(languages: list[str], jobs: tuple[str, ...]) -> list[tuple[str, list[str | None]]]:
-    partitioned = {"language_pipeline_job", "evaluation_job"}
-    return [(name, list(languages) if name in partitioned else [None]) for name in DEMO_JOBS if name in jobs]
+    from mella_assets.jobs import LANGUAGE_PHASES, phase_partition_keys
+
+    sharded = {name for name, is_sharded in LANGUAGE_PHASES if is_sharded}
+    partitioned = {name for name, _ in LANGUAGE_PHASES} | {"evaluation_job"}
+
+    def partitions(name: str) -> list[str | None]:
+        if name in sharded:
+            return [key for code in languages for key in phase_partition_keys(True, code)]
+        return list(languages) if name in partitioned else [None]
+
+    return [(name, partitions(name)) for name in DEMO_JOBS if name in jobs]
 
 
 @contextlib.contextmanager
