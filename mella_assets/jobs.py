@@ -8,7 +8,15 @@ graph adds it to the job (docs/architecture.md, "The asset graph").
 import dagster as dg
 
 from mella_assets.partitions import page_partition_keys
-from mella_assets.tables import CRAWL_SOURCES, EVALUATION_REPORT, EVALUATION_SCORES, MELLA_DATASET, MELLA_EXPORT, TABLES
+from mella_assets.tables import (
+    CC_SELECTION,
+    CRAWL_SOURCES,
+    EVALUATION_REPORT,
+    EVALUATION_SCORES,
+    MELLA_DATASET,
+    MELLA_EXPORT,
+    TABLES,
+)
 
 
 def _with_neighbors(selection: dg.AssetSelection) -> dg.AssetSelection:
@@ -20,11 +28,18 @@ def _with_neighbors(selection: dg.AssetSelection) -> dg.AssetSelection:
 # partitions definition, so a language goes through three jobs in turn (LANGUAGE_PHASES): its sources (language),
 # its per-page stages (one run per language × shard, runnable at once on several machines), then the rest
 # (language: D_know, captions, translations, D_ling, the dataset records), which reads every shard.
-PER_LANGUAGE_SELECTION = _with_neighbors(dg.AssetSelection.assets(MELLA_DATASET.name).upstream())
+# cc_selection (by crawl) is upstream of every shard but runs on its own (selection_job), once per crawl.
+SELECTION_SELECTION = dg.AssetSelection.assets(CC_SELECTION.name)
+PER_LANGUAGE_SELECTION = _with_neighbors(dg.AssetSelection.assets(MELLA_DATASET.name).upstream()) - SELECTION_SELECTION
 SOURCES_SELECTION = _with_neighbors(dg.AssetSelection.assets(CRAWL_SOURCES.name))
 SHARD_PIPELINE_SELECTION = _with_neighbors(dg.AssetSelection.assets(*(t.name for t in TABLES.values() if t.sharded)))
 LANGUAGE_PIPELINE_SELECTION = PER_LANGUAGE_SELECTION - SOURCES_SELECTION - SHARD_PIPELINE_SELECTION
 
+selection_job = dg.define_asset_job(
+    "selection_job",
+    selection=SELECTION_SELECTION,
+    description="Select one Common Crawl crawl's pages in the registry's languages from its columnar index.",
+)
 sources_job = dg.define_asset_job(
     "sources_job",
     selection=SOURCES_SELECTION,
@@ -68,4 +83,12 @@ report_job = dg.define_asset_job(
     description="Cross-language report.",
 )
 
-ALL_JOBS = [sources_job, shard_pipeline_job, language_pipeline_job, training_job, evaluation_job, report_job]
+ALL_JOBS = [
+    selection_job,
+    sources_job,
+    shard_pipeline_job,
+    language_pipeline_job,
+    training_job,
+    evaluation_job,
+    report_job,
+]

@@ -37,6 +37,9 @@ SHARD_PARTITIONS = dg.StaticPartitionsDefinition(shard_keys(load_settings().shar
 PAGE_PARTITIONS = dg.MultiPartitionsDefinition(
     {LANGUAGE_DIMENSION: LANGUAGE_PARTITIONS, SHARD_DIMENSION: SHARD_PARTITIONS}
 )
+# Common Crawl crawls (e.g. CC-MAIN-2024-42): added in the UI (the asset's partitions, "Add partition"), by
+# `mella cc-select --register` or by the demo; `cc_selection` is partitioned by them.
+CRAWL_PARTITIONS = dg.DynamicPartitionsDefinition(name="crawls")
 # A language-level asset reads (or is read by) every shard of its language. (Beta in Dagster 1.13, and the one
 # mapping that joins a dimension of a multi-partition to a single partitions definition.)
 with warnings.catch_warnings():

@@ -313,6 +313,21 @@ class Settings:
         "shards per language of the per-page stages (raw_crawl, alt_text_pairs, images): a site's pages share one, "
         "by the hash of its domain; changing it re-partitions (rematerialize those stages)",
     )  # fmt: skip
+    cc_index: str = setting(
+        "MELLA_CC_INDEX", "", _text,
+        "root of Common Crawl's columnar index that cc_selection reads: a folder, s3://commoncrawl/ or "
+        "https://data.commoncrawl.org/ (unset: cc_selection fails naming this variable)",
+    )  # fmt: skip
+    cc_warc_base: str = setting(
+        "MELLA_CC_WARC_BASE", "https://data.commoncrawl.org/", _text,
+        "where the selected records' WARC files are read by range: https://data.commoncrawl.org/, s3://commoncrawl/ "
+        "or a folder (trusted operator configuration)",
+    )  # fmt: skip
+    cc_concurrency: int = setting("MELLA_CC_CONCURRENCY", 8, _whole, "range requests at a time in one shard run")
+    cc_rate: float = setting(
+        "MELLA_CC_RATE", 20.0, _number, "range requests per second of one shard run (Common Crawl answers 503 SlowDown "
+        "to faster clients; the commoncrawl pool bounds how many shard runs read at once)",
+    )  # fmt: skip
     # -- stage watchdog ----------------------------------------------------------------------------------------
     stage_timeout_s: float | None = setting(
         STAGE_TIMEOUT_ENV, None, _positive_seconds,

@@ -16,6 +16,7 @@ import polars as pl
 from mella_assets.languages import Language
 from mella_assets.metadata import counts_by, preview_table
 from mella_assets.partitions import (
+    CRAWL_PARTITIONS,
     LANGUAGE_OF_PAGES,
     LANGUAGE_PARTITIONS,
     PAGE_PARTITIONS,
@@ -35,6 +36,8 @@ def column_schema(table: Table) -> dg.TableSchema:
 
 def partitions_of(table: Table) -> dg.PartitionsDefinition | None:
     """Language × shard for a sharded (per-page) table, language for a per-language one, else none."""
+    if table.by_crawl:
+        return CRAWL_PARTITIONS
     if table.sharded:
         return PAGE_PARTITIONS
     return LANGUAGE_PARTITIONS if table.partitioned else None
@@ -45,6 +48,8 @@ def table_dep(table: Table, dep: Table) -> dg.AssetDep:
     language reads the language's partition; a language's partition reads every shard of it)."""
     if table.partitioned and dep.partitioned and table.sharded != dep.sharded:
         return dg.AssetDep(dep.name, partition_mapping=LANGUAGE_OF_PAGES)
+    if dep.by_crawl:  # a shard reads its rows of every crawl's selection
+        return dg.AssetDep(dep.name, partition_mapping=dg.AllPartitionMapping())
     return dg.AssetDep(dep.name)
 
 

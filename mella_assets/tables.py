@@ -24,7 +24,9 @@ class SchemaMismatch(ValueError):
 class Table:
     """One table of the lake. ``writer`` is the asset (op) that writes it; a rejects table names the table whose
     rows it holds the rejected counterpart of (``rejects_of``). A ``sharded`` table (a per-page stage) is
-    partitioned language × shard: one Parquet file per (language, shard), read per shard or as a whole language."""
+    partitioned language × shard: one Parquet file per (language, shard), read per shard or as a whole language. A
+    ``by_crawl`` table is partitioned by Common Crawl crawl (dynamic partitions) and stored by crawl, language and
+    shard."""
 
     name: str
     stage: str
@@ -32,6 +34,7 @@ class Table:
     description: str
     partitioned: bool = True
     sharded: bool = False
+    by_crawl: bool = False
     writer: str = ""
     rejects_of: str | None = None
     kinds: tuple[str, ...] = ("parquet",)
@@ -172,6 +175,27 @@ CRAWL_SOURCE_REJECTS = Table(
     description="Registered sources that could not be stored (download errors, size caps), with the reason.",
     writer="crawl_sources",
     rejects_of="crawl_sources",
+)
+
+CC_SELECTION = Table(
+    "cc_selection",
+    stage="crawl",
+    columns={
+        "url": pl.String,
+        "warc_filename": pl.String,
+        "warc_record_offset": pl.Int64,
+        "warc_record_length": pl.Int64,
+        "language": pl.String,
+        "shard": pl.String,
+        "crawl": pl.String,
+    },
+    description=(
+        "The pages of a Common Crawl crawl in the registry's languages, chosen from its columnar index (status 200 "
+        "HTML, primary content language, or none declared on a national domain), by language and shard; "
+        "`raw_crawl` reads their records by HTTP range."
+    ),
+    partitioned=False,
+    by_crawl=True,
 )
 
 RAW_CRAWL = Table(
@@ -508,6 +532,7 @@ TABLES: dict[str, Table] = {
     for t in (
         CRAWL_SOURCES,
         CRAWL_SOURCE_REJECTS,
+        CC_SELECTION,
         RAW_CRAWL,
         ALT_TEXT_PAIRS,
         ALT_TEXT_REJECTS,

@@ -1,7 +1,7 @@
 """The lake resource: every asset reads and writes its tables and blobs through it."""
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -129,12 +129,33 @@ class Lake(dg.ConfigurableResource):
         frame = self.store.read_table_all_languages(table.name)
         return frame if frame.width else table.empty()
 
-    def write(self, table: Table, language: Language | None, frame: pl.DataFrame, shard: str | None = None) -> str:
-        """Replace one language of a table (one shard of a sharded table), or the whole unpartitioned table, with
-        ``frame``, atomically; the frame must have the declared columns (``Table.conform``). Returns the lake key."""
+    def write(
+        self,
+        table: Table,
+        language: Language | None,
+        frame: pl.DataFrame,
+        shard: str | None = None,
+        *,
+        crawl: str | None = None,
+    ) -> str:
+        """Replace one language of a table (one shard of a sharded table; one crawl's language and shard of a
+        ``by_crawl`` table), or the whole unpartitioned table, with ``frame``, atomically; the frame must have the
+        declared columns (``Table.conform``). Returns the lake key."""
+        frame = table.conform(frame)
+        if table.by_crawl:
+            if crawl is None or language is None or shard is None:
+                raise ValueError(f"table {table.name!r} is written by crawl, language and shard")
+            return self.store.write_table(table.name, language.code, frame, shard, crawl)
         if table.sharded and shard is None:
             raise ValueError(f"table {table.name!r} is sharded: write one shard")
-        return self.store.write_table(table.name, _partition(table, language, shard), table.conform(frame), shard)
+        return self.store.write_table(table.name, _partition(table, language, shard), frame, shard)
+
+    def read_crawls(self, table: Table, crawls: Iterable[str], language: Language, shard: str) -> pl.DataFrame:
+        """One language and shard of a ``by_crawl`` table over ``crawls`` (those written), in crawl order."""
+        store = self.store
+        keys = [store.table_key(table.name, language.code, shard, crawl) for crawl in crawls]
+        frames = [store.read_table_key(key) for key in keys if store.exists(key)]
+        return pl.concat(frames, how="vertical_relaxed") if frames else table.empty()
 
     def read_table(self, asset: str, language: str | None = None, shard: str | None = None) -> pl.DataFrame:
         return self.store.read_table(asset, language, shard)

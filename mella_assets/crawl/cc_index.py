@@ -71,6 +71,15 @@ def page_shards(domains: pl.Series, shards: int) -> pl.Series:
     return sites.replace_strict(lookup, return_dtype=pl.Int64).alias("shard")
 
 
+def selection_by_shard(selection: pl.DataFrame, crawl: str, shard_keys: list[str]) -> pl.DataFrame:
+    """``select_pages`` rows (``shard`` a number below ``len(shard_keys)``) with the shard as its partition key
+    (``"03"``) and the ``crawl`` they came from: the rows of the ``cc_selection`` table."""
+    return selection.with_columns(
+        pl.col("shard").replace_strict(dict(enumerate(shard_keys)), return_dtype=pl.String),
+        pl.lit(crawl).alias("crawl"),
+    )
+
+
 def _is_remote(location: str) -> bool:
     return location.startswith(("s3://", "http://", "https://"))
 

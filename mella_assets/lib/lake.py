@@ -293,12 +293,13 @@ class LakeStore(abc.ABC):
         """Where ``key``'s local file lives: the lake's own file, or its place in the S3 lake's cache."""
 
     @staticmethod
-    def table_key(asset: str, language: str | None = None, shard: str | None = None) -> str:
+    def table_key(asset: str, language: str | None = None, shard: str | None = None, crawl: str | None = None) -> str:
+        folder = f"tables/{asset}" + (f"/crawl={crawl}" if crawl is not None else "")
         if language is None:
-            return f"tables/{asset}/data.parquet"
+            return f"{folder}/data.parquet"
         if shard is None:
-            return f"tables/{asset}/language={language}/data.parquet"
-        return f"tables/{asset}/language={language}/shard={shard}/data.parquet"
+            return f"{folder}/language={language}/data.parquet"
+        return f"{folder}/language={language}/shard={shard}/data.parquet"
 
     # -- blobs -------------------------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -377,11 +378,17 @@ class LakeStore(abc.ABC):
     def configure_duckdb(self, connection: duckdb.DuckDBPyConnection) -> None:  # noqa: B027 (a no-op by default)
         """Let ``connection`` read this lake's files (an S3 lake adds its credentials); nothing for a folder."""
 
-    def write_table(self, asset: str, language: str | None, frame: pl.DataFrame, shard: str | None = None) -> str:
-        """Atomically replace the (asset, language[, shard]) table with ``frame``; returns its key."""
-        key = self.table_key(asset, language, shard)
+    def write_table(
+        self, asset: str, language: str | None, frame: pl.DataFrame, shard: str | None = None, crawl: str | None = None
+    ) -> str:
+        """Atomically replace the ([crawl, ]asset, language[, shard]) table with ``frame``; returns its key."""
+        key = self.table_key(asset, language, shard, crawl)
         self._write_with(key, lambda handle: _write_parquet(frame, handle))
         return key
+
+    def read_table_key(self, key: str) -> pl.DataFrame:
+        """The table file at ``key`` (one of :meth:`table_key`'s)."""
+        return self._read_parquet(_check_key(key))
 
     def shard_table_keys(self, asset: str, language: str) -> list[str]:
         """The shard files of one language of a sharded table, in shard order (none for a per-language table)."""
