@@ -28,6 +28,10 @@ from mella_assets.tables import TABLES, Table, tables_written_by
 # deployment's instance gives it one slot per GPU (deploy/dagster.yaml, `concurrency: pools`), so two such steps
 # never share a GPU; on Kubernetes their step pods request a GPU (definitions.gpu_step_k8s_configs).
 GPU_POOL = "gpu"
+# The concurrency pool of raw_crawl, the step that reads Common Crawl by range: the instance's pool limit bounds how
+# many shard runs read at once (each at MELLA_CC_RATE requests/s), so the fan-out stays within what Common Crawl
+# serves without 503 SlowDown (deploy/dagster.yaml: `dagster instance concurrency set commoncrawl N`).
+COMMONCRAWL_POOL = "commoncrawl"
 
 
 def column_schema(table: Table) -> dg.TableSchema:

@@ -61,3 +61,16 @@ def test_a_registered_crawl_feeds_raw_crawl_shards_by_range_reads_only(crawl, tm
     assert sorted(pages["warc_uri"]) == sorted(server.url + name for name in czech["warc_filename"])
     metadata = runs.asset_materializations_for_node("raw_crawl")[0].metadata
     assert metadata["selected_records"].value == czech.height
+
+
+def test_cc_select_register_adds_the_crawl_partition_the_pipeline_selects(crawl, tmp_path):
+    from mella_assets.cli import main
+
+    home = tmp_path / "home"
+    args = ["cc-select", "--index", str(crawl.root), "--crawl", crawl.crawl, "--languages", "cs"]
+    assert main([*args, "--register", "--dagster-home", str(home)]) == 0
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_dynamic_partitions(CRAWL_PARTITIONS.name) == [crawl.crawl]
+    # A crawl partition needs its name; and a selection with nowhere to go is a usage error.
+    assert main(["cc-select", "--index", str(crawl.root), "--languages", "cs", "--register"]) == 2
+    assert main(args) == 2

@@ -16,6 +16,7 @@ from dagster._core.workspace.load_target import ModuleTarget
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 from dagster_graphql.test.utils import execute_dagster_graphql
 
+from mella_assets.demo.cc_crawl import DEMO_CRAWL
 from mella_assets.demo.run import (
     DEMO_CODE_LOCATION,
     DEMO_LOCATION_NAME,
@@ -71,7 +72,9 @@ def demo_one_language(tmp_path_factory):
         prepare_demo_inputs(str(root / "lake"), ["cs"], port)
         instance = dg.DagsterInstance.get()
         lines: list[str] = []
-        materialize_everything(["cs"], instance=instance, jobs=LANGUAGE_JOBS, log=lines.append)
+        materialize_everything(
+            ["cs"], instance=instance, jobs=("selection_job", *LANGUAGE_JOBS), crawls=(DEMO_CRAWL,), log=lines.append
+        )
         yield {"instance": instance, "lines": lines}
         instance.dispose()
     finally:
@@ -151,3 +154,7 @@ def test_demo_runs_are_listed_on_the_job_page_with_their_code_location_and_re_ex
         partitions = sorted({tag["key"]: tag["value"] for tag in r["tags"]}["dagster/partition"] for r in shard_runs)
         assert partitions == [str(key) for key in page_partition_keys("cs")]
         assert all(r["status"] == "SUCCESS" for r in shard_runs)
+        # ... after the demo crawl's selection (its Common Crawl path: index, then range reads in raw_crawl).
+        selection_filter = {**runs_filter, "pipelineName": "selection_job"}
+        (selection,) = query(workspace, JOB_RUNS, {"filter": selection_filter})["runsOrError"]["results"]
+        assert {tag["key"]: tag["value"] for tag in selection["tags"]}["dagster/partition"] == DEMO_CRAWL

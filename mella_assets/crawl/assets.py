@@ -14,7 +14,7 @@ from mella_assets.metadata import StageTimer, counts_by, table_metadata
 from mella_assets.partitions import CRAWL_PARTITIONS
 from mella_assets.resources.lake import Lake, current_shards
 from mella_assets.settings import load_settings
-from mella_assets.specs import language_of, shard_of, stage_specs, table_result
+from mella_assets.specs import COMMONCRAWL_POOL, language_of, shard_of, stage_specs, table_result
 from mella_assets.tables import CC_SELECTION, CRAWL_SOURCE_REJECTS, CRAWL_SOURCES, RAW_CRAWL
 
 
@@ -141,7 +141,9 @@ class RawCrawlConfig(dg.Config):
     )
 
 
-@dg.multi_asset(name="raw_crawl", specs=stage_specs("raw_crawl", deps=[CRAWL_SOURCES, CC_SELECTION]))
+@dg.multi_asset(
+    name="raw_crawl", specs=stage_specs("raw_crawl", deps=[CRAWL_SOURCES, CC_SELECTION]), pool=COMMONCRAWL_POOL
+)
 @watched_stage
 def raw_crawl(context: dg.AssetExecutionContext, config: RawCrawlConfig, lake: Lake) -> dg.MaterializeResult:
     """One row per HTML response of the registered WARCs whose site falls in this partition's shard, with every

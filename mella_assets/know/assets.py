@@ -166,9 +166,10 @@ def d_know(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResul
     excess, chosen by content hash, is dropped and counted as ``headline_over_mix``."""
     timer = StageTimer()
     language = language_of(context)
-    # Every shard's pairs in crawl order (file, then record: a stable sort keeps a page's candidates in order), so
-    # the first of a pair repeated on two sites of different shards is the one a single run would have kept.
-    pairs = lake.read(ALT_TEXT_PAIRS, language).sort(["warc_uri", "record_offset"], maintain_order=True)
+    # Every shard's pairs by page URL (a stable sort keeps a page's candidates in order): the first of a pair repeated
+    # on sites of different shards is then the same whatever the shard count and wherever the page was read from
+    # (a landed WARC, a registered URL, a Common Crawl range).
+    pairs = lake.read(ALT_TEXT_PAIRS, language).sort("page_url", maintain_order=True)
     # An image URL on pages of two shards is fetched (and listed) by each: one row per URL, the first shard's.
     fetched = lake.read(IMAGES, language).drop("language").unique("image_url", keep="first", maintain_order=True)
     joined = pairs.select("image_url", "alt_text", "page_url", "domain", "alt_kind").join(
