@@ -15,6 +15,7 @@ import pytest
 from conftest import free_port
 
 from mella_assets.definitions import language_pipeline_assets
+from mella_assets.demo.cc_crawl import DEMO_CRAWL
 from mella_assets.demo.run import demo_summary
 from mella_assets.jobs import LANGUAGE_PHASES, phase_partition_keys
 from mella_assets.languages import LANGUAGES
@@ -146,8 +147,10 @@ def test_the_dagster_ui_serves_the_assets_partitions_and_demo_materializations(d
         nodes = graphql(port, "{ assetNodes { assetKey { path } partitionKeys } }")["assetNodes"]
         partitions = {node["assetKey"]["path"][-1]: node["partitionKeys"] for node in nodes}
         assert set(PER_LANGUAGE_ASSETS + GLOBAL_ASSETS) <= set(partitions)
-        for name in PER_LANGUAGE_ASSETS:
-            assert partitions[name] == CODES, name
+        shards = sorted(str(key) for code in CODES for key in page_partition_keys(code))
+        for name in PER_LANGUAGE_ASSETS:  # the per-page stages by language × shard, the others by language
+            assert sorted(partitions[name]) == (shards if TABLES[name].sharded else sorted(CODES)), name
+        assert partitions["cc_selection"] == [DEMO_CRAWL]
         latest = graphql(
             port,
             '{ assetOrError(assetKey: {path: ["d_know"]}) { ... on Asset { assetMaterializations(limit: 50) '
