@@ -11,16 +11,18 @@ Kubernetes one pod per step, where every step that loads a model in-process gets
 import importlib
 import pkgutil
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 import dagster as dg
 
 import mella_assets
-from mella_assets.jobs import ALL_JOBS
+from mella_assets.jobs import ALL_JOBS, LANGUAGE_PHASES, PER_LANGUAGE_SELECTION, phase_partition_keys
 from mella_assets.resources import build_resources
 from mella_assets.sensors import ALL_SENSORS
 from mella_assets.settings import Settings, load_settings
+from mella_assets.tables import CRAWL_SOURCES
 
 # The resources that hold a model: an asset that asks for one loads a model (or asks a server for one), so it is
 # in the GPU pool (tests/test_gpu_placement.py keeps them so).
@@ -138,12 +140,12 @@ defs = build_definitions()
 
 
 def language_pipeline_assets(definitions: dg.Definitions | None = None) -> list[dg.AssetsDefinition]:
-    """The per-language pipeline's assets in graph order (each after everything it reads; ties by name), as the
-    stage modules define them (no resources bound, so a test or harness can materialize them with its own)."""
+    """The per-language pipeline's assets (its phases' jobs: sources, shards, language) in graph order (each
+    after everything it reads; ties by name), as the stage modules define them (no resources bound, so a test or
+    harness can materialize them with its own)."""
     definitions = definitions or defs
     graph = definitions.resolve_asset_graph()
-    job = definitions.resolve_job_def("language_pipeline_job")
-    keys = set(job.asset_layer.selected_asset_keys)
+    keys = set(PER_LANGUAGE_SELECTION.resolve(graph))
     levels: dict[dg.AssetKey, int] = {}
 
     def level(key: dg.AssetKey) -> int:
@@ -155,3 +157,68 @@ def language_pipeline_assets(definitions: dg.Definitions | None = None) -> list[
     stage_assets = [a for a in dg.load_assets_from_modules(stage_asset_modules()) if isinstance(a, dg.AssetsDefinition)]
     chosen = [a for a in stage_assets if set(a.keys) & keys]
     return sorted(chosen, key=lambda a: (max(level(k) for k in a.keys if k in keys), a.node_def.name))
+
+
+@dataclass
+class LanguageRuns:
+    """The in-process runs that took one language through its phases (:data:`~mella_assets.jobs.LANGUAGE_PHASES`),
+    in order; it stops at the first phase with a failed run."""
+
+    results: list[dg.ExecuteInProcessResult] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return bool(self.results) and all(result.success for result in self.results)
+
+    @property
+    def all_events(self) -> list[dg.DagsterEvent]:
+        return [event for result in self.results for event in result.all_events]
+
+    def asset_materializations_for_node(self, node: str) -> list[dg.AssetMaterialization]:
+        """Every materialization the runs recorded for the asset (op) ``node``: one per shard for a sharded one."""
+        return [
+            event
+            for result in self.results
+            if node in {n.name for n in result.job_def.nodes}
+            for event in result.asset_materializations_for_node(node)
+        ]
+
+    def get_asset_materialization_events(self) -> list[dg.DagsterEvent]:
+        return [event for result in self.results for event in result.get_asset_materialization_events()]
+
+
+def materialize_language(
+    language: str, assets: Iterable[dg.AssetsDefinition] | None = None, **materialize_kwargs: Any
+) -> LanguageRuns:
+    """Materialize ``assets`` (default: :func:`language_pipeline_assets`) for one language the way its jobs do:
+    each phase's assets in a run per partition (the language, or each of its shards), in phase order, stopping at
+    the first failed run. ``materialize_kwargs`` go to ``dg.materialize`` (resources, instance, run_config,
+    raise_on_error…)."""
+    assets = list(assets if assets is not None else language_pipeline_assets())
+    runs = LanguageRuns()
+    for _job, sharded in LANGUAGE_PHASES:
+        phase = [a for a in assets if _is_sharded(a) == sharded and _in_phase(a, _job)]
+        if not phase:
+            continue
+        kwargs = dict(materialize_kwargs)
+        if isinstance(kwargs.get("run_config"), Mapping) and "ops" in kwargs["run_config"]:
+            # Each run is given only its own ops' config (Dagster refuses config for ops not in the run).
+            names = {asset.node_def.name for asset in phase}
+            ops = {op: value for op, value in kwargs["run_config"]["ops"].items() if op in names}
+            kwargs["run_config"] = {**kwargs["run_config"], "ops": ops}
+        for key in phase_partition_keys(sharded, language):
+            result = dg.materialize(phase, partition_key=key, **kwargs)
+            runs.results.append(result)
+            if not result.success:
+                return runs
+    return runs
+
+
+def _is_sharded(asset: dg.AssetsDefinition) -> bool:
+    return isinstance(asset.partitions_def, dg.MultiPartitionsDefinition)
+
+
+def _in_phase(asset: dg.AssetsDefinition, job: str) -> bool:
+    """Whether the asset is written by the phase ``job`` (sources_job holds crawl_sources alone)."""
+    is_sources = any(key.to_user_string() == CRAWL_SOURCES.name for key in asset.keys)
+    return is_sources == (job == "sources_job")

@@ -113,6 +113,14 @@ def _seconds(raw: str) -> float:
     return seconds
 
 
+def _shard_count(raw: str) -> int:
+    count = _whole(raw)
+    # Dagster's guidance: at most ~100k partitions per asset; 8 languages x 10,000 shards stays under it.
+    if not 1 <= count <= 10_000:
+        raise ValueError("must be a whole number from 1 to 10000")
+    return count
+
+
 def _share(raw: str) -> float:
     try:
         share = float(raw)
@@ -332,6 +340,27 @@ class Settings:
         "MELLA_DKNOW_MAX_HEADLINE_SHARE", 1.0, _share,
         "most share of D_know pairs whose alt text is a reused headline (alt_kind headline); the excess is dropped "
         "by content hash as headline_over_mix (1: no cap)",
+    )  # fmt: skip
+    # -- fan-out and Common Crawl --------------------------------------------------------------------------------
+    shards: int = setting(
+        "MELLA_SHARDS", 4, _shard_count,
+        "shards per language of the per-page stages (raw_crawl, alt_text_pairs, images): a site's pages share one, "
+        "by the hash of its domain; changing it re-partitions (rematerialize those stages)",
+    )  # fmt: skip
+    cc_index: str = setting(
+        "MELLA_CC_INDEX", "", _text,
+        "root of Common Crawl's columnar index that cc_selection reads: a folder, s3://commoncrawl/ or "
+        "https://data.commoncrawl.org/ (unset: cc_selection fails naming this variable)",
+    )  # fmt: skip
+    cc_warc_base: str = setting(
+        "MELLA_CC_WARC_BASE", "https://data.commoncrawl.org/", _text,
+        "where the selected records' WARC files are read by range: https://data.commoncrawl.org/, s3://commoncrawl/ "
+        "or a folder (trusted operator configuration)",
+    )  # fmt: skip
+    cc_concurrency: int = setting("MELLA_CC_CONCURRENCY", 8, _whole, "range requests at a time in one shard run")
+    cc_rate: float = setting(
+        "MELLA_CC_RATE", 20.0, _number, "range requests per second of one shard run (Common Crawl answers 503 SlowDown "
+        "to faster clients; the commoncrawl pool bounds how many shard runs read at once)",
     )  # fmt: skip
     # -- stage watchdog ----------------------------------------------------------------------------------------
     stage_timeout_s: float | None = setting(

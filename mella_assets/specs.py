@@ -14,11 +14,17 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from mella_assets.languages import LANGUAGES, Language
+from mella_assets.languages import Language
 from mella_assets.lib.progress import ProgressLog
 from mella_assets.lib.watchdog import StageTimeout
 from mella_assets.metadata import counts_by, preview_table
-from mella_assets.partitions import LANGUAGE_PARTITIONS
+from mella_assets.partitions import (
+    CRAWL_PARTITIONS,
+    LANGUAGE_OF_PAGES,
+    LANGUAGE_PARTITIONS,
+    PAGE_PARTITIONS,
+    partition_language_and_shard,
+)
 from mella_assets.settings import Settings, load_settings
 from mella_assets.tables import TABLES, Table, tables_written_by
 
@@ -26,6 +32,14 @@ from mella_assets.tables import TABLES, Table, tables_written_by
 # deployment's instance gives it one slot per GPU (deploy/dagster.yaml, `concurrency: pools`), so two such steps
 # never share a GPU; on Kubernetes their step pods request a GPU (definitions.gpu_step_k8s_configs).
 GPU_POOL = "gpu"
+# The concurrency pool of raw_crawl, the step that reads Common Crawl by range: the instance's pool limit bounds how
+# many shard runs read at once (each at MELLA_CC_RATE requests/s), so the fan-out stays within what Common Crawl
+# serves without 503 SlowDown (deploy/dagster.yaml: `dagster instance concurrency set commoncrawl N`).
+COMMONCRAWL_POOL = "commoncrawl"
+# The pool of mella_dataset: a language's split honours every other language's written split (no test image in any
+# train split), so two languages must not draw their splits at the same time, blind to each other; the instance's
+# default pool limit (1) runs them one after another.
+DATASET_SPLITS_POOL = "dataset_splits"
 
 
 class NetworkRetryPolicy(dg.RetryPolicy):
@@ -84,14 +98,33 @@ def column_schema(table: Table) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in table.columns.items()])
 
 
+def partitions_of(table: Table) -> dg.PartitionsDefinition | None:
+    """Language × shard for a sharded (per-page) table, language for a per-language one, else none."""
+    if table.by_crawl:
+        return CRAWL_PARTITIONS
+    if table.sharded:
+        return PAGE_PARTITIONS
+    return LANGUAGE_PARTITIONS if table.partitioned else None
+
+
+def table_dep(table: Table, dep: Table) -> dg.AssetDep:
+    """``table`` reads ``dep``: a language-level table and a sharded one meet on the language (every shard of a
+    language reads the language's partition; a language's partition reads every shard of it)."""
+    if table.partitioned and dep.partitioned and table.sharded != dep.sharded:
+        return dg.AssetDep(dep.name, partition_mapping=LANGUAGE_OF_PAGES)
+    if dep.by_crawl:  # a shard reads its rows of every crawl's selection
+        return dg.AssetDep(dep.name, partition_mapping=dg.AllPartitionMapping())
+    return dg.AssetDep(dep.name)
+
+
 def table_spec(table: Table, deps: Iterable[Table] = ()) -> dg.AssetSpec:
     """The asset spec of one registered table."""
     return dg.AssetSpec(
         key=table.name,
-        deps=[dep.name for dep in deps],
+        deps=[table_dep(table, dep) for dep in deps],
         description=table.description,
         group_name=table.stage,
-        partitions_def=LANGUAGE_PARTITIONS if table.partitioned else None,
+        partitions_def=partitions_of(table),
         kinds=set(table.kinds),
         metadata={"dagster/column_schema": column_schema(table)},
     )
@@ -108,8 +141,16 @@ def stage_specs(writer: str, deps: Iterable[Table] = ()) -> list[dg.AssetSpec]:
 
 
 def language_of(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> Language:
-    """The run's language partition, resolved once into the registry's ``Language``."""
-    return LANGUAGES[context.partition_key]
+    """The run's language (of a language or a language × shard partition), as the registry's ``Language``."""
+    return partition_language_and_shard(context.partition_key)[0]
+
+
+def shard_of(context: dg.AssetExecutionContext) -> tuple[Language, str]:
+    """The run's language × shard partition: the registry's ``Language`` and the shard key (``"00"``)."""
+    language, shard = partition_language_and_shard(context.partition_key)
+    if shard is None:
+        raise ValueError(f"partition {context.partition_key!r} is not a language × shard partition")
+    return language, shard
 
 
 def progress_log(context: dg.AssetExecutionContext) -> ProgressLog:

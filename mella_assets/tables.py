@@ -23,13 +23,18 @@ class SchemaMismatch(ValueError):
 @dataclass(frozen=True)
 class Table:
     """One table of the lake. ``writer`` is the asset (op) that writes it; a rejects table names the table whose
-    rows it holds the rejected counterpart of (``rejects_of``)."""
+    rows it holds the rejected counterpart of (``rejects_of``). A ``sharded`` table (a per-page stage) is
+    partitioned language × shard: one Parquet file per (language, shard), read per shard or as a whole language. A
+    ``by_crawl`` table is partitioned by Common Crawl crawl (dynamic partitions) and stored by crawl, language and
+    shard."""
 
     name: str
     stage: str
     columns: Mapping[str, pl.DataType]
     description: str
     partitioned: bool = True
+    sharded: bool = False
+    by_crawl: bool = False
     writer: str = ""
     rejects_of: str | None = None
     kinds: tuple[str, ...] = ("parquet",)
@@ -40,6 +45,8 @@ class Table:
             raise ValueError(f"table {self.name!r}: unknown stage {self.stage!r}")
         if not self.writer:
             object.__setattr__(self, "writer", self.name)
+        if self.sharded and not self.partitioned:
+            raise ValueError(f"table {self.name!r}: a sharded table is partitioned by language too")
         if self.rejects_of and "reason" not in self.columns:
             raise ValueError(f"rejects table {self.name!r} has no `reason` column")
 
@@ -170,6 +177,27 @@ CRAWL_SOURCE_REJECTS = Table(
     rejects_of="crawl_sources",
 )
 
+CC_SELECTION = Table(
+    "cc_selection",
+    stage="crawl",
+    columns={
+        "url": pl.String,
+        "warc_filename": pl.String,
+        "warc_record_offset": pl.Int64,
+        "warc_record_length": pl.Int64,
+        "language": pl.String,
+        "shard": pl.String,
+        "crawl": pl.String,
+    },
+    description=(
+        "The pages of a Common Crawl crawl in the registry's languages, chosen from its columnar index (status 200 "
+        "HTML, primary content language, or none declared on a national domain), by language and shard; "
+        "`raw_crawl` reads their records by HTTP range."
+    ),
+    partitioned=False,
+    by_crawl=True,
+)
+
 RAW_CRAWL = Table(
     "raw_crawl",
     stage="crawl",
@@ -195,6 +223,7 @@ RAW_CRAWL = Table(
         "One row per HTML page of the language's WARCs with every unfiltered `<img>` candidate "
         "(src/srcset/data-src/`<picture>`, resolved against `<base href>`)."
     ),
+    sharded=True,
 )
 
 ALT_TEXT_PAIRS = Table(
@@ -207,6 +236,7 @@ ALT_TEXT_PAIRS = Table(
         "language": pl.String,
     },
     description="(image url, native alt text) pairs that pass the language-aware text filters.",
+    sharded=True,
 )
 
 ALT_TEXT_REJECTS = Table(
@@ -219,6 +249,7 @@ ALT_TEXT_REJECTS = Table(
     ),
     writer="alt_text_pairs",
     rejects_of="alt_text_pairs",
+    sharded=True,
 )
 
 IMAGES = Table(
@@ -243,6 +274,7 @@ IMAGES = Table(
     description=(
         "Images of the kept alt texts, downloaded with the SSRF guard, validated, re-encoded and stored by sha256."
     ),
+    sharded=True,
 )
 
 IMAGE_REJECTS = Table(
@@ -262,6 +294,7 @@ IMAGE_REJECTS = Table(
     ),
     writer="images",
     rejects_of="images",
+    sharded=True,
 )
 
 D_KNOW = Table(
@@ -499,6 +532,7 @@ TABLES: dict[str, Table] = {
     for t in (
         CRAWL_SOURCES,
         CRAWL_SOURCE_REJECTS,
+        CC_SELECTION,
         RAW_CRAWL,
         ALT_TEXT_PAIRS,
         ALT_TEXT_REJECTS,

@@ -1,7 +1,7 @@
 """The lake resource: every asset reads and writes its tables and blobs through it."""
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -9,8 +9,9 @@ import polars as pl
 from pydantic import Field, PrivateAttr
 
 from mella_assets.languages import Language
-from mella_assets.lib.lake import LakeStore, open_lake
+from mella_assets.lib.lake import LakeStore, TableNotFoundError, open_lake
 from mella_assets.lib.model_paths import LAKE_URI_PREFIX, check_model_reference
+from mella_assets.partitions import shard_keys
 from mella_assets.settings import Settings, load_settings
 from mella_assets.tables import Table
 
@@ -100,35 +101,71 @@ class Lake(dg.ConfigurableResource):
         return self.store.tables()
 
     # -- registered tables (mella_assets/tables.py) ------------------------------------------------------------
-    def read(self, table: Table, language: Language | None = None) -> pl.DataFrame:
-        """One language of a per-language table, or a table without partitions; raises
-        ``TableNotFoundError`` naming the asset to materialize first."""
-        return self.store.read_table(table.name, _partition(table, language))
+    def read(self, table: Table, language: Language | None = None, shard: str | None = None) -> pl.DataFrame:
+        """One language of a per-language table (of a sharded table: one ``shard``, or every shard of the
+        language concatenated in shard order), or a table without partitions; raises ``TableNotFoundError``
+        naming the asset to materialize first."""
+        partition = _partition(table, language, shard)
+        if table.sharded and shard is None:
+            return self.store.read_shards(table.name, partition, current_shards())
+        return self.store.read_table(table.name, partition, shard)
 
-    def read_or_empty(self, table: Table, language: Language | None = None) -> pl.DataFrame:
+    def read_or_empty(self, table: Table, language: Language | None = None, shard: str | None = None) -> pl.DataFrame:
         """Like :meth:`read`, but a table not written yet reads as no rows with the declared columns."""
-        store, partition = self.store, _partition(table, language)
-        return store.read_table(table.name, partition) if store.has_table(table.name, partition) else table.empty()
+        try:
+            return self.read(table, language, shard)
+        except TableNotFoundError:
+            return table.empty()
+
+    def has(self, table: Table, language: Language | None = None, shard: str | None = None) -> bool:
+        """Whether the table (one language, one shard, or any shard of the language) is written."""
+        partition = _partition(table, language, shard)
+        if table.sharded and shard is None:
+            return any(self.store.has_table(table.name, partition, s) for s in current_shards())
+        return self.store.has_table(table.name, partition, shard)
 
     def read_all_languages(self, table: Table) -> pl.DataFrame:
         """Every language of a per-language table, concatenated (no rows, declared columns, when none exist)."""
         frame = self.store.read_table_all_languages(table.name)
         return frame if frame.width else table.empty()
 
-    def write(self, table: Table, language: Language | None, frame: pl.DataFrame) -> str:
-        """Replace one language of a table (or the whole unpartitioned table) with ``frame``, atomically; the frame
-        must have the declared columns (``Table.conform``). Returns the lake key."""
-        return self.store.write_table(table.name, _partition(table, language), table.conform(frame))
+    def write(
+        self,
+        table: Table,
+        language: Language | None,
+        frame: pl.DataFrame,
+        shard: str | None = None,
+        *,
+        crawl: str | None = None,
+    ) -> str:
+        """Replace one language of a table (one shard of a sharded table; one crawl's language and shard of a
+        ``by_crawl`` table), or the whole unpartitioned table, with ``frame``, atomically; the frame must have the
+        declared columns (``Table.conform``). Returns the lake key."""
+        frame = table.conform(frame)
+        if table.by_crawl:
+            if crawl is None or language is None or shard is None:
+                raise ValueError(f"table {table.name!r} is written by crawl, language and shard")
+            return self.store.write_table(table.name, language.code, frame, shard, crawl)
+        if table.sharded and shard is None:
+            raise ValueError(f"table {table.name!r} is sharded: write one shard")
+        return self.store.write_table(table.name, _partition(table, language, shard), frame, shard)
 
-    def read_table(self, asset: str, language: str | None = None) -> pl.DataFrame:
-        return self.store.read_table(asset, language)
+    def read_crawls(self, table: Table, crawls: Iterable[str], language: Language, shard: str) -> pl.DataFrame:
+        """One language and shard of a ``by_crawl`` table over ``crawls`` (those written), in crawl order."""
+        store = self.store
+        keys = [store.table_key(table.name, language.code, shard, crawl) for crawl in crawls]
+        frames = [store.read_table_key(key) for key in keys if store.exists(key)]
+        return pl.concat(frames, how="vertical_relaxed") if frames else table.empty()
+
+    def read_table(self, asset: str, language: str | None = None, shard: str | None = None) -> pl.DataFrame:
+        return self.store.read_table(asset, language, shard)
 
     def read_table_or_empty(self, asset: str, language: str | None = None) -> pl.DataFrame:
         store = self.store
         return store.read_table(asset, language) if store.has_table(asset, language) else pl.DataFrame()
 
-    def write_table(self, asset: str, language: str | None, frame: pl.DataFrame) -> str:
-        return self.store.write_table(asset, language, frame)
+    def write_table(self, asset: str, language: str | None, frame: pl.DataFrame, shard: str | None = None) -> str:
+        return self.store.write_table(asset, language, frame, shard)
 
     def path(self, key: str) -> Path:
         return self.store.path(key)
@@ -155,9 +192,16 @@ class Lake(dg.ConfigurableResource):
         return check_model_reference(model)
 
 
-def _partition(table: Table, language: Language | None) -> str | None:
+def current_shards() -> list[str]:
+    """The shard keys of ``MELLA_SHARDS`` (the shard partitions of the code location)."""
+    return shard_keys(load_settings().shards)
+
+
+def _partition(table: Table, language: Language | None, shard: str | None = None) -> str | None:
     """The lake partition of ``table`` for ``language``: its code for a per-language table, None otherwise."""
     if table.partitioned != (language is not None):
         needs = "needs a language" if table.partitioned else "has no language partitions"
         raise ValueError(f"table {table.name!r} {needs}")
+    if shard is not None and not table.sharded:
+        raise ValueError(f"table {table.name!r} has no shards")
     return language.code if language is not None else None

@@ -1,4 +1,5 @@
-"""crawl_landing_sensor: a new WARC file in ``landing/<code>/`` requests one run of that language's pipeline.
+"""crawl_landing_sensor: a new WARC file in ``landing/<code>/`` requests a run of that language's ``sources_job``
+(its first phase; ``language_phases_sensor`` then requests its shard runs and its language run).
 
 Its first tick (an empty cursor: just switched on, or reset) starts from what the lake already holds: a file that
 ``crawl_sources`` registered with the same size, in a language whose ``raw_crawl`` is written, counts as seen, so
@@ -15,14 +16,15 @@ from mella_assets.languages import LANGUAGES
 from mella_assets.resources.lake import Lake
 from mella_assets.tables import CRAWL_SOURCES, RAW_CRAWL
 
-LANGUAGE_PIPELINE_JOB = "language_pipeline_job"
+SOURCES_JOB = "sources_job"
 
 
 @dg.sensor(
-    job_name=LANGUAGE_PIPELINE_JOB,
+    job_name=SOURCES_JOB,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Watches landing/<code>/ for new or changed WARC files; one run per language that has some. "
+    description="Watches landing/<code>/ for new or changed WARC files; one sources_job run per language that has "
+    "some (language_phases_sensor runs the rest). "
     "Its first tick counts the WARCs the lake already registered and extracted as seen.",
 )
 def crawl_landing_sensor(context: dg.SensorEvaluationContext, lake: Lake) -> dg.SensorResult:
@@ -48,7 +50,7 @@ def processed_landing_files(lake: Lake) -> dict[str, int]:
     first tick)."""
     processed: dict[str, int] = {}
     for code, language in LANGUAGES.items():
-        if not lake.has_table(RAW_CRAWL.name, code):
+        if not lake.has(RAW_CRAWL, language):
             continue
         sources = lake.read_or_empty(CRAWL_SOURCES, language)
         landed = sources.filter(sources["key"].str.starts_with(f"landing/{code}/"))

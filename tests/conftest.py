@@ -7,6 +7,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+# The suite's language runs use one shard per language (partition keys "cs|00"), so a test's pages, counts and
+# metadata are the language's; tests/test_shards.py runs several shards (in their own processes, since the shard
+# count is fixed when the code location is imported). MELLA_SHARDS=4 pytest … runs the suite sharded.
+os.environ.setdefault("MELLA_SHARDS", "1")
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +69,7 @@ def demo(tmp_path_factory):
     import dagster as dg
 
     from mella_assets.definitions import build_definitions
+    from mella_assets.demo.cc_crawl import DEMO_CRAWL, build_demo_crawl
     from mella_assets.demo.corpus import build_demo_corpus, demo_texts
     from mella_assets.demo.resources import demo_resources
     from mella_assets.demo.run import materialize_everything
@@ -80,6 +85,10 @@ def demo(tmp_path_factory):
     home.mkdir()
     port = free_port()
     build_demo_corpus(lake_root, f"http://127.0.0.1:{port}", codes)
+    # As `mella demo`: one WARC per language goes through the demo crawl's index, cc_selection and range reads.
+    cc_root = build_demo_crawl(lake_root, codes)
+    saved = {name: os.environ.get(name) for name in ("MELLA_CC_INDEX", "MELLA_CC_WARC_BASE")}
+    os.environ["MELLA_CC_INDEX"] = os.environ["MELLA_CC_WARC_BASE"] = str(cc_root)
     ensure_demo_site_server(lake_root / "demo" / "site", port)
     build_tiny_models(lake_root / "models" / "tiny", demo_texts(codes))
     resources = demo_resources(str(lake_root), port)
@@ -87,7 +96,7 @@ def demo(tmp_path_factory):
     resources["training"] = Training(method="full", max_steps=60)
     defs = build_definitions(resources)
     instance = dg.DagsterInstance.local_temp(str(home))
-    seconds = materialize_everything(codes, defs=defs, instance=instance, log=lambda line: None)
+    seconds = materialize_everything(codes, defs=defs, instance=instance, log=lambda line: None, crawls=(DEMO_CRAWL,))
     yield {
         "lake": LakeStore(lake_root),
         "defs": defs,
@@ -100,3 +109,8 @@ def demo(tmp_path_factory):
         "models_dir": lake_root / "models" / "tiny",
     }
     instance.dispose()
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

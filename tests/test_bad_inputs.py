@@ -14,10 +14,10 @@ import unicodedata
 from collections import Counter
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
 from mella_assets.crawl.assets import crawl_sources, raw_crawl
+from mella_assets.definitions import materialize_language
 from mella_assets.know.assets import alt_text_pairs, images
 from mella_assets.resources.fetch import ImageFetcher
 from mella_assets.resources.lake import Lake
@@ -177,9 +177,9 @@ def test_a_hostile_partition_materializes_with_every_bad_input_recorded(tmp_path
         for key, data in _hostile_landing(site.base_url).items():
             lake.store.put_bytes(key, data)
         fetcher = ImageFetcher(allowed_networks=["127.0.0.1/32"], delay_s=0.0, respect_robots=False)
-        result = dg.materialize(
+        result = materialize_language(
+            "cs",
             [crawl_sources, raw_crawl, alt_text_pairs, images],
-            partition_key="cs",
             resources={"lake": lake, "fetcher": fetcher, "langid": LanguageIdentification()},
         )
     assert result.success

@@ -20,7 +20,7 @@ from PIL import Image
 from mella_assets.demo.tiny_models import SAMPLE_TEXTS, build_tiny_models
 from mella_assets.know.images import image_key
 from mella_assets.lib.cache import JsonCache
-from mella_assets.lib.lake import LakeStore
+from mella_assets.lib.lake import TMP_PREFIX, LakeStore
 from mella_assets.lib.vlm import VisionLanguageModel, load_caption_prompt
 from mella_assets.lib.watchdog import stage_deadline
 from mella_assets.ling.assets import mllm_captions
@@ -70,7 +70,10 @@ def materialize_captions(lake_root: Path, language: str, **config) -> dict:
 
 
 def cache_files(lake_root: Path) -> int:
-    return sum(1 for _ in (lake_root / "cache" / "captions").rglob("*.json")) if (lake_root / "cache").exists() else 0
+    """Cached captions on disk. A write in flight is a ``.tmp-…-<key>.json`` sibling: not a cached caption (a run
+    killed just then leaves it behind, and the resumed run rightly recomputes that image)."""
+    folder = lake_root / "cache" / "captions"
+    return sum(1 for path in folder.rglob("*.json") if not path.name.startswith(TMP_PREFIX)) if folder.exists() else 0
 
 
 # -- image selection ----------------------------------------------------------------------------------------

@@ -6,10 +6,10 @@ import gzip
 import time
 from pathlib import Path
 
-import dagster as dg
 import polars as pl
 
 from mella_assets.crawl.assets import crawl_sources, raw_crawl
+from mella_assets.definitions import materialize_language
 from mella_assets.demo.corpus import warc_bytes
 from mella_assets.resources.lake import Lake
 from support.scripted_site import Route, ScriptedSite
@@ -24,9 +24,7 @@ def materialize(lake: Lake, config: dict | None = None, raw_crawl_config: dict |
     if raw_crawl_config:
         ops["raw_crawl"] = {"config": raw_crawl_config}
     run_config = {"ops": ops} if ops else None
-    result = dg.materialize(
-        [crawl_sources, raw_crawl], partition_key="cs", resources={"lake": lake}, run_config=run_config
-    )
+    result = materialize_language("cs", [crawl_sources, raw_crawl], resources={"lake": lake}, run_config=run_config)
     return {
         event.asset_key.path[-1]: {k: v.value for k, v in event.metadata.items()}
         for event in result.get_asset_materialization_events()

@@ -23,13 +23,28 @@ from mella_assets.lib.vlm import VisionLanguageModel
 from mella_assets.ling.assets import mllm_captions
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.models import Captioner
-from mella_assets.specs import GPU_POOL, NETWORK_RETRY, NetworkRetryPolicy
+from mella_assets.specs import COMMONCRAWL_POOL, DATASET_SPLITS_POOL, GPU_POOL, NETWORK_RETRY, NetworkRetryPolicy
 from support.openai_server import ChatCompletionsServer
 
-# Steps that wait on another host: downloads of registered WARCs, range reads, image hosts, and the model steps
-# (an OpenAI-compatible server when their backend is remote).
-NETWORK_STEPS = {"crawl_sources", "raw_crawl", "images", "mllm_captions", "translations", "evaluation_scores"}
+# Steps that wait on another host: downloads of registered WARCs, the columnar index, range reads, image hosts, and
+# the model steps (an OpenAI-compatible server when their backend is remote).
+NETWORK_STEPS = {
+    "crawl_sources",
+    "cc_selection",
+    "raw_crawl",
+    "images",
+    "mllm_captions",
+    "translations",
+    "evaluation_scores",
+}
 MODEL_STEPS = {"mllm_captions", "translations", "evaluation_scores", "finetuned_checkpoint"}
+# Pools: one GPU slot per model step; the range reads of Common Crawl share the `commoncrawl` pool; one language's
+# split at a time reads the others' (mella_dataset).
+POOLS = {
+    **dict.fromkeys(MODEL_STEPS, GPU_POOL),
+    "raw_crawl": COMMONCRAWL_POOL,
+    "mella_dataset": DATASET_SPLITS_POOL,
+}
 
 
 def stage_assets() -> dict[str, dg.AssetsDefinition]:
@@ -39,13 +54,13 @@ def stage_assets() -> dict[str, dg.AssetsDefinition]:
 
 def test_network_bound_steps_carry_the_retry_policy_model_steps_the_gpu_pool_and_local_steps_neither():
     assets = stage_assets()
-    assert set(assets) >= NETWORK_STEPS | MODEL_STEPS
+    assert set(assets) >= NETWORK_STEPS | MODEL_STEPS | set(POOLS)
     for name, asset in assets.items():
         op = asset.node_def
         assert op.retry_policy is (NETWORK_RETRY if name in NETWORK_STEPS else None), name
-        assert op.pool == (GPU_POOL if name in MODEL_STEPS else None), name
+        assert op.pool == POOLS.get(name), name
     # The jobs the code location serves run them with the policy (what the executor asks when a step fails).
-    pipeline = defs.resolve_job_def("language_pipeline_job")
+    pipeline = defs.resolve_job_def("shard_pipeline_job")
     assert pipeline.get_retry_policy_for_handle(NodeHandle("images", None)) is NETWORK_RETRY
     assert pipeline.get_retry_policy_for_handle(NodeHandle("alt_text_pairs", None)) is None
 

@@ -17,13 +17,16 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import Queued
 from dagster_graphql.test.utils import execute_dagster_graphql
 
 from mella_assets.cli import write_ui_workspace
+from mella_assets.demo.cc_crawl import DEMO_CRAWL
 from mella_assets.demo.run import (
     DEMO_CODE_LOCATION,
     DEMO_LOCATION_NAME,
+    LANGUAGE_JOBS,
     configure_demo_environment,
     materialize_everything,
     prepare_demo_inputs,
 )
+from mella_assets.partitions import page_partition_keys
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +73,9 @@ def demo_one_language(tmp_path_factory):
         prepare_demo_inputs(str(root / "lake"), ["cs"], port)
         instance = dg.DagsterInstance.get()
         lines: list[str] = []
-        materialize_everything(["cs"], instance=instance, jobs=("language_pipeline_job",), log=lines.append)
+        materialize_everything(
+            ["cs"], instance=instance, jobs=("selection_job", *LANGUAGE_JOBS), crawls=(DEMO_CRAWL,), log=lines.append
+        )
         yield {"instance": instance, "lines": lines}
         instance.dispose()
     finally:
@@ -140,6 +145,15 @@ def test_demo_runs_are_listed_on_the_job_page_with_their_code_location_and_re_ex
         assert rerun.parent_run_id == run["runId"]
         assert rerun.tags["dagster/partition"] == "cs"
         successes = instance.get_records_for_run(rerun.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS).records
-        assert {"crawl_sources", "alt_text_pairs", "mllm_captions", "mella_dataset"} <= {
-            record.event_log_entry.step_key for record in successes
-        }
+        assert {"d_know", "mllm_captions", "mella_dataset"} <= {record.event_log_entry.step_key for record in successes}
+
+        # The language's per-page stages ran before it as language × shard runs, listed under their own job.
+        shard_filter = {**runs_filter, "pipelineName": "shard_pipeline_job"}
+        shard_runs = query(workspace, JOB_RUNS, {"filter": shard_filter})["runsOrError"]["results"]
+        partitions = sorted({tag["key"]: tag["value"] for tag in r["tags"]}["dagster/partition"] for r in shard_runs)
+        assert partitions == [str(key) for key in page_partition_keys("cs")]
+        assert all(r["status"] == "SUCCESS" for r in shard_runs)
+        # ... after the demo crawl's selection (its Common Crawl path: index, then range reads in raw_crawl).
+        selection_filter = {**runs_filter, "pipelineName": "selection_job"}
+        (selection,) = query(workspace, JOB_RUNS, {"filter": selection_filter})["runsOrError"]["results"]
+        assert {tag["key"]: tag["value"] for tag in selection["tags"]}["dagster/partition"] == DEMO_CRAWL

@@ -21,6 +21,7 @@ from dagster_k8s import K8sRunLauncher
 from dagster_k8s.job import USER_DEFINED_K8S_JOB_CONFIG_SCHEMA
 
 from mella_assets.crawl.assets import crawl_sources, raw_crawl
+from mella_assets.definitions import materialize_language
 from mella_assets.demo.corpus import build_demo_corpus
 from mella_assets.resources.lake import Lake
 from support.postgres import PostgresCluster, postgres_bin_dir
@@ -394,17 +395,18 @@ def test_materializations_run_on_the_deploy_instance_with_postgres_storage(tmp_p
                       .run_queue_config.tag_concurrency_limits}  # fmt: skip
             assert limits[("mella/pool", "training")] == 1
             assert instance.global_op_concurrency_default_limit == 1  # the gpu pool
-            result = dg.materialize(
-                [crawl_sources, raw_crawl], partition_key="cs", instance=instance,
+            result = materialize_language(
+                "cs", [crawl_sources, raw_crawl], instance=instance,
                 resources={"lake": Lake(root=str(lake_root))},
             )  # fmt: skip
             assert result.success
         # A second instance on the same database reads the run and the materializations back.
         with dg.DagsterInstance.from_config(str(home)) as reader:
             runs = reader.get_runs()
-            assert [run.status for run in runs] == [dg.DagsterRunStatus.SUCCESS]
-            assert reader.get_materialized_partitions(dg.AssetKey("raw_crawl")) == {"cs"}
-            event_log = "".join(str(e.dagster_event) for e in reader.all_logs(runs[0].run_id))
+            # Two runs: the language's sources, then its (one) shard.
+            assert [run.status for run in runs] == [dg.DagsterRunStatus.SUCCESS] * 2
+            assert reader.get_materialized_partitions(dg.AssetKey("raw_crawl")) == {"cs|00"}
+            event_log = "".join(str(e.dagster_event) for run in runs for e in reader.all_logs(run.run_id))
             assert postgres.password not in event_log
 
 

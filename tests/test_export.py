@@ -17,6 +17,7 @@ from mella_assets.demo.corpus import build_demo_corpus, demo_texts
 from mella_assets.demo.resources import demo_resources
 from mella_assets.demo.site import ensure_demo_site_server
 from mella_assets.demo.tiny_models import build_tiny_models
+from mella_assets.jobs import LANGUAGE_PHASES, phase_partition_keys
 from mella_assets.lib.catalog import run_sql
 from mella_assets.lib.lake import LakeStore
 
@@ -49,16 +50,22 @@ def run(tmp_path_factory):
     resources = demo_resources(str(lake_root), port)
     defs = build_definitions(resources)
     instance = dg.DagsterInstance.ephemeral()
-    job = defs.resolve_job_def("language_pipeline_job")
     store = LakeStore(lake_root)
+
+    def run_language(code: str) -> None:
+        for job_name, sharded in LANGUAGE_PHASES:
+            for key in phase_partition_keys(sharded, code):
+                job = defs.resolve_job_def(job_name)
+                assert job.execute_in_process(instance=instance, partition_key=key).success, key
+
     for code in CODES:
-        assert job.execute_in_process(instance=instance, partition_key=code).success
+        run_language(code)
     before = store.read_table_all_languages("mella_dataset")
     for moved in sorted(held_back.iterdir()):
         code, name = moved.name.split("--")
         shutil.move(moved, lake_root / "landing" / code / name)
     for code in CODES:
-        assert job.execute_in_process(instance=instance, partition_key=code).success
+        run_language(code)
     export = dg.materialize(
         [mella_export],
         resources=resources,

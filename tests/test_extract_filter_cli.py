@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dagster as dg
 import polars as pl
 import pytest
 
 from mella_assets.cli import main
 from mella_assets.crawl.assets import crawl_sources, raw_crawl
+from mella_assets.definitions import materialize_language
 from mella_assets.demo.corpus import warc_bytes
 from mella_assets.know.assets import alt_text_pairs
 from mella_assets.resources.lake import Lake
@@ -49,9 +49,9 @@ def _warcs(folder: Path) -> list[Path]:
 def _materialized(warcs: list[Path], lake: Lake) -> dict:
     for warc in warcs:
         lake.store.put_bytes(f"landing/cs/{warc.name}", warc.read_bytes())
-    result = dg.materialize(
+    result = materialize_language(
+        "cs",
         [crawl_sources, raw_crawl, alt_text_pairs],
-        partition_key="cs",
         resources={"lake": lake, "langid": LanguageIdentification()},
     )
     event = next(e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "alt_text_pairs")

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import polars as pl
 import pytest
 from conftest import free_port
 
@@ -218,7 +217,7 @@ def test_the_whole_job_killed_at_a_random_moment_reruns_to_the_uninterrupted_res
 
 def image_paths(ref: Reference) -> list[str]:
     """Paths of the images the reference run stored (so every fault has a known healthy outcome)."""
-    kept = pl.read_parquet(ref.after("images") / "tables" / "images" / f"language={LANGUAGE}" / "data.parquet")
+    kept = LakeStore(ref.after("images")).read_table("images", LANGUAGE)  # every shard of the language
     return sorted({urlsplit(url).path for url in kept["image_url"]})
 
 
@@ -249,7 +248,7 @@ def test_image_host_that_drops_stalls_and_fails_is_bounded_retried_and_healed_by
     seconds = time.monotonic() - started
     assert result.success, run_failure_message(result)
     assert seconds < 30, f"the faulty host held the stage for {seconds:.1f} s"
-    rejects = pl.read_parquet(lake / "tables" / "image_rejects" / f"language={LANGUAGE}" / "data.parquet")
+    rejects = LakeStore(lake).read_table("image_rejects", LANGUAGE)
     reason = {urlsplit(url).path: r for url, r in zip(rejects["image_url"], rejects["reason"], strict=True)}
     assert {reason.get(p) for p in plan["dropped"]} == {"connection_error"}
     assert {reason.get(p) for p in plan["stalled"]} == {"timeout"}
@@ -365,7 +364,7 @@ def test_a_stalled_image_host_ends_the_stage_at_its_deadline_with_retryable_reje
     seconds = time.monotonic() - started
     # The deadline costs the unfinished records, not the partition (issue #16): they are retryable rejects.
     assert result.success
-    rejects = pl.read_parquet(lake / "tables" / "image_rejects" / f"language={LANGUAGE}" / "data.parquet")
+    rejects = LakeStore(lake).read_table("image_rejects", LANGUAGE)
     assert set(rejects["reason"]) == {"stage_deadline"}, rejects
     assert "(MELLA_STAGE_TIMEOUT_S_IMAGES=2)" in rejects["detail"][0]
     assert seconds < 10, f"the stage took {seconds:.1f} s to end"

@@ -13,11 +13,11 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import dagster as dg
 import polars as pl
 import pytest
 from PIL import Image
 
+from mella_assets.definitions import materialize_language
 from mella_assets.know.assets import images
 from mella_assets.know.image_fetch import LIMIT_REJECTS, PERMANENT_REJECTS
 from mella_assets.lib.http import MAX_CONTENT_ENCODINGS, HttpFetcher, _Refused, decode_content
@@ -244,11 +244,11 @@ def run_images(tmp_path: Path, server: DripServer, slow: str, **fetcher_options:
     server.bodies = {"good-1.png": png(1), "good-2.png": png(2)}
     lake = Lake(root=str(tmp_path / "lake"))
     urls = [server.url("good-1.png"), server.url(slow), server.url("good-2.png")]
-    lake.write_table("alt_text_pairs", "cs", pl.DataFrame({"image_url": urls, "alt_text": ["a", "b", "c"]}))
+    lake.write_table("alt_text_pairs", "cs", pl.DataFrame({"image_url": urls, "alt_text": ["a", "b", "c"]}), "00")
     options = {"allowed_networks": ["127.0.0.1/32"], "delay_s": 0.0, "max_retries": 0, "respect_robots": False}
     resources = {"lake": lake, "fetcher": ImageFetcher(**{**options, **fetcher_options})}
     started = time.monotonic()
-    result = dg.materialize([images], partition_key="cs", resources=resources)
+    result = materialize_language("cs", [images], resources=resources)
     return result, time.monotonic() - started, lake, urls
 
 
@@ -285,7 +285,7 @@ def test_the_stage_deadline_keeps_what_is_done_and_rejects_the_rest_as_retryable
         fetcher = ImageFetcher(
             allowed_networks=["127.0.0.1/32"], delay_s=0.0, max_retries=0, respect_robots=False, total_timeout_s=0.5
         )
-        rerun = dg.materialize([images], partition_key="cs", resources={"lake": lake, "fetcher": fetcher})
+        rerun = materialize_language("cs", [images], resources={"lake": lake, "fetcher": fetcher})
     assert rerun.success
     assert server.requests == ["/body"]
     assert lake.read_table("image_rejects", "cs")["reason"].to_list() == ["timeout"]

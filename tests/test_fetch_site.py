@@ -11,11 +11,11 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import dagster as dg
 import polars as pl
 import pytest
 from PIL import Image, ImageDraw
 
+from mella_assets.definitions import materialize_language
 from mella_assets.know.assets import images
 from mella_assets.know.image_fetch import fetch_images
 from mella_assets.languages import LANGUAGES
@@ -243,11 +243,11 @@ def test_images_asset_does_not_fetch_stored_urls_again_on_rerun(sites, tmp_path:
     site, _ = sites
     lake = Lake(root=str(tmp_path / "lake"))
     urls = [f"{site.base_url}{p}" for p in ("/ok-3.jpg", "/ok-4.jpg", "/missing.jpg")]
-    lake.write_table("alt_text_pairs", "cs", pl.DataFrame({"image_url": urls, "alt_text": ["a", "b", "c"]}))
+    lake.write_table("alt_text_pairs", "cs", pl.DataFrame({"image_url": urls, "alt_text": ["a", "b", "c"]}), "00")
     fetcher = ImageFetcher(allowed_networks=["127.0.0.1/32"], delay_s=0.0)
-    first = dg.materialize([images], partition_key="cs", resources={"lake": lake, "fetcher": fetcher})
+    first = materialize_language("cs", [images], resources={"lake": lake, "fetcher": fetcher})
     before = len(site.log)
-    second = dg.materialize([images], partition_key="cs", resources={"lake": lake, "fetcher": fetcher})
+    second = materialize_language("cs", [images], resources={"lake": lake, "fetcher": fetcher})
     # The 404 is permanent: its reject is carried over, so nothing at all is requested.
     assert site.log[before:] == []
     metadata = second.asset_materializations_for_node("images")[0].metadata

@@ -28,7 +28,7 @@ from mella_assets.definitions import (
 )
 from mella_assets.resources import Captioner, Evaluator, Training, Translator, build_resources
 from mella_assets.settings import load_settings
-from mella_assets.specs import GPU_POOL
+from mella_assets.specs import COMMONCRAWL_POOL, DATASET_SPLITS_POOL, GPU_POOL
 
 ROOT = Path(__file__).resolve().parent.parent
 # The model-loading steps as they are today; the test below derives them from the resources, so an asset that
@@ -54,9 +54,13 @@ def test_every_model_resource_is_known_and_every_asset_using_one_is_in_the_gpu_p
     assert {asset.node_def.name for asset in loading} == MODEL_STEPS
     for asset in loading:
         assert asset.node_def.pool == GPU_POOL, asset.node_def.name
-    # ... and nothing else takes a GPU slot.
+    # ... and nothing else takes a GPU slot (raw_crawl takes one of the Common Crawl pool's, mella_dataset one of
+    # the splits' pool).
     others = [a for a in stage_assets() if a.node_def.name not in MODEL_STEPS]
-    assert others and all(asset.node_def.pool is None for asset in others)
+    assert others and {a.node_def.name: a.node_def.pool for a in others if a.node_def.pool} == {
+        "raw_crawl": COMMONCRAWL_POOL,
+        "mella_dataset": DATASET_SPLITS_POOL,
+    }
     # The code location serves them with the pool too (what the UI and the run queue see).
     graph = defs.resolve_asset_graph()
     for name in MODEL_STEPS:

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import dagster as dg
 import polars as pl
 import pytest
 from PIL import Image, ImageDraw
 
+from mella_assets.definitions import materialize_language
 from mella_assets.know.assets import images
 from mella_assets.know.image_fetch import ImageFetchOutcome, ImageLimits, fetch_images
 from mella_assets.languages import LANGUAGES
@@ -215,13 +215,14 @@ def test_images_asset_reports_carried_over_and_retried_rejects(tmp_path: Path):
         lake = Lake(root=str(tmp_path / "lake"))
         paths = ["/a.jpg", "/a-copy.jpg", "/missing.jpg", "/flaky.jpg"]
         urls = [f"{site.base_url}{p}" for p in paths]
-        lake.write_table("alt_text_pairs", "cs", pl.DataFrame({"image_url": urls, "alt_text": ["a", "b", "c", "d"]}))
+        pairs = pl.DataFrame({"image_url": urls, "alt_text": ["a", "b", "c", "d"]})
+        lake.write_table("alt_text_pairs", "cs", pairs, "00")
         fetcher = ImageFetcher(allowed_networks=["127.0.0.1/32"], delay_s=0.0, max_retries=0)
         resources = {"lake": lake, "fetcher": fetcher}
-        dg.materialize([images], partition_key="cs", resources=resources)
+        materialize_language("cs", [images], resources=resources)
         site.log.clear()
 
-        second = dg.materialize([images], partition_key="cs", resources=resources)
+        second = materialize_language("cs", [images], resources=resources)
 
         assert set(site.paths()) == {"/robots.txt", "/flaky.jpg"}
         metadata = second.asset_materializations_for_node("images")[0].metadata

@@ -21,6 +21,7 @@ from warcio.warcwriter import WARCWriter
 from mella_assets.commands.crawl import main as crawl_main
 from mella_assets.crawl.sources import COMMON_CRAWL_BASE, download_key, download_source, parse_registry
 from mella_assets.crawl.warc import iter_html_responses
+from mella_assets.definitions import materialize_language
 from mella_assets.lib import lake as lake_module
 from mella_assets.lib.http import HttpFetcher
 from mella_assets.lib.lake import TMP_PREFIX, LakeStore
@@ -270,7 +271,6 @@ def test_mella_crawl_writes_its_warc_into_an_s3_lake(s3, tmp_path, monkeypatch, 
 
 
 def test_a_fresh_worker_registers_and_extracts_known_warcs_without_downloading_them(s3, tmp_path, monkeypatch):
-    import dagster as dg
 
     from mella_assets.crawl.assets import crawl_sources, raw_crawl
     from mella_assets.demo.corpus import warc_bytes
@@ -278,8 +278,8 @@ def test_a_fresh_worker_registers_and_extracts_known_warcs_without_downloading_t
 
     def run(cache: Path) -> dict:
         monkeypatch.setenv("MELLA_LAKE_CACHE", str(cache))
-        result = dg.materialize(
-            [crawl_sources, raw_crawl], partition_key="cs", resources={"lake": Lake(root="s3://mella/fresh-worker")}
+        result = materialize_language(
+            "cs", [crawl_sources, raw_crawl], resources={"lake": Lake(root="s3://mella/fresh-worker")}
         )
         return {e.asset_key.path[-1]: {k: v.value for k, v in e.materialization.metadata.items()}
                 for e in result.get_asset_materialization_events()}  # fmt: skip

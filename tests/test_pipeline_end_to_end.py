@@ -15,8 +15,12 @@ import pytest
 from conftest import free_port
 
 from mella_assets.definitions import language_pipeline_assets
+from mella_assets.demo.cc_crawl import DEMO_CRAWL
 from mella_assets.demo.run import demo_summary
+from mella_assets.jobs import LANGUAGE_PHASES, phase_partition_keys
 from mella_assets.languages import LANGUAGES
+from mella_assets.partitions import page_partition_keys
+from mella_assets.tables import TABLES
 
 pytestmark = pytest.mark.slow
 CODES = list(LANGUAGES)
@@ -27,8 +31,10 @@ GLOBAL_ASSETS = ["mella_export", "finetuned_checkpoint", "evaluation_report"]
 
 def test_every_asset_is_materialized_for_every_language(demo):
     instance = demo["instance"]
+    shards = {str(key) for code in CODES for key in page_partition_keys(code)}
     for name in PER_LANGUAGE_ASSETS:
-        assert instance.get_materialized_partitions(dg.AssetKey(name)) == set(CODES), name
+        expected = shards if TABLES[name].sharded else set(CODES)
+        assert instance.get_materialized_partitions(dg.AssetKey(name)) == expected, name
     for name in GLOBAL_ASSETS:
         assert instance.get_latest_materialization_event(dg.AssetKey(name)) is not None, name
 
@@ -88,8 +94,10 @@ def test_rerunning_a_partition_gives_the_same_rows_and_reuses_model_outputs(demo
         "mella_dataset",
     ]
     before = {name: lake.read_table(name, "cs") for name in tables}
-    result = defs.resolve_job_def("language_pipeline_job").execute_in_process(instance=instance, partition_key="cs")
-    assert result.success
+    for job_name, sharded in LANGUAGE_PHASES:
+        for key in phase_partition_keys(sharded, "cs"):
+            result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, partition_key=key)
+            assert result.success, key
     for name in tables:
         assert lake.read_table(name, "cs").equals(before[name]), name
     captions = instance.get_latest_materialization_event(dg.AssetKey("mllm_captions")).asset_materialization
@@ -139,8 +147,10 @@ def test_the_dagster_ui_serves_the_assets_partitions_and_demo_materializations(d
         nodes = graphql(port, "{ assetNodes { assetKey { path } partitionKeys } }")["assetNodes"]
         partitions = {node["assetKey"]["path"][-1]: node["partitionKeys"] for node in nodes}
         assert set(PER_LANGUAGE_ASSETS + GLOBAL_ASSETS) <= set(partitions)
-        for name in PER_LANGUAGE_ASSETS:
-            assert partitions[name] == CODES, name
+        shards = sorted(str(key) for code in CODES for key in page_partition_keys(code))
+        for name in PER_LANGUAGE_ASSETS:  # the per-page stages by language × shard, the others by language
+            assert sorted(partitions[name]) == (shards if TABLES[name].sharded else sorted(CODES)), name
+        assert partitions["cc_selection"] == [DEMO_CRAWL]
         latest = graphql(
             port,
             '{ assetOrError(assetKey: {path: ["d_know"]}) { ... on Asset { assetMaterializations(limit: 50) '

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from mella_assets.definitions import build_definitions
+from mella_assets.demo.cc_crawl import DEMO_CRAWL
 from mella_assets.demo.resources import demo_resources
 from mella_assets.demo.run import demo_summary, materialize_everything
 from mella_assets.lib.catalog import run_sql
@@ -49,8 +50,9 @@ def s3_demo(demo, tmp_path_factory):
             resources["training"] = Training(method="full", max_steps=60)
             home = tmp_path_factory.mktemp("s3-dagster-home")
             with dg.DagsterInstance.local_temp(str(home)) as instance:
+                # The demo crawl is read from the local demo's index and WARC folder (MELLA_CC_*, set by `demo`).
                 materialize_everything(demo["codes"], defs=build_definitions(resources), instance=instance,
-                                       log=lambda line: None)  # fmt: skip
+                                       log=lambda line: None, crawls=(DEMO_CRAWL,))  # fmt: skip
                 event_text = "\n".join(
                     str(record.dagster_event) for run in instance.get_runs() for record in instance.all_logs(run.run_id)
                 )

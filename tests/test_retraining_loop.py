@@ -27,8 +27,14 @@ from mella_assets.demo.run import QUIET_RUN_CONFIG
 from mella_assets.demo.site import ensure_demo_site_server
 from mella_assets.demo.tiny_models import build_tiny_models
 from mella_assets.lib.lake import LakeStore
+from mella_assets.partitions import page_partition_keys
 from mella_assets.resources import Captioner, Training, Translator
-from mella_assets.sensors import crawl_landing_sensor, retraining_sensor, training_failure_sensor
+from mella_assets.sensors import (
+    crawl_landing_sensor,
+    language_phases_sensor,
+    retraining_sensor,
+    training_failure_sensor,
+)
 from mella_assets.training.sft import PID_FILE, resume_info
 
 pytestmark = pytest.mark.slow
@@ -111,6 +117,18 @@ class Loop:
             return []
         return [output] if isinstance(output, dg.RunRequest) else list(output)
 
+    def run_phases(self, request: dg.RunRequest) -> list[str]:
+        """A landing request's sources run, then every run ``language_phases_sensor`` asks for after each run, until
+        it asks for none; returns the runs' job and partition in order."""
+        pending, done = [("sources_job", request)], []
+        while pending:
+            job_name, next_request = pending.pop(0)
+            result = self.execute(job_name, next_request)
+            assert result.success, f"{job_name}[{next_request.partition_key}] failed"
+            done.append(f"{job_name}[{next_request.partition_key}]")
+            pending += [(r.job_name, r) for r in self.on_run(language_phases_sensor, result.dagster_run)]
+        return done
+
     def execute(self, job_name: str, request: dg.RunRequest, raise_on_error: bool = True):
         job = self.defs.resolve_job_def(job_name)
         return job.execute_in_process(
@@ -161,7 +179,13 @@ def test_landing_sensor_to_evaluation_and_again_after_new_data(loop):
     requests = loop.tick(crawl_landing_sensor)
     assert sorted(r.partition_key for r in requests) == CODES
     for request in requests:
-        assert loop.execute("language_pipeline_job", request).success
+        # sources → each shard → the language, each run requested by language_phases_sensor after the one before.
+        code = request.partition_key
+        assert loop.run_phases(request) == [
+            f"sources_job[{code}]",
+            *(f"shard_pipeline_job[{key}]" for key in page_partition_keys(code)),
+            f"language_pipeline_job[{code}]",
+        ]
     rows_before = loop.train_rows()
     assert all(rows > 0 for rows in rows_before.values())
 
@@ -176,7 +200,7 @@ def test_landing_sensor_to_evaluation_and_again_after_new_data(loop):
     shutil.move(loop.stash, loop.held)
     (request,) = loop.tick(crawl_landing_sensor)
     assert request.partition_key == "cs" and request.tags["mella/new_files"] == "1"
-    assert loop.execute("language_pipeline_job", request).success
+    assert loop.run_phases(request)[-1] == "language_pipeline_job[cs]"
     rows_after = loop.train_rows()
     assert rows_after["cs"] > rows_before["cs"] and rows_after["vi"] == rows_before["vi"]
     evaluations = loop.train_then_evaluate()

@@ -5,6 +5,7 @@ import dagster as dg
 import polars as pl
 from dagster._core.utils import make_new_run_id
 
+from mella_assets.definitions import materialize_language
 from mella_assets.lib.checkpoints import write_latest_checkpoint
 from mella_assets.lib.lake import LakeStore
 from mella_assets.resources.lake import Lake
@@ -133,9 +134,7 @@ def test_the_landing_sensor_starts_from_what_the_lake_already_extracted(tmp_path
     from mella_assets.demo.corpus import build_demo_corpus
 
     build_demo_corpus(tmp_path, "http://127.0.0.1:9", ["cs", "vi"])
-    result = dg.materialize(
-        [crawl_sources, raw_crawl], partition_key="cs", resources={"lake": Lake(root=str(tmp_path))}
-    )
+    result = materialize_language("cs", [crawl_sources, raw_crawl], resources={"lake": Lake(root=str(tmp_path))})
     assert result.success
     store = LakeStore(tmp_path)
     landed_cs = sorted(key for key in store.list("landing/cs") if key.endswith(".warc.gz"))
@@ -156,9 +155,7 @@ def test_a_landing_file_that_changed_since_it_was_extracted_is_new_on_the_first_
     from mella_assets.demo.corpus import build_demo_corpus
 
     build_demo_corpus(tmp_path, "http://127.0.0.1:9", ["cs"])
-    assert dg.materialize(
-        [crawl_sources, raw_crawl], partition_key="cs", resources={"lake": Lake(root=str(tmp_path))}
-    ).success
+    assert materialize_language("cs", [crawl_sources, raw_crawl], resources={"lake": Lake(root=str(tmp_path))}).success
     assert evaluate(crawl_landing_sensor, tmp_path).run_requests == []
     store = LakeStore(tmp_path)
     key = sorted(store.list("landing/cs"))[0]

@@ -32,7 +32,7 @@ def test_each_asset_writes_exactly_the_tables_the_registry_gives_it():
         assert {k.to_user_string() for k in assets_def.keys} == {t.name for t in tables_written_by(table.writer)}
         node = graph.get(dg.AssetKey(name))
         assert node.group_name == table.stage
-        assert (node.partitions_def is not None) == table.partitioned, name
+        assert (node.partitions_def is not None) == (table.partitioned or table.by_crawl), name
 
 
 def test_every_rejects_table_is_an_asset_beside_its_table_with_the_same_parents():

@@ -2,6 +2,8 @@
 
 - `mella cc-select --index PATH_OR_URI [--crawl NAME] --languages ar,cs,… --output SELECTION.parquet [--shards N]`:
   the pages of a crawl in the given languages, from Common Crawl's columnar index (``crawl/cc_index.py``);
+  ``--register`` also adds the crawl to the Dagster instance's ``crawls`` partitions (the pipeline's
+  ``cc_selection``);
 - `mella extract --selection SELECTION.parquet --warc-base BASE --output OUT.parquet`: the image candidates of
   exactly those pages, their records read by range (``crawl/range_reads.py``), in the columns of
   `mella extract WARC…` (the arguments and the run below; ``commands/extract.py`` hands over to them).
@@ -10,13 +12,32 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+
+def register_crawl(crawl: str, dagster_home: str) -> None:
+    """Add ``crawl`` to the ``crawls`` partitions of the Dagster instance in ``dagster_home`` (what the UI's "Add
+    partition" does): the pipeline's ``cc_selection`` can then select it and every ``raw_crawl`` shard reads it."""
+    import dagster as dg
+
+    from mella_assets.partitions import CRAWL_PARTITIONS
+
+    Path(dagster_home).mkdir(parents=True, exist_ok=True)
+    with dg.DagsterInstance.from_config(str(Path(dagster_home).resolve())) as instance:
+        instance.add_dynamic_partitions(CRAWL_PARTITIONS.name, [crawl])
 
 
 def run(args: argparse.Namespace) -> int:
     from mella_assets.crawl.cc_index import select_pages
 
+    if not args.output and not args.register:
+        print("error: give --output (a selection file), --register (a crawl partition), or both", file=sys.stderr)
+        return 2
+    if args.register and not args.crawl:
+        print("error: --register needs --crawl", file=sys.stderr)
+        return 2
     if "://" not in args.index and not Path(args.index).exists():
         print(f"error: no such index folder or file: {args.index}", file=sys.stderr)
         return 1
@@ -28,10 +49,20 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as error:  # a missing index or listing: a failure while running
         print(f"error: {error}", file=sys.stderr)
         return 1
-    selection.write_parquet(args.output)
     counts = selection.group_by("language").len().sort("language")
     summary = ", ".join(f"{row['language']} {row['len']}" for row in counts.iter_rows(named=True)) or "none"
-    print(f"{selection.height} pages selected ({summary}) in {args.shards} shard(s) -> {args.output}", file=sys.stderr)
+    if args.output:
+        selection.write_parquet(args.output)
+        print(
+            f"{selection.height} pages selected ({summary}) in {args.shards} shard(s) -> {args.output}", file=sys.stderr
+        )
+    if args.register:
+        register_crawl(args.crawl, args.dagster_home)
+        print(
+            f"crawl {args.crawl} registered ({selection.height} pages: {summary}) in {args.dagster_home}: materialize "
+            "cc_selection for it, then the languages' shard runs",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -47,8 +78,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--crawl", help="crawl name, e.g. CC-MAIN-2024-42 (required for an https:// root)")
     parser.add_argument("--languages", required=True, help="comma-separated registry codes, e.g. ar,cs,sr")
-    parser.add_argument("--output", "-o", required=True, help="selection Parquet file to write")
+    parser.add_argument("--output", "-o", help="selection Parquet file to write")
     parser.add_argument("--shards", type=int, default=1, help="shards by registered domain (default 1)")
+    parser.add_argument(
+        "--register",
+        action="store_true",
+        help="add --crawl to the Dagster instance's `crawls` partitions, for the pipeline's cc_selection",
+    )
+    parser.add_argument(
+        "--dagster-home",
+        default=os.environ.get("DAGSTER_HOME", ".mella/dagster_home"),
+        help="Dagster instance folder for --register (default: $DAGSTER_HOME or .mella/dagster_home)",
+    )
     parser.set_defaults(func=run)
 
 

@@ -4,13 +4,18 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from mella_assets.crawl.registration import extract_sources, register_sources
+from mella_assets.crawl.cc_index import select_pages, selection_by_shard
+from mella_assets.crawl.range_reads import extract_selection
+from mella_assets.crawl.registration import extract_sources, register_sources, shard_pages
+from mella_assets.languages import LANGUAGES
 from mella_assets.lib.http import HttpFetcher
 from mella_assets.lib.watchdog import watched_stage
 from mella_assets.metadata import StageTimer, counts_by, table_metadata
-from mella_assets.resources.lake import Lake
-from mella_assets.specs import NETWORK_RETRY, language_of, stage_specs, table_result
-from mella_assets.tables import CRAWL_SOURCE_REJECTS, CRAWL_SOURCES, RAW_CRAWL
+from mella_assets.partitions import CRAWL_PARTITIONS
+from mella_assets.resources.lake import Lake, current_shards
+from mella_assets.settings import load_settings
+from mella_assets.specs import COMMONCRAWL_POOL, NETWORK_RETRY, language_of, shard_of, stage_specs, table_result
+from mella_assets.tables import CC_SELECTION, CRAWL_SOURCE_REJECTS, CRAWL_SOURCES, RAW_CRAWL
 
 
 class CrawlSourcesConfig(dg.Config):
@@ -78,6 +83,54 @@ def crawl_sources(
     ), table_result(CRAWL_SOURCE_REJECTS, reject_frame)
 
 
+class CcSelectionConfig(dg.Config):
+    """Where a crawl's pages are selected from (defaults: the settings ``MELLA_CC_INDEX``, every language)."""
+
+    index: str = Field(
+        "",
+        description="Root of Common Crawl's columnar index (folder, s3://commoncrawl/, https://data.commoncrawl.org/);"
+        " empty: MELLA_CC_INDEX.",
+    )
+    languages: list[str] = Field(default_factory=list, description="Language codes to select (empty: all).")
+
+
+@dg.multi_asset(name="cc_selection", specs=stage_specs("cc_selection"), retry_policy=NETWORK_RETRY)
+@watched_stage
+def cc_selection(context: dg.AssetExecutionContext, config: CcSelectionConfig, lake: Lake) -> dg.MaterializeResult:
+    """The crawl's pages in the registry's languages, selected from Common Crawl's columnar index by DuckDB (status
+    200 HTML whose primary ``content_languages`` is a registry language, or none declared on one of its national
+    domains) and written by language and shard (a registered domain's pages share a shard). Every (language, shard)
+    is written, empty when nothing was selected, so a rerun replaces all of the crawl's rows. The shard runs of
+    ``raw_crawl`` read their rows and fetch exactly those records by HTTP range."""
+    timer = StageTimer()
+    crawl = context.partition_key
+    settings = load_settings()
+    index = config.index or settings.cc_index
+    if not index:
+        raise ValueError("cc_selection needs the index: set MELLA_CC_INDEX (or the asset's `index` config)")
+    languages = [LANGUAGES[code] for code in (config.languages or list(LANGUAGES))]
+    shards = current_shards()
+    selected = select_pages(index, {lang.code: lang for lang in languages}, crawl=crawl, shards=len(shards))
+    frame = selection_by_shard(selected, crawl, shards)
+    for language in languages:
+        of_language = frame.filter(pl.col("language") == language.code)
+        for shard in shards:
+            lake.write(CC_SELECTION, language, of_language.filter(pl.col("shard") == shard), shard, crawl=crawl)
+    return table_result(
+        CC_SELECTION,
+        frame,
+        {
+            "crawl": crawl,
+            "index": index,
+            "pages_by_language": dg.MetadataValue.json(counts_by(frame, "language")),
+            "pages_by_shard": dg.MetadataValue.json(counts_by(frame, "shard")),
+            "selected_bytes": int(frame["warc_record_length"].sum() or 0),
+            "warc_files": frame["warc_filename"].n_unique(),
+            "wall_seconds": round(timer.seconds, 3),
+        },
+    )
+
+
 class RawCrawlConfig(dg.Config):
     """How image candidates are extracted from the registered WARC files."""
 
@@ -88,19 +141,26 @@ class RawCrawlConfig(dg.Config):
     )
 
 
-@dg.multi_asset(name="raw_crawl", specs=stage_specs("raw_crawl", deps=[CRAWL_SOURCES]), retry_policy=NETWORK_RETRY)
+@dg.multi_asset(
+    name="raw_crawl",
+    specs=stage_specs("raw_crawl", deps=[CRAWL_SOURCES, CC_SELECTION]),
+    pool=COMMONCRAWL_POOL,
+    retry_policy=NETWORK_RETRY,
+)
 @watched_stage
 def raw_crawl(context: dg.AssetExecutionContext, config: RawCrawlConfig, lake: Lake) -> dg.MaterializeResult:
-    """One row per HTML response of the registered WARCs, with every unfiltered image candidate of the page.
+    """One row per HTML response of the registered WARCs whose site falls in this partition's shard, with every
+    unfiltered image candidate of the page.
 
     Each WARC's extraction is cached in the lake by the file's sha256 (``cache/raw_crawl/``), so adding one
-    file to a language extracts only that file. Context is the image's ``<figcaption>``; with the
-    ``nearby_context`` config also the text around an image without one (cached apart, so switching recomputes).
-    Non-HTML, non-200 and malformed records are skipped and counted, never fatal. At the stage deadline the
-    files done are written and the rest listed in the ``stage_deadline`` metadata; the next run extracts those.
+    file to a language extracts only that file, and the language's other shards read the cached pages (counted
+    as ``other_shard``). Context is the image's ``<figcaption>``; with the ``nearby_context`` config also the text
+    around an image without one (cached apart, so switching recomputes). Non-HTML, non-200 and malformed records
+    are skipped and counted, never fatal. At the stage deadline the files done are written and the rest listed in
+    the ``stage_deadline`` metadata; the next run extracts those.
     """
     timer = StageTimer()
-    language = language_of(context)
+    language, shard = shard_of(context)
     sources = lake.read(CRAWL_SOURCES, language)
     done = extract_sources(sources, lake.store, config.nearby_context)
     stats = done.stats
@@ -109,19 +169,34 @@ def raw_crawl(context: dg.AssetExecutionContext, config: RawCrawlConfig, lake: L
             f"stage deadline: {len(done.unfinished)} of {sources.height} WARC files not extracted (written without "
             "them; the next run extracts only those)"
         )
-    frame = pl.concat(done.frames, how="vertical_relaxed") if done.frames else RAW_CRAWL.empty().drop("language")
+    frame, other_shards = shard_pages(done, int(shard), len(current_shards()))
+    # The shard's pages of every registered crawl, read by range: each selected record once, no WARC copied.
+    selection = lake.read_crawls(CC_SELECTION, crawls_of(context), language, shard)
+    ranged = None
+    if selection.height:
+        settings = load_settings()
+        ranged = extract_selection(
+            selection, settings.cc_warc_base, stats, nearby_context=config.nearby_context,
+            concurrency=settings.cc_concurrency, rate=settings.cc_rate,
+        )  # fmt: skip
+        frame = ranged.pages if frame is None else pl.concat([frame, ranged.pages], how="vertical_relaxed")
+    frame = frame if frame is not None else RAW_CRAWL.empty().drop("language")
     frame = frame.with_columns(pl.lit(language.code).alias("language"))
-    lake.write(RAW_CRAWL, language, frame)
+    failed = ranged.failures.height if ranged is not None else 0
+    lake.write(RAW_CRAWL, language, frame, shard)
     candidates = int(frame["images"].list.len().sum() or 0) if frame.height else 0
     return table_result(
         RAW_CRAWL,
         frame,
         table_metadata(
             timer=timer,
-            rows_in=stats.records,
+            rows_in=stats.records + failed,
             output=frame.drop("images"),
             # Every record read that is not a page: what it was instead.
             dropped={
+                "other_shard": other_shards,
+                # Selected records whose range read failed after its retries (the next run reads them again).
+                "range_read_failed": failed,
                 "not_a_response": stats.records - stats.responses,
                 "non_html": stats.skipped_non_html,
                 "http_status": stats.skipped_status,
@@ -135,6 +210,8 @@ def raw_crawl(context: dg.AssetExecutionContext, config: RawCrawlConfig, lake: L
             unit="records",
             extra={
                 "warc_files": sources.height,
+                "selected_records": selection.height,
+                "range_reads": dg.MetadataValue.json(ranged.read.as_dict() if ranged is not None else {}),
                 "warc_files_extracted": done.extracted,
                 "warc_files_cached": done.cached,
                 # Not extracted by the stage deadline (reason stage_deadline): the next run extracts them.
@@ -161,3 +238,8 @@ def raw_crawl(context: dg.AssetExecutionContext, config: RawCrawlConfig, lake: L
             },
         ),
     )
+
+
+def crawls_of(context: dg.AssetExecutionContext) -> list[str]:
+    """The crawls registered as ``cc_selection`` partitions in the run's instance."""
+    return sorted(context.instance.get_dynamic_partitions(CRAWL_PARTITIONS.name))

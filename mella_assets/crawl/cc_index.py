@@ -62,6 +62,24 @@ def shard_of(site: str, shards: int) -> int:
     return int(hashlib.md5(site.encode("utf-8")).hexdigest()[:16], 16) % shards
 
 
+def page_shards(domains: pl.Series, shards: int) -> pl.Series:
+    """The shard of each page of a WARC by its host (``raw_crawl``'s ``domain``) without a leading ``www.``: the
+    same hash as :func:`shard_of`, so ``www.example.cz`` lands where the index's registered domain
+    ``example.cz`` does (other subdomains are their own site: no public-suffix list is installed)."""
+    sites = domains.fill_null("").str.strip_prefix("www.")
+    lookup = {site: shard_of(site, shards) for site in sites.unique().to_list()}
+    return sites.replace_strict(lookup, return_dtype=pl.Int64).alias("shard")
+
+
+def selection_by_shard(selection: pl.DataFrame, crawl: str, shard_keys: list[str]) -> pl.DataFrame:
+    """``select_pages`` rows (``shard`` a number below ``len(shard_keys)``) with the shard as its partition key
+    (``"03"``) and the ``crawl`` they came from: the rows of the ``cc_selection`` table."""
+    return selection.with_columns(
+        pl.col("shard").replace_strict(dict(enumerate(shard_keys)), return_dtype=pl.String),
+        pl.lit(crawl).alias("crawl"),
+    )
+
+
 def _is_remote(location: str) -> bool:
     return location.startswith(("s3://", "http://", "https://"))
 

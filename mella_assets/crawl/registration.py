@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
+from mella_assets.crawl.cc_index import page_shards
 from mella_assets.crawl.html import extract_warc
 from mella_assets.crawl.sources import WARC_SUFFIXES, download_key, download_source, parse_registry, registry_key
 from mella_assets.crawl.warc import WarcStats
@@ -204,6 +205,18 @@ def extract_sources(sources: pl.DataFrame, store: LakeStore, nearby_context: boo
         for name, value in file_stats.as_dict().items():
             setattr(done.stats, name, getattr(done.stats, name) + value)
     return done
+
+
+def shard_pages(done: Extraction, shard: int, shards: int) -> tuple[pl.DataFrame | None, int]:
+    """The pages of ``done`` (every registered WARC's, in file order) whose site falls in ``shard`` of
+    ``shards`` (:func:`~mella_assets.crawl.cc_index.page_shards`), and how many pages belong to other shards.
+    None when no file was done. Every shard's run reads the language's extractions (cached per WARC): a WARC
+    is extracted once, but its cached pages are read once per shard."""
+    if not done.frames:
+        return None, 0
+    frame = pl.concat(done.frames, how="vertical_relaxed")
+    kept = frame.filter(page_shards(frame["domain"], shards) == shard)
+    return kept, frame.height - kept.height
 
 
 def _deadline_reject(language: str, uri: str) -> dict:

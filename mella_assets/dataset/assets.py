@@ -16,7 +16,7 @@ from mella_assets.partitions import LANGUAGE_PARTITIONS
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.langid import LanguageIdentification
 from mella_assets.resources.models import Translator
-from mella_assets.specs import language_of, stage_specs, table_result
+from mella_assets.specs import DATASET_SPLITS_POOL, language_of, stage_specs, table_result
 from mella_assets.tables import D_KNOW, D_LING, MELLA_DATASET, MELLA_DATASET_REJECTS, MELLA_EXPORT
 
 # Blocking: share of answers language ID must confirm as the partition's language (per source kind).
@@ -37,7 +37,9 @@ class DatasetConfig(dg.Config):
     max_per_domain: int | None = Field(None, description="At most this many records from one web domain.")
 
 
-@dg.multi_asset(name="mella_dataset", specs=stage_specs("mella_dataset", deps=[D_KNOW, D_LING]))
+@dg.multi_asset(
+    name="mella_dataset", specs=stage_specs("mella_dataset", deps=[D_KNOW, D_LING]), pool=DATASET_SPLITS_POOL
+)
 @watched_stage
 def mella_dataset(
     context: dg.AssetExecutionContext, lake: Lake, config: DatasetConfig

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
+from mella_assets.demo.cc_crawl import DEMO_CC_FOLDER, DEMO_CRAWL
 from mella_assets.settings import Settings
 
 DEFAULT_DAGSTER_HOME = ".mella/dagster_home"
@@ -84,6 +85,8 @@ def configure_demo_environment(lake_root: str, dagster_home: str, port: int) -> 
     os.environ["MELLA_LAKE"] = str(Path(lake_root).resolve())
     os.environ["DAGSTER_HOME"] = str(Path(dagster_home).resolve())
     os.environ["MELLA_DEMO_SITE_PORT"] = str(port)
+    # The demo's own Common Crawl (demo/cc_crawl.py): its index and WARC files, read from the lake folder by range.
+    os.environ["MELLA_CC_INDEX"] = os.environ["MELLA_CC_WARC_BASE"] = str(Path(lake_root).resolve() / DEMO_CC_FOLDER)
     # A LoRA adapter on a 0.2 M-parameter random model barely moves its loss (measured: 7.7 → 7.2 in 200 steps);
     # full fine-tuning of the tiny model shows the loop working (7.4 → 1.2). Real checkpoints default to LoRA.
     os.environ.setdefault("MELLA_TRAINING_METHOD", "full")
@@ -132,6 +135,7 @@ def _write_instance_config(dagster_home: str) -> list[str]:
 
 def prepare_demo_inputs(lake_root: str, languages: list[str], port: int) -> dict[str, float]:
     """Demo web site + landing WARCs + tiny models in the lake; returns seconds per step."""
+    from mella_assets.demo.cc_crawl import build_demo_crawl
     from mella_assets.demo.corpus import build_demo_corpus, demo_texts
     from mella_assets.demo.site import ensure_demo_site_server
     from mella_assets.demo.tiny_models import build_tiny_models
@@ -141,6 +145,7 @@ def prepare_demo_inputs(lake_root: str, languages: list[str], port: int) -> dict
     timings = {}
     started = time.perf_counter()
     build_demo_corpus(store.root, f"http://127.0.0.1:{port}", languages)
+    build_demo_crawl(store.root, languages)
     ensure_demo_site_server(store.path("demo/site"), port)
     timings["corpus_seconds"] = time.perf_counter() - started
     started = time.perf_counter()
@@ -149,19 +154,40 @@ def prepare_demo_inputs(lake_root: str, languages: list[str], port: int) -> dict
     return timings
 
 
-DEMO_JOBS = ("language_pipeline_job", "training_job", "evaluation_job", "report_job")
+# The demo crawl's selection, a language's three phases (sources, its language × shard runs, the language run),
+# then training and evaluation.
+DEMO_JOBS = (
+    "selection_job",
+    "sources_job",
+    "shard_pipeline_job",
+    "language_pipeline_job",
+    "training_job",
+    "evaluation_job",
+    "report_job",
+)
+LANGUAGE_JOBS = DEMO_JOBS[1:4]
 
 
 def materialize_everything(
-    languages: list[str], defs=None, instance=None, log=print, jobs: tuple[str, ...] = DEMO_JOBS
+    languages: list[str],
+    defs=None,
+    instance=None,
+    log=print,
+    jobs: tuple[str, ...] = DEMO_JOBS,
+    crawls: tuple[str, ...] = (),
 ) -> dict[str, float]:
     """Every asset, every language: each run created for the demo code location's job (the same job, snapshot
     and origin as a run launched from the UI, tagged ``mella/trigger=demo``) and executed in this process; returns
     the seconds each run took. ``defs``: definitions built by a caller (tests with their own resources), executed
-    in process without a code location."""
+    in process without a code location. ``crawls``: Common Crawl crawls registered (``crawls`` partitions) and
+    selected first (none: no selection run)."""
     import dagster as dg
 
+    from mella_assets.partitions import CRAWL_PARTITIONS
+
     instance = instance or dg.DagsterInstance.get()
+    if crawls:
+        instance.add_dynamic_partitions(CRAWL_PARTITIONS.name, list(crawls))
     seconds = {}
     with contextlib.ExitStack() as stack:
         if defs is None:
@@ -169,7 +195,7 @@ def materialize_everything(
             run_job = functools.partial(_execute_location_run, instance, location)
         else:
             run_job = functools.partial(_execute_in_process, instance, defs)
-        for job_name, partitions in _stages(languages, jobs):
+        for job_name, partitions in _stages(languages, jobs, crawls):
             for partition in partitions:
                 label = f"{job_name}[{partition}]" if partition else job_name
                 log(f"  {label} ...")
@@ -183,9 +209,23 @@ def materialize_everything(
     return seconds
 
 
-def _stages(languages: list[str], jobs: tuple[str, ...]) -> list[tuple[str, list[str | None]]]:
-    partitioned = {"language_pipeline_job", "evaluation_job"}
-    return [(name, list(languages) if name in partitioned else [None]) for name in DEMO_JOBS if name in jobs]
+def _stages(
+    languages: list[str], jobs: tuple[str, ...], crawls: tuple[str, ...] = ()
+) -> list[tuple[str, list[str | None]]]:
+    from mella_assets.jobs import LANGUAGE_PHASES, phase_partition_keys
+
+    sharded = {name for name, is_sharded in LANGUAGE_PHASES if is_sharded}
+    partitioned = {name for name, _ in LANGUAGE_PHASES} | {"evaluation_job"}
+
+    def partitions(name: str) -> list[str | None]:
+        if name == "selection_job":
+            return list(crawls)
+        if name in sharded:
+            return [key for code in languages for key in phase_partition_keys(True, code)]
+        return list(languages) if name in partitioned else [None]
+
+    stages = [(name, partitions(name)) for name in DEMO_JOBS if name in jobs]
+    return [(name, keys) for name, keys in stages if keys]
 
 
 @contextlib.contextmanager
@@ -399,7 +439,7 @@ def run_demo(lake_root: str, dagster_home: str, languages: list[str] | None, por
     print(
         f"  demo corpus and site {timings['corpus_seconds']:.1f} s, tiny models {timings['tiny_models_seconds']:.1f} s"
     )
-    materialize_everything(codes)
+    materialize_everything(codes, crawls=(DEMO_CRAWL,))
     summary = demo_summary(lake_root)
     with pl.Config(
         tbl_rows=100, tbl_cols=20, tbl_width_chars=200, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True

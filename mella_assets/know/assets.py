@@ -16,7 +16,7 @@ from mella_assets.resources.fetch import ImageFetcher
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.langid import LanguageIdentification
 from mella_assets.settings import load_settings
-from mella_assets.specs import NETWORK_RETRY, language_of, progress_log, stage_specs, table_result
+from mella_assets.specs import NETWORK_RETRY, language_of, progress_log, shard_of, stage_specs, table_result
 from mella_assets.tables import (
     ALT_TEXT_PAIRS,
     ALT_TEXT_REJECTS,
@@ -84,13 +84,13 @@ def alt_text_pairs(
     gets its ``alt_kind`` (caption, headline or description; ``know/alt_kind.py``), whose shares among the kept
     pairs are in the metadata. The body is ``know/pairs.py``, which ``mella extract --filter`` runs too."""
     timer = StageTimer()
-    language = language_of(context)
+    language, shard = shard_of(context)
     judged = judge_candidates(
-        lake.read(RAW_CRAWL, language), language, langid.identifier([language]), config.filter_config()
+        lake.read(RAW_CRAWL, language, shard), language, langid.identifier([language]), config.filter_config()
     )
     kept, rejects = judged.kept.drop(CANDIDATE_INDEX), judged.rejects.drop(CANDIDATE_INDEX)
-    lake.write(ALT_TEXT_PAIRS, language, kept)
-    lake.write(ALT_TEXT_REJECTS, language, rejects)
+    lake.write(ALT_TEXT_PAIRS, language, kept, shard)
+    lake.write(ALT_TEXT_REJECTS, language, rejects, shard)
     # Pages per language prior (their lang / og:locale / domain / site): how much the page signals decided.
     judged_pages = pl.concat([kept, rejects.filter(pl.col("reason") != "page_opt_out")], how="diagonal_relaxed")
     priors = judged_pages.unique("page_url")
@@ -124,23 +124,23 @@ def images(context: dg.AssetExecutionContext, lake: Lake, fetcher: ImageFetcher)
     failing unchanged limits; ``fetcher.retry_rejected`` retries them); transient failures are retried. Exact
     and near duplicates point at the first copy (column ``duplicate``)."""
     timer = StageTimer()
-    language = language_of(context)
-    urls = lake.read(ALT_TEXT_PAIRS, language)["image_url"].unique(maintain_order=True).to_list()
+    language, shard = shard_of(context)
+    urls = lake.read(ALT_TEXT_PAIRS, language, shard)["image_url"].unique(maintain_order=True).to_list()
     outcome = fetch_images(
         language,
         urls,
         fetcher.http(),
         exists=lake.exists,
         put=lake.put_bytes,
-        previous=lake.read_or_empty(IMAGES, language),
-        previous_rejects=lake.read_or_empty(IMAGE_REJECTS, language),
+        previous=lake.read_or_empty(IMAGES, language, shard),
+        previous_rejects=lake.read_or_empty(IMAGE_REJECTS, language, shard),
         limits=fetcher.limits(),
         max_workers=fetcher.max_workers,
         retry_rejected=fetcher.retry_rejected,
         progress=progress_log(context),
     )
-    lake.write(IMAGES, language, outcome.kept)
-    lake.write(IMAGE_REJECTS, language, outcome.rejects)
+    lake.write(IMAGES, language, outcome.kept, shard)
+    lake.write(IMAGE_REJECTS, language, outcome.rejects, shard)
     return table_result(
         IMAGES,
         outcome.kept,
@@ -167,8 +167,12 @@ def d_know(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResul
     excess, chosen by content hash, is dropped and counted as ``headline_over_mix``."""
     timer = StageTimer()
     language = language_of(context)
-    pairs = lake.read(ALT_TEXT_PAIRS, language)
-    fetched = lake.read(IMAGES, language).drop("language")
+    # Every shard's pairs by page URL (a stable sort keeps a page's candidates in order): the first of a pair repeated
+    # on sites of different shards is then the same whatever the shard count and wherever the page was read from
+    # (a landed WARC, a registered URL, a Common Crawl range).
+    pairs = lake.read(ALT_TEXT_PAIRS, language).sort("page_url", maintain_order=True)
+    # An image URL on pages of two shards is fetched (and listed) by each: one row per URL, the first shard's.
+    fetched = lake.read(IMAGES, language).drop("language").unique("image_url", keep="first", maintain_order=True)
     joined = pairs.select("image_url", "alt_text", "page_url", "domain", "alt_kind").join(
         fetched, on="image_url", how="inner", maintain_order="left"
     )

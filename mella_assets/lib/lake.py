@@ -3,6 +3,7 @@
 Layout (docs/architecture.md, "Storage layout")::
 
     tables/<asset>/language=<code>/data.parquet   per-language tables
+    tables/<asset>/language=<code>/shard=<nn>/data.parquet   sharded (per-page) tables, one file per shard
     tables/<asset>/data.parquet                   tables without partitions
     images/<sha[:2]>/<sha>.<ext>                  validated, re-encoded images
     models/ checkpoints/<run>/ exports/ cache/    blobs
@@ -174,6 +175,10 @@ def _write_parquet(frame: pl.DataFrame, handle: io.BufferedWriter) -> None:
         raise
 
 
+def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    return pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
+
+
 class TableNotFoundError(FileNotFoundError):
     """A table (or one language of it) has not been materialized yet."""
 
@@ -288,10 +293,13 @@ class LakeStore(abc.ABC):
         """Where ``key``'s local file lives: the lake's own file, or its place in the S3 lake's cache."""
 
     @staticmethod
-    def table_key(asset: str, language: str | None = None) -> str:
+    def table_key(asset: str, language: str | None = None, shard: str | None = None, crawl: str | None = None) -> str:
+        folder = f"tables/{asset}" + (f"/crawl={crawl}" if crawl is not None else "")
         if language is None:
-            return f"tables/{asset}/data.parquet"
-        return f"tables/{asset}/language={language}/data.parquet"
+            return f"{folder}/data.parquet"
+        if shard is None:
+            return f"{folder}/language={language}/data.parquet"
+        return f"{folder}/language={language}/shard={shard}/data.parquet"
 
     # -- blobs -------------------------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -370,22 +378,52 @@ class LakeStore(abc.ABC):
     def configure_duckdb(self, connection: duckdb.DuckDBPyConnection) -> None:  # noqa: B027 (a no-op by default)
         """Let ``connection`` read this lake's files (an S3 lake adds its credentials); nothing for a folder."""
 
-    def write_table(self, asset: str, language: str | None, frame: pl.DataFrame) -> str:
-        """Atomically replace the (asset, language) table with ``frame``; returns its key."""
-        key = self.table_key(asset, language)
+    def write_table(
+        self, asset: str, language: str | None, frame: pl.DataFrame, shard: str | None = None, crawl: str | None = None
+    ) -> str:
+        """Atomically replace the ([crawl, ]asset, language[, shard]) table with ``frame``; returns its key."""
+        key = self.table_key(asset, language, shard, crawl)
         self._write_with(key, lambda handle: _write_parquet(frame, handle))
         return key
 
-    def has_table(self, asset: str, language: str | None = None) -> bool:
-        return self.exists(self.table_key(asset, language))
+    def read_table_key(self, key: str) -> pl.DataFrame:
+        """The table file at ``key`` (one of :meth:`table_key`'s)."""
+        return self._read_parquet(_check_key(key))
 
-    def read_table(self, asset: str, language: str | None = None) -> pl.DataFrame:
-        """The (asset, language) table; :class:`TableNotFoundError` names what to materialize first."""
-        key = self.table_key(asset, language)
-        if not self.exists(key):
-            where = f" for language {language!r}" if language else ""
-            raise TableNotFoundError(f"table {asset!r}{where} does not exist yet: materialize {asset} first")
-        return self._read_parquet(key)
+    def shard_table_keys(self, asset: str, language: str) -> list[str]:
+        """The shard files of one language of a sharded table, in shard order (none for a per-language table)."""
+        return [key for key in self.list(f"tables/{asset}/language={language}", "data.parquet") if "/shard=" in key]
+
+    def has_table(self, asset: str, language: str | None = None, shard: str | None = None) -> bool:
+        """Whether the table (its language, one shard of it, or — no shard given — any shard) is written."""
+        if self.exists(self.table_key(asset, language, shard)):
+            return True
+        return language is not None and shard is None and bool(self.shard_table_keys(asset, language))
+
+    def read_table(self, asset: str, language: str | None = None, shard: str | None = None) -> pl.DataFrame:
+        """The (asset, language[, shard]) table; for a sharded table without a shard, every shard file of the
+        language, concatenated in shard order. :class:`TableNotFoundError` names what to materialize first."""
+        key = self.table_key(asset, language, shard)
+        if self.exists(key):
+            return self._read_parquet(key)
+        if language is not None and shard is None and (keys := self.shard_table_keys(asset, language)):
+            return _concat([self._read_parquet(key) for key in keys])
+        where = f" for language {language!r}" if language else ""
+        where += f" shard {shard!r}" if shard is not None else ""
+        raise TableNotFoundError(f"table {asset!r}{where} does not exist yet: materialize {asset} first")
+
+    def read_shards(self, asset: str, language: str, shards: list[str]) -> pl.DataFrame:
+        """A sharded table's whole language: its ``shards`` that exist, concatenated in shard order (files of
+        shards outside ``shards``, left by another shard count, are not read). A lake written before the table
+        was sharded (one file per language) reads as it was. :class:`TableNotFoundError` when there is neither."""
+        keys = [key for key in (self.table_key(asset, language, shard) for shard in shards) if self.exists(key)]
+        if not keys and self.exists(self.table_key(asset, language)):
+            keys = [self.table_key(asset, language)]
+        if not keys:
+            raise TableNotFoundError(
+                f"table {asset!r} for language {language!r} has no shard yet: materialize {asset} first"
+            )
+        return _concat([self._read_parquet(key) for key in keys])
 
     def table_keys(self, asset: str) -> list[str]:
         """Keys of every language partition of a table."""

@@ -186,12 +186,10 @@ def stage_resources(lake_root: Path, site_port: int, site_dir: Path, **fetcher: 
 
 def materialize_stage(stage: str, language: str, resources: dict[str, object]):
     """Materialize one stage for one language in this process; returns the Dagster result (no raise)."""
-    import dagster as dg
-
-    from mella_assets.definitions import language_pipeline_assets
+    from mella_assets.definitions import language_pipeline_assets, materialize_language
 
     (asset,) = [a for a in language_pipeline_assets() if a.node_def.name == stage]
-    return dg.materialize([asset], partition_key=language, resources=resources, raise_on_error=False)
+    return materialize_language(language, [asset], resources=resources, raise_on_error=False)
 
 
 def run_failure_message(result) -> str:
@@ -207,12 +205,11 @@ def run_failure_message(result) -> str:
 
 
 def materialize_pipeline(language: str, resources: dict[str, object]):
-    """Every stage of the language pipeline in one run, in this process (no raise)."""
-    import dagster as dg
+    """Every stage of the language pipeline, its runs in phase order (sources, each shard, the language), in this
+    process (no raise)."""
+    from mella_assets.definitions import materialize_language
 
-    from mella_assets.definitions import language_pipeline_assets
-
-    return dg.materialize(language_pipeline_assets(), partition_key=language, resources=resources, raise_on_error=False)
+    return materialize_language(language, resources=resources, raise_on_error=False)
 
 
 # -- a disk that fills up: a real tmpfs of a chosen size (needs a mount namespace: `unshare -rm`) ----------------------

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
+from mella_assets.demo.cc_crawl import INDEX_SCHEMA as DEMO_INDEX_SCHEMA
 from mella_assets.demo.corpus import english_sentences, load_corpus
 from mella_assets.languages import REGISTRY
 
@@ -45,27 +46,8 @@ CRAWL = "CC-MAIN-2099-01"
 SEGMENT = "1700000000000.00"
 EPOCH = datetime(2099, 1, 2, tzinfo=UTC)
 
-# The columnar index's schema (cc-index-table's cc-index-schema-flat.json), the columns a selection can use.
-INDEX_SCHEMA = pa.schema(
-    [
-        ("url_surtkey", pa.string()),
-        ("url", pa.string()),
-        ("url_host_name", pa.string()),
-        ("url_host_tld", pa.string()),
-        ("url_host_registered_domain", pa.string()),
-        ("fetch_time", pa.timestamp("us", tz="UTC")),
-        ("fetch_status", pa.int16()),
-        ("content_digest", pa.string()),
-        ("content_mime_type", pa.string()),
-        ("content_mime_detected", pa.string()),
-        ("content_charset", pa.string()),
-        ("content_languages", pa.string()),
-        ("warc_filename", pa.string()),
-        ("warc_record_offset", pa.int32()),
-        ("warc_record_length", pa.int32()),
-        ("warc_segment", pa.string()),
-    ]
-)
+# The columnar index's schema: the demo's (mella_assets/demo/cc_crawl.py), Common Crawl's columns.
+INDEX_SCHEMA = DEMO_INDEX_SCHEMA
 
 # Where each language's sites live: a generic domain, and its national one (the registry's first country TLD,
 # in the punycode form a URL carries).
