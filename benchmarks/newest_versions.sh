@@ -33,7 +33,7 @@ git -C "$REPO" worktree add --detach --quiet "$WORK/repo" "$REF"
 trap 'git -C "$REPO" worktree remove --force "$WORK/repo"' EXIT
 
 "$PYTHON" -m venv "$WORK/venv"
-"$WORK/venv/bin/pip" install --quiet --disable-pip-version-check "pip-tools>=7.6,<8"
+"$WORK/venv/bin/pip" install --quiet --disable-pip-version-check "pip-tools>=7.6,<8" 2>/dev/null
 
 echo "$TORCH_PIN" >"$WORK/torch-constraint.txt"
 find_links=()
@@ -42,11 +42,13 @@ echo "Resolving the newest allowed versions (dev extra, $TORCH_PIN) ..."
 # The flags of the Makefile's lock target; the output keeps pip and setuptools out like requirements.lock.
 (cd "$WORK/repo" && "$WORK/venv/bin/pip-compile" --quiet --extra dev --strip-extras --no-emit-index-url \
   --no-emit-find-links --unsafe-package mella --unsafe-package pip --unsafe-package setuptools --upgrade \
-  "${find_links[@]}" -c "$WORK/torch-constraint.txt" -o "$WORK/requirements.newest.txt" pyproject.toml)
+  "${find_links[@]}" -c "$WORK/torch-constraint.txt" -o "$WORK/requirements.newest.txt" pyproject.toml \
+  >"$WORK/compile.log" 2>&1) || { tail -20 "$WORK/compile.log"; exit 1; }
 
-echo "Installing them (≈ 5-8 min) ..."
+echo "Installing them (≈ 2-8 min) ..."
 "$WORK/venv/bin/pip" install --disable-pip-version-check --progress-bar off "${find_links[@]}" \
-  -c "$WORK/requirements.newest.txt" -e "$WORK/repo[dev]" >"$WORK/install.log"
+  -c "$WORK/requirements.newest.txt" -e "$WORK/repo[dev]" >"$WORK/install.log" 2>&1 ||
+  { tail -20 "$WORK/install.log"; exit 1; }
 "$WORK/venv/bin/pip" check
 
 # name lock-version newest-version, for every package whose pin differs (normalized names, extras dropped).

@@ -7,6 +7,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+# Network steps retry only where a test asks (tests/test_dagster_conventions.py): a failure shows at once, and a
+# retry never hides a flaky test or changes what a failing run leaves behind.
+os.environ.setdefault("MELLA_RETRY_MAX_RETRIES", "0")
 # The suite's language runs use one shard per language (partition keys "cs|00"), so a test's pages, counts and
 # metadata are the language's; tests/test_shards.py runs several shards (in their own processes, since the shard
 # count is fixed when the code location is imported). MELLA_SHARDS=4 pytest … runs the suite sharded.

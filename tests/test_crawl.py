@@ -183,8 +183,9 @@ def test_raw_crawl_at_its_deadline_writes_the_files_done_and_the_rerun_extracts_
     store = lake.store
     store.put_bytes("landing/cs/a.warc.gz", warc_bytes([("http://a.cz/1", page("Pražský hrad v zimě"), [])]))
     store.put_bytes("landing/cs/b.warc.gz", warc_bytes([("http://b.cz/1", page("Karlův most ráno"), [])]))
-    # ~8 000 pages: seconds to extract here, far past a 1 s deadline.
-    store.put_bytes("landing/cs/c-big.warc.gz", many_pages_warc(8000))
+    # 40 000 pages: several seconds to extract even on an idle fast machine (8 000 once finished inside 1 s on an
+    # idle box), far past a 1 s deadline.
+    store.put_bytes("landing/cs/c-big.warc.gz", many_pages_warc(40_000))
     store.put_bytes("landing/cs/d.warc.gz", warc_bytes([("http://d.cz/1", page("Vltava"), [])]))
     monkeypatch.setenv("MELLA_STAGE_TIMEOUT_S_RAW_CRAWL", "1.0")
 
@@ -201,7 +202,7 @@ def test_raw_crawl_at_its_deadline_writes_the_files_done_and_the_rerun_extracts_
         unfinished,
     )
     assert (second["warc_files_extracted"], second["warc_files_cached"], second["warc_files_unfinished"]) == (2, 2, 0)
-    assert second["html_pages"] == 8003
+    assert second["html_pages"] == 40_003
 
 
 def test_crawl_sources_at_its_deadline_registers_what_is_done_and_the_rerun_downloads_only_the_rest(

@@ -37,6 +37,7 @@ import polars as pl
 from mella_assets.lib.lake import LakeStore
 from mella_assets.tables import (
     ALT_TEXT_PAIRS,
+    CC_SELECTION,
     D_KNOW,
     D_LING,
     IMAGES,
@@ -55,8 +56,8 @@ FUNNEL_STAGES = tuple(
     for step, table in enumerate(funnel_tables(), start=1)
 )
 DERIVED_VIEWS = ("funnel_by_language", "rejects_by_reason", "pairs_per_domain", "split_sizes", "yield_by_language")
-# Common Crawl's page selection (crawl/cc_index.py's SELECTION_SCHEMA rows), written to the lake by crawl.
-SELECTION_TABLE = "cc_selection"
+# Common Crawl's page selection (the cc_selection asset's rows), written to the lake by crawl, language and shard.
+SELECTION_TABLE = CC_SELECTION.name
 # (step, stage, table, what one row of the step is counted from): the yield funnel, pages to SFT records. A step
 # appears when its table is in the lake; `selected_pages` only where pages were selected from the index.
 YIELD_STEPS = (
