@@ -47,3 +47,18 @@ def test_dagster_definitions_validate_reads_the_code_location_from_pyproject():
     result = run(str(BIN / "dagster"), "definitions", "validate")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Validation successful for code location mella" in result.stdout + result.stderr
+
+
+def test_dagster_asset_list_runs_with_no_flags_once_the_module_is_in_the_environment():
+    """Dagster 1.13's `dagster asset …` subcommands read no project file; their pointer options also come from the
+    environment (DAGSTER_MODULE_NAME), which README gives as the flag-free way."""
+    result = subprocess.run(
+        [str(BIN / "dagster"), "asset", "list"],
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "DAGSTER_MODULE_NAME": "mella_assets.definitions"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert set(result.stdout.split()) == set(TABLES)

@@ -11,8 +11,9 @@ import pytest
 from conftest import free_port
 
 from mella_assets.definitions import build_definitions
+from mella_assets.demo.cc_crawl import DEMO_CRAWL
 from mella_assets.demo.resources import demo_resources
-from mella_assets.demo.run import materialize_everything, prepare_demo_inputs
+from mella_assets.demo.run import LANGUAGE_JOBS, materialize_everything, prepare_demo_inputs
 from mella_assets.lib.progress import Progress
 
 
@@ -70,12 +71,15 @@ def demo_partition_logs(tmp_path_factory) -> list[tuple[str | None, str]]:
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("MELLA_PROGRESS_INTERVAL_S", "0.5")
     try:
+        # The demo crawl's selection, then the language's three phases (sources, its shards, the language run).
         materialize_everything(["cs"], defs=build_definitions(demo_resources(lake, port)), instance=instance,
-                               jobs=("language_pipeline_job",), log=lambda line: None)  # fmt: skip
+                               jobs=("selection_job", *LANGUAGE_JOBS), log=lambda line: None,
+                               crawls=(DEMO_CRAWL,))  # fmt: skip
     finally:
         monkeypatch.undo()
-    (run,) = instance.get_runs()
-    return [(entry.step_key, entry.user_message) for entry in instance.all_logs(run.run_id)]
+    runs = instance.get_runs()
+    assert runs and all(run.is_success for run in runs)
+    return [(entry.step_key, entry.user_message) for run in runs for entry in instance.all_logs(run.run_id)]
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import shutil
 import polars as pl
 import pytest
 
+from mella_assets.demo.cc_crawl import DEMO_CRAWL
 from mella_assets.lib.catalog import YIELD_SCHEMA, records_per_page, run_sql, yield_funnel
 from mella_assets.lib.lake import LakeStore
 
@@ -165,10 +166,29 @@ def test_a_lake_without_pages_has_no_yield_view_and_an_empty_funnel(tmp_path):
 
 
 def independent_counts(store: LakeStore, code: str) -> list[int]:
-    """pages, candidates, kept alt texts, images, d_know, d_ling, records of a language, counted with polars."""
+    """selected pages, pages, candidates, kept alt texts, images, d_know, d_ling, records of a language, counted
+    with polars."""
+    selections = sorted(store.path("tables/cc_selection").glob(f"crawl=*/language={code}/shard=*/data.parquet"))
+    selected = sum(pl.read_parquet(path).height for path in selections)
     raw = store.read_table("raw_crawl", code)
     heights = [store.read_table(t, code).height for t in ("alt_text_pairs", "images", "d_know", "d_ling")]
-    return [raw.height, int(raw["images"].list.len().sum()), *heights, store.read_table("mella_dataset", code).height]
+    return [
+        selected,
+        raw.height,
+        int(raw["images"].list.len().sum()),
+        *heights,
+        store.read_table("mella_dataset", code).height,
+    ]
+
+
+def pages_by_crawl(store: LakeStore, code: str) -> dict[str, tuple[int, int]]:
+    """(pages, candidates) of a language per crawl: the demo crawl's pages were read by range, the rest landed."""
+    raw = store.read_table("raw_crawl", code)
+    by_range = raw["warc_uri"].str.contains(DEMO_CRAWL)
+    return {
+        crawl: (part.height, int(part["images"].list.len().sum()))
+        for crawl, part in ((DEMO_CRAWL, raw.filter(by_range)), ("own", raw.filter(~by_range)))
+    }
 
 
 def test_on_the_demo_the_view_equals_counts_taken_from_the_tables(demo):
@@ -176,16 +196,26 @@ def test_on_the_demo_the_view_equals_counts_taken_from_the_tables(demo):
     frame = run_sql(store, "SELECT * FROM yield_by_language")
     for code in demo["codes"]:
         expected = independent_counts(store, code)
-        for crawl in ("own", "all"):  # the demo's WARCs are its own crawl's
+        rows = frame.filter(pl.col("language") == code, pl.col("crawl") == "all").sort("step")
+        assert rows["stage"].to_list() == STAGES
+        assert rows["rows"].to_list() == expected, code
+        previous = [None, *expected[:-1]]
+        assert rows["ratio_to_previous"].to_list() == [
+            None if p is None else n / p for n, p in zip(expected, previous, strict=True)
+        ]
+        # The demo crawl's pages came by range from the index; the language's other WARC landed (its own crawl).
+        for crawl, (pages, candidates) in pages_by_crawl(store, code).items():
             rows = frame.filter(pl.col("language") == code, pl.col("crawl") == crawl).sort("step")
-            assert rows["stage"].to_list() == STAGES[1:]
-            assert rows["rows"].to_list() == expected, (code, crawl)
-            previous = [None, *expected[:-1]]
-            assert rows["ratio_to_previous"].to_list() == [
-                None if p is None else n / p for n, p in zip(expected, previous, strict=True)
-            ]
+            assert rows.filter(pl.col("stage") == "pages")["rows"].to_list() == [pages], (code, crawl)
+            assert rows.filter(pl.col("stage") == "candidates")["rows"].to_list() == [candidates], (code, crawl)
+        selected = frame.filter(pl.col("language") == code, pl.col("stage") == "selected_pages")
+        assert dict(selected.select("crawl", "rows").iter_rows()) == {
+            DEMO_CRAWL: expected[0],
+            "own": 0,
+            "all": expected[0],
+        }
     assert set(frame["language"]) == set(demo["codes"])
-    assert set(frame["crawl"]) == {"own", "all"}
+    assert set(frame["crawl"]) == {DEMO_CRAWL, "own", "all"}
 
 
 def test_on_the_demo_mella_dataset_metadata_and_the_dataset_card_show_the_yield(demo):
@@ -205,23 +235,26 @@ def test_on_the_demo_mella_dataset_metadata_and_the_dataset_card_show_the_yield(
         expected = independent_counts(store, code)
         metadata = latest[code]
         shown = [dict(record.data) for record in metadata["yield"].value.records]
-        assert [(r["crawl"], r["stage"], r["rows"]) for r in shown] == [
-            (crawl, stage, n) for crawl in ("own", "all") for stage, n in zip(STAGES[1:], expected, strict=True)
-        ]
-        assert metadata["records_per_page"].value == pytest.approx(expected[-1] / expected[0])
+        assert [(r["stage"], r["rows"]) for r in shown if r["crawl"] == "all"] == list(
+            zip(STAGES, expected, strict=True)
+        )
+        assert {r["crawl"] for r in shown} == {DEMO_CRAWL, "own", "all"}
+        assert metadata["records_per_page"].value == pytest.approx(expected[-1] / expected[1])
         # The card: one column per language, "rows (×ratio to the previous step)".
         cells = {
             line.strip("|").split("|")[0].strip(): line.strip("|").split("|")[1 + columns[1:].index(code)].strip()
             for line in yield_section.splitlines()
             if line.startswith("| ") and not line.startswith("| stage")
         }
-        assert cells["pages"] == str(expected[0])
+        assert cells["selected_pages"] == str(expected[0])
+        assert cells["pages"] == f"{expected[1]} (×{round(expected[1] / expected[0], 3)})"
         assert cells["sft_records"] == f"{expected[-1]} (×{round(expected[-1] / expected[-2], 3)})"
 
 
 def test_a_selection_beside_the_demo_tables_adds_selected_pages_as_the_first_step(demo, tmp_path):
     store = LakeStore(tmp_path)
-    shutil.copytree(demo["lake"].path("tables"), tmp_path / "tables")
+    # Every demo table but its own selection, which the hand-written one replaces.
+    shutil.copytree(demo["lake"].path("tables"), tmp_path / "tables", ignore=shutil.ignore_patterns("cc_selection"))
     code = demo["codes"][0]
     pages = store.read_table("raw_crawl", code).height
     # The demo's pages as if selected from an index, plus three more whose records could not be read.
@@ -236,7 +269,8 @@ def test_a_selection_beside_the_demo_tables_adds_selected_pages_as_the_first_ste
     assert rows["ratio_to_previous"][1] == pages / (pages + 3)
     assert rows["ratio_to_first"][-1] == rows["rows"][-1] / (pages + 3)
     other = demo["codes"][1]
-    assert yield_funnel(store, other).filter(pl.col("stage") == "selected_pages")["rows"].to_list() == [0, 0]
+    others = yield_funnel(store, other).filter(pl.col("stage") == "selected_pages")["rows"].to_list()
+    assert others and set(others) == {0}
 
 
 def test_the_estimate_scales_the_lakes_ratios_to_the_records_wanted(traced_lake):
@@ -270,11 +304,11 @@ def test_the_estimate_scales_the_lakes_ratios_to_the_records_wanted(traced_lake)
     assert estimate(assume_records_per_page(ratios, 0.25), {"cs": 36_000}, list(FIGURES))["pages_needed"][0] == 144_000
 
 
-def test_the_card_shows_a_column_per_crawl_where_a_language_has_several(traced_lake):
+def test_the_card_shows_one_column_per_language_with_every_crawl_together(traced_lake):
     from mella_assets.dataset.export import _yield_section
 
     lines = _yield_section(yield_funnel(traced_lake))
     table = [line for line in lines if line.startswith("| ")]
-    assert table[0] == "| stage | cs CC-MAIN-2024-38 | cs CC-MAIN-2024-42 | cs all | cs own |"
-    assert table[1] == "| selected_pages | 2 | 3 | 5 | 0 |"
-    assert table[2] == "| pages | 1 (×0.5) | 2 (×0.667) | 5 (×1.0) | 2 |"
+    assert table[0] == "| stage | cs |"
+    assert table[1] == "| selected_pages | 5 |"
+    assert table[2] == "| pages | 5 (×1.0) |"

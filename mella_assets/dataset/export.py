@@ -440,8 +440,8 @@ def alt_kind_shares(records: pl.DataFrame) -> pl.DataFrame:
 
 
 def _yield_section(yield_funnel: pl.DataFrame | None) -> list[str]:
-    """The card's yield funnel: per language (and crawl, where a language has several), each step's rows and their
-    share of the step before."""
+    """The card's yield funnel: per language (every crawl together: a column per crawl would make a card of eight
+    languages unreadable; the SQL view has them), each step's rows and their share of the step before."""
     lines = [
         "",
         "## Yield",
@@ -453,11 +453,8 @@ def _yield_section(yield_funnel: pl.DataFrame | None) -> list[str]:
     ]
     if yield_funnel is None or not yield_funnel.height:
         return [*lines, "_(no pages in the lake)_"]
-    crawls = yield_funnel.filter(pl.col("crawl") != "all").group_by("language").agg(pl.col("crawl").n_unique())
-    several = crawls.height > 0 and crawls["crawl"].max() > 1
-    shown = yield_funnel if several else yield_funnel.filter(pl.col("crawl") == "all")
-    cells = shown.with_columns(
-        column=pl.format("{} {}", "language", "crawl") if several else pl.col("language"),
+    cells = yield_funnel.filter(pl.col("crawl") == "all").with_columns(
+        column=pl.col("language"),
         cell=pl.when(pl.col("ratio_to_previous").is_null())
         .then(pl.col("rows").cast(pl.String))
         .otherwise(pl.format("{} (×{})", "rows", pl.col("ratio_to_previous").round(3))),

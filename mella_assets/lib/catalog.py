@@ -72,7 +72,7 @@ YIELD_STEPS = (
 )
 # A Common Crawl crawl's name in a WARC path (`crawl-data/CC-MAIN-2024-42/segments/…`); not followed by a digit,
 # so a WARC file's own name (`CC-MAIN-20241003…-00000.warc.gz`) does not match. RE2 in DuckDB: linear time.
-CRAWL_NAME_PATTERN = r"(CC-MAIN-[0-9]{4}-[0-9]{2})(?:[^0-9]|$)"
+CRAWL_NAME_PATTERN = r"(CC-MAIN-[0-9A-Z]{4}-[0-9]{2})(?:[^0-9]|$)"  # CC-MAIN-2024-42; the demo's CC-MAIN-DEMO-01
 OWN_CRAWL = "own"  # pages from own crawls and registered files that are not a Common Crawl crawl's
 ALL_CRAWLS = "all"  # every row of the language, also rows that cannot be traced to one crawl
 YIELD_SCHEMA = pl.Schema(
