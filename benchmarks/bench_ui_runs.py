@@ -1,7 +1,8 @@
 """One language partition launched through the Dagster instance, as the UI, a backfill or a sensor launches it, vs
 the same run executed in the demo's process.
 
-``ours``: a ``language_pipeline_job`` run for one partition created for the demo code location's job, submitted to
+``ours``: a ``language_pipeline_job`` run for one partition (its sources and shard runs done beforehand, in the
+prepared lake, as `language_phases_sensor` launches it) created for the demo code location's job, submitted to
 the instance (the local ``dagster.yaml`` `mella demo` writes: run queue, pools), dequeued by the queue daemon's own
 iteration (what `make ui`'s daemon does) and launched by the default run launcher through the code server: a new
 process imports the code location, loads the models and the detectors and executes every step with the executor
@@ -35,6 +36,47 @@ TARGET_RATIO = 1.5  # launched seconds / in-process seconds
 def restore(template: Path, lake: Path) -> None:
     shutil.rmtree(lake, ignore_errors=True)
     shutil.copytree(template, lake)
+
+
+def shards_worker(template: Path, port: int) -> None:
+    """(The subprocess side.) The partition's sources and shard runs, in place in the template lake: both sides
+    then time the language run alone — the run `language_phases_sensor` launches once a language's shards are
+    done (the language's per-page stages are language × shard runs of their own since the fan-out)."""
+    from mella_assets.demo.run import QUIET_RUN_CONFIG, configure_demo_environment, quiet_libraries
+
+    home = Path(tempfile.mkdtemp(prefix="mella-ui-shards-"))
+    try:
+        configure_demo_environment(str(template), str(home), port)
+        quiet_libraries()
+        import dagster as dg
+
+        from mella_assets.definitions import language_pipeline_assets, materialize_language
+        from mella_assets.demo.resources import demo_resources
+
+        before_language_run = {"crawl_sources", "raw_crawl", "alt_text_pairs", "images"}
+        assets = [a for a in language_pipeline_assets() if a.node_def.name in before_language_run]
+        result = materialize_language(
+            LANGUAGE,
+            assets,
+            resources=demo_resources(str(template), port),
+            instance=dg.DagsterInstance.ephemeral(),
+            run_config=QUIET_RUN_CONFIG,
+            raise_on_error=False,
+        )
+        if not result.success:
+            raise RuntimeError(f"the {LANGUAGE} sources and shard runs failed")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _shards(template: Path, port: int) -> None:
+    code = (
+        "import sys; from pathlib import Path; from benchmarks.bench_ui_runs import shards_worker; "
+        "shards_worker(Path(sys.argv[1]), int(sys.argv[2]))"
+    )
+    completed = subprocess.run([sys.executable, "-c", code, str(template), str(port)], capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(f"shard runs failed:\n{completed.stderr[-4000:]}")
 
 
 def in_process_worker(template: Path, lake: Path, home: Path, port: int, runs: int) -> list[float]:
@@ -140,6 +182,7 @@ def run(quick: bool = False) -> list[Row]:
         template, lake = Path(tmp) / "template", Path(tmp) / "lake"
         prepare(template, copies=1)
         port = int((template / "bench_port").read_text())
+        _shards(template, port)
         home = Path(tmp) / "dagster_home"
         # Interleaved, so load on a shared machine hits both alike; each in-process worker: a cold run, a warm one.
         launched, cold, warm = [], [], []
