@@ -37,6 +37,9 @@ SHARD_PARTITIONS = dg.StaticPartitionsDefinition(shard_keys(load_settings().shar
 PAGE_PARTITIONS = dg.MultiPartitionsDefinition(
     {LANGUAGE_DIMENSION: LANGUAGE_PARTITIONS, SHARD_DIMENSION: SHARD_PARTITIONS}
 )
+# A language × shard backfill runs MELLA_SHARDS_PER_RUN shards per run (one pod), in turn: each shard asset loops
+# over its run's partition keys (specs.each_shard). Fixed when the code location loads, like the shard count.
+SHARD_BACKFILL = dg.BackfillPolicy.multi_run(load_settings().shards_per_run)
 # Common Crawl crawls (e.g. CC-MAIN-2024-42): added in the UI (the asset's partitions, "Add partition"), by
 # `mella cc-select --register` or by the demo; `cc_selection` is partitioned by them.
 CRAWL_PARTITIONS = dg.DynamicPartitionsDefinition(name="crawls")

@@ -121,6 +121,13 @@ def _shard_count(raw: str) -> int:
     return count
 
 
+def _positive(raw: str) -> int:
+    count = _whole(raw)
+    if count < 1:
+        raise ValueError("must be a whole number of at least 1")
+    return count
+
+
 def _share(raw: str) -> float:
     try:
         share = float(raw)
@@ -346,6 +353,12 @@ class Settings:
         "MELLA_SHARDS", 4, _shard_count,
         "shards per language of the per-page stages (raw_crawl, alt_text_pairs, images): a site's pages share one, "
         "by the hash of its domain; changing it re-partitions (rematerialize those stages)",
+    )  # fmt: skip
+    shards_per_run: int = setting(
+        "MELLA_SHARDS_PER_RUN", 1, _positive,
+        "shards of a language x shard backfill that one run (one pod) works through in turn: the per-page stages' "
+        "backfill policy, fixed when the code location loads (1: a run per shard; more saves a run's start per "
+        "shard when shards are many and small)",
     )  # fmt: skip
     cc_index: str = setting(
         "MELLA_CC_INDEX", "", _text,

@@ -7,7 +7,7 @@ Every stage declares its assets through :func:`stage_specs`, so each table a sta
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -145,12 +145,26 @@ def language_of(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContex
     return partition_language_and_shard(context.partition_key)[0]
 
 
-def shard_of(context: dg.AssetExecutionContext) -> tuple[Language, str]:
-    """The run's language × shard partition: the registry's ``Language`` and the shard key (``"00"``)."""
-    language, shard = partition_language_and_shard(context.partition_key)
-    if shard is None:
-        raise ValueError(f"partition {context.partition_key!r} is not a language × shard partition")
-    return language, shard
+def each_shard(
+    context: dg.AssetExecutionContext,
+    run_shard: Callable[[Language, str], dg.MaterializeResult | tuple[dg.MaterializeResult, ...]],
+) -> dg.MaterializeResult | tuple[dg.MaterializeResult, ...]:
+    """Run a shard asset's body for every language × shard partition of the run, one after another (a backfill
+    batches MELLA_SHARDS_PER_RUN of them per run: :data:`~mella_assets.partitions.SHARD_BACKFILL`), so memory is
+    one shard's at a time. Each partition's materialization gets its own metadata (``add_asset_metadata`` by
+    partition key): counts stay per shard in the UI, whatever the batch."""
+    outcomes = []
+    for key in context.partition_keys:
+        language, shard = partition_language_and_shard(key)
+        if shard is None:
+            raise ValueError(f"partition {key!r} is not a language × shard partition")
+        outcome = run_shard(language, shard)
+        outcomes.append((key, (outcome,) if isinstance(outcome, dg.MaterializeResult) else outcome))
+    for key, results in outcomes:
+        for result in results:
+            context.add_asset_metadata(dict(result.metadata or {}), asset_key=result.asset_key, partition_key=key)
+    bare = tuple(dg.MaterializeResult(asset_key=result.asset_key) for result in outcomes[0][1])
+    return bare if len(bare) > 1 else bare[0]
 
 
 def progress_log(context: dg.AssetExecutionContext) -> ProgressLog:

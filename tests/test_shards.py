@@ -76,12 +76,12 @@ def crawl(tmp_path_factory):
 def one_process(crawl):
     """The reference: sources and every shard in one process; the rename events of each run."""
     lake = crawl.lake("one")
-    events = crawl.run(lake, "--sources", "--shards", ",".join(SHARDS))
-    return lake, {run["partition"]: run["events"] for run in events}
+    runs = crawl.run(lake, "--sources", "--shards", ",".join(SHARDS))
+    return lake, {run["partition"]: run["events"] for run in runs}, {run["partition"]: run["metadata"] for run in runs}
 
 
 def test_shards_split_a_languages_pages_by_site_with_no_page_in_two(one_process):
-    lake, _ = one_process
+    lake, _, _ = one_process
     shards = {s: pl.read_parquet(lake / f"tables/raw_crawl/language={LANGUAGE}/shard={s}/data.parquet") for s in SHARDS}
     pages = [url for frame in shards.values() for url in frame["page_url"].to_list()]
     assert len(pages) == len(set(pages)) > 0
@@ -96,7 +96,7 @@ def test_shards_split_a_languages_pages_by_site_with_no_page_in_two(one_process)
 
 
 def test_two_processes_sharing_a_languages_shards_write_the_lake_one_process_writes(crawl, one_process):
-    reference, _ = one_process
+    reference, _, _ = one_process
     lake = crawl.lake("two")
     crawl.run(lake, "--sources")
     children = [crawl.child(lake, "--shards", "00,02"), crawl.child(lake, "--shards", "01,03")]
@@ -108,7 +108,7 @@ def test_two_processes_sharing_a_languages_shards_write_the_lake_one_process_wri
 
 
 def test_a_shard_killed_mid_run_and_rerun_alone_leaves_the_lake_of_an_uninterrupted_run(crawl, one_process):
-    reference, events = one_process
+    reference, events, _ = one_process
     images = {
         s: pl.read_parquet(reference / f"tables/images/language={LANGUAGE}/shard={s}/data.parquet") for s in SHARDS
     }
@@ -127,3 +127,35 @@ def test_a_shard_killed_mid_run_and_rerun_alone_leaves_the_lake_of_an_uninterrup
     crawl.run(lake, "--shards", ",".join(s for s in SHARDS if s != shard))
     assert state_differences(state(lake), state(reference)) == []
     assert temp_files(lake) == []
+
+
+def test_a_backfill_batching_a_languages_shards_in_one_run_writes_the_lake_a_run_per_shard_writes(crawl, one_process):
+    """MELLA_SHARDS_PER_RUN > 1: a backfill gives one run a range of shards; each shard asset works through them in
+    turn (specs.each_shard). Same lake, and every partition's materialization has that shard's own counts."""
+    reference, _, separate = one_process
+    lake = crawl.lake("batched")
+    crawl.run(lake, "--sources")
+    keys = [f"{LANGUAGE}|{shard}" for shard in SHARDS]
+    runs = crawl.run(lake, "--shards", ",".join(SHARDS), "--batch")
+    assert [run["partition"] for run in runs] == [keys]
+    assert state_differences(state(lake), state(reference)) == []
+    assert temp_files(lake) == []
+    batched = runs[0]["metadata"]
+    for asset in ("raw_crawl", "alt_text_pairs", "alt_text_rejects", "images", "image_rejects"):
+        assert batched[asset] == {key: separate[key][asset][key] for key in keys}, asset
+    assert len({batched["raw_crawl"][key]["rows"] for key in keys}) > 1  # per shard, not one figure repeated
+
+
+def test_the_per_page_stages_backfill_policy_batches_mella_shards_per_run():
+    code = (
+        "import json; from mella_assets.definitions import defs; graph = defs.resolve_asset_graph();"
+        "print(json.dumps({k.to_user_string(): (lambda p: p and p.max_partitions_per_run)("
+        "graph.get(k).backfill_policy) for k in graph.get_all_asset_keys()}))"
+    )
+    env = {**CHILD_ENV, "MELLA_SHARDS_PER_RUN": "3"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    policies = json.loads(done.stdout.strip().splitlines()[-1])
+    sharded = {"raw_crawl", "alt_text_pairs", "alt_text_rejects", "images", "image_rejects"}
+    assert {name: policies[name] for name in sharded} == dict.fromkeys(sharded, 3)
+    assert policies["d_know"] is None and policies["mella_dataset"] is None  # a run per language

@@ -7,14 +7,14 @@ from pydantic import Field
 from mella_assets.crawl.cc_index import select_pages, selection_by_shard
 from mella_assets.crawl.range_reads import extract_selection
 from mella_assets.crawl.registration import extract_sources, register_sources, shard_pages
-from mella_assets.languages import LANGUAGES
+from mella_assets.languages import LANGUAGES, Language
 from mella_assets.lib.http import HttpFetcher
 from mella_assets.lib.watchdog import watched_stage
 from mella_assets.metadata import StageTimer, counts_by, table_metadata
-from mella_assets.partitions import CRAWL_PARTITIONS
+from mella_assets.partitions import CRAWL_PARTITIONS, SHARD_BACKFILL
 from mella_assets.resources.lake import Lake, current_shards
 from mella_assets.settings import load_settings
-from mella_assets.specs import COMMONCRAWL_POOL, NETWORK_RETRY, language_of, shard_of, stage_specs, table_result
+from mella_assets.specs import COMMONCRAWL_POOL, NETWORK_RETRY, each_shard, language_of, stage_specs, table_result
 from mella_assets.tables import CC_SELECTION, CRAWL_SOURCE_REJECTS, CRAWL_SOURCES, RAW_CRAWL
 
 
@@ -146,6 +146,7 @@ class RawCrawlConfig(dg.Config):
     specs=stage_specs("raw_crawl", deps=[CRAWL_SOURCES, CC_SELECTION]),
     pool=COMMONCRAWL_POOL,
     retry_policy=NETWORK_RETRY,
+    backfill_policy=SHARD_BACKFILL,
 )
 @watched_stage
 def raw_crawl(context: dg.AssetExecutionContext, config: RawCrawlConfig, lake: Lake) -> dg.MaterializeResult:
@@ -159,8 +160,13 @@ def raw_crawl(context: dg.AssetExecutionContext, config: RawCrawlConfig, lake: L
     are skipped and counted, never fatal. At the stage deadline the files done are written and the rest listed in
     the ``stage_deadline`` metadata; the next run extracts those.
     """
+    return each_shard(context, lambda language, shard: _raw_crawl_shard(context, config, lake, language, shard))
+
+
+def _raw_crawl_shard(
+    context: dg.AssetExecutionContext, config: RawCrawlConfig, lake: Lake, language: Language, shard: str
+) -> dg.MaterializeResult:
     timer = StageTimer()
-    language, shard = shard_of(context)
     sources = lake.read(CRAWL_SOURCES, language)
     done = extract_sources(sources, lake.store, config.nearby_context)
     stats = done.stats

@@ -9,14 +9,16 @@ from mella_assets.know.filters import DEFAULT_FILTER_CONFIG as DEFAULT
 from mella_assets.know.filters import FilterConfig
 from mella_assets.know.image_fetch import fetch_images
 from mella_assets.know.pairs import CANDIDATE_INDEX, judge_candidates
+from mella_assets.languages import Language
 from mella_assets.lib.text import keywords
 from mella_assets.lib.watchdog import watched_stage
 from mella_assets.metadata import StageTimer, table_metadata
+from mella_assets.partitions import SHARD_BACKFILL
 from mella_assets.resources.fetch import ImageFetcher
 from mella_assets.resources.lake import Lake
 from mella_assets.resources.langid import LanguageIdentification
 from mella_assets.settings import load_settings
-from mella_assets.specs import NETWORK_RETRY, language_of, progress_log, shard_of, stage_specs, table_result
+from mella_assets.specs import NETWORK_RETRY, each_shard, language_of, progress_log, stage_specs, table_result
 from mella_assets.tables import (
     ALT_TEXT_PAIRS,
     ALT_TEXT_REJECTS,
@@ -74,7 +76,9 @@ class AltTextFilterConfig(dg.Config):
         )
 
 
-@dg.multi_asset(name="alt_text_pairs", specs=stage_specs("alt_text_pairs", deps=[RAW_CRAWL]))
+@dg.multi_asset(
+    name="alt_text_pairs", specs=stage_specs("alt_text_pairs", deps=[RAW_CRAWL]), backfill_policy=SHARD_BACKFILL
+)
 @watched_stage
 def alt_text_pairs(
     context: dg.AssetExecutionContext, config: AltTextFilterConfig, lake: Lake, langid: LanguageIdentification
@@ -83,8 +87,13 @@ def alt_text_pairs(
     with a reason (missing/empty alt, file name, boilerplate, length, wrong language, duplicate, opt-out…). Each
     gets its ``alt_kind`` (caption, headline or description; ``know/alt_kind.py``), whose shares among the kept
     pairs are in the metadata. The body is ``know/pairs.py``, which ``mella extract --filter`` runs too."""
+    return each_shard(context, lambda language, shard: _judge_shard(config, lake, langid, language, shard))
+
+
+def _judge_shard(
+    config: AltTextFilterConfig, lake: Lake, langid: LanguageIdentification, language: Language, shard: str
+) -> tuple[dg.MaterializeResult, ...]:
     timer = StageTimer()
-    language, shard = shard_of(context)
     judged = judge_candidates(
         lake.read(RAW_CRAWL, language, shard), language, langid.identifier([language]), config.filter_config()
     )
@@ -114,7 +123,12 @@ def alt_text_pairs(
     ), table_result(ALT_TEXT_REJECTS, rejects)
 
 
-@dg.multi_asset(name="images", specs=stage_specs("images", deps=[ALT_TEXT_PAIRS]), retry_policy=NETWORK_RETRY)
+@dg.multi_asset(
+    name="images",
+    specs=stage_specs("images", deps=[ALT_TEXT_PAIRS]),
+    retry_policy=NETWORK_RETRY,
+    backfill_policy=SHARD_BACKFILL,
+)
 @watched_stage
 def images(context: dg.AssetExecutionContext, lake: Lake, fetcher: ImageFetcher) -> tuple[dg.MaterializeResult, ...]:
     """Every distinct image of the kept pairs, downloaded politely (robots.txt, per-host limits, retries) and
@@ -123,8 +137,13 @@ def images(context: dg.AssetExecutionContext, lake: Lake, fetcher: ImageFetcher)
     run (duplicates too) are not fetched again, nor URLs whose reject would repeat (a 404, a non-image, an image
     failing unchanged limits; ``fetcher.retry_rejected`` retries them); transient failures are retried. Exact
     and near duplicates point at the first copy (column ``duplicate``)."""
+    return each_shard(context, lambda language, shard: _images_shard(context, lake, fetcher, language, shard))
+
+
+def _images_shard(
+    context: dg.AssetExecutionContext, lake: Lake, fetcher: ImageFetcher, language: Language, shard: str
+) -> tuple[dg.MaterializeResult, ...]:
     timer = StageTimer()
-    language, shard = shard_of(context)
     urls = lake.read(ALT_TEXT_PAIRS, language, shard)["image_url"].unique(maintain_order=True).to_list()
     outcome = fetch_images(
         language,
