@@ -3,16 +3,21 @@ snapshot, ``mella/trigger=demo``), listed by the query the UI's job page sends, 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
 import time
+from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 from conftest import free_port
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
+from dagster._core.execution.backfill import BulkActionStatus
+from dagster._daemon.backfill import execute_backfill_iteration
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 from dagster_graphql.test.utils import execute_dagster_graphql
 
@@ -56,6 +61,15 @@ mutation Reexecute($params: ReexecutionParams!) {
     ... on LaunchRunSuccess { run { runId } }
     ... on PythonError { message stack }
     ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+LAUNCH_BACKFILL = """
+mutation Backfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message stack }
   }
 }
 """
@@ -157,3 +171,49 @@ def test_demo_runs_are_listed_on_the_job_page_with_their_code_location_and_re_ex
         selection_filter = {**runs_filter, "pipelineName": "selection_job"}
         (selection,) = query(workspace, JOB_RUNS, {"filter": selection_filter})["runsOrError"]["results"]
         assert {tag["key"]: tag["value"] for tag in selection["tags"]}["dagster/partition"] == DEMO_CRAWL
+
+
+def test_a_language_x_shard_backfill_launched_from_the_ui_runs_mella_shards_per_run_shards_per_run(
+    demo_one_language, monkeypatch
+):
+    """The backfill the README launches (shard_pipeline_job's assets, a language's shards), through the UI's mutation
+    and Dagster's own backfill daemon: with MELLA_SHARDS_PER_RUN=2 the code location's backfill policy gives each run
+    two shards (a partition range), and every shard's partition is materialized with its own counts."""
+    instance = demo_one_language["instance"]
+    # Read by the code server the workspace starts (this process keeps the suite's one shard).
+    monkeypatch.setenv("MELLA_SHARDS", "4")
+    monkeypatch.setenv("MELLA_SHARDS_PER_RUN", "2")
+    keys = [f"cs|{shard:02d}" for shard in range(4)]
+    shard_tables = ("raw_crawl", "alt_text_pairs", "alt_text_rejects", "images", "image_rejects")
+    params = {"partitionNames": keys, "assetSelection": [{"path": [name]} for name in shard_tables]}
+    with ui_workspace(instance) as workspace:
+        launched = query(workspace, LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        backfill_id = launched["backfillId"]
+        daemon, logger = QueuedRunCoordinatorDaemon(interval_seconds=1), logging.getLogger("backfill")
+        deadline = time.monotonic() + 900
+        while instance.get_backfill(backfill_id).status == BulkActionStatus.REQUESTED:
+            assert time.monotonic() < deadline, "backfill still running after 900 s"
+            list(execute_backfill_iteration(workspace, logger))  # what the daemon under `make ui` does
+            list(daemon.run_iteration(workspace))
+            time.sleep(1)
+        assert instance.get_backfill(backfill_id).status == BulkActionStatus.COMPLETED_SUCCESS
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+    assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in runs)
+    ranges = sorted(
+        (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]) for run in runs
+    )
+    assert ranges == [("cs|00", "cs|01"), ("cs|02", "cs|03")]
+    lake = Path(os.environ["MELLA_LAKE"])
+    for table in shard_tables:
+        rows = {}
+        for run in runs:
+            for record in instance.get_records_for_run(
+                run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+            ).records:
+                materialization = record.event_log_entry.asset_materialization
+                if materialization.asset_key == dg.AssetKey(table):
+                    rows[materialization.partition] = materialization.metadata["dagster/row_count"].value
+        # One materialization per shard, each with the row count of the file that shard wrote.
+        assert rows == {key: pl.scan_parquet(lake / f"tables/{table}/language=cs/shard={key[-2:]}/data.parquet")
+                        .select(pl.len()).collect().item() for key in keys}, table  # fmt: skip
