@@ -14,9 +14,9 @@ import dagster as dg
 import polars as pl
 import pytest
 from conftest import free_port
+from dagster._core.execution.backfill import BulkActionStatus
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
-from dagster._core.execution.backfill import BulkActionStatus
 from dagster._daemon.backfill import execute_backfill_iteration
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 from dagster_graphql.test.utils import execute_dagster_graphql
