@@ -74,3 +74,41 @@ def test_cc_select_register_adds_the_crawl_partition_the_pipeline_selects(crawl,
     # A crawl partition needs its name; and a selection with nowhere to go is a usage error.
     assert main(["cc-select", "--index", str(crawl.root), "--languages", "cs", "--register"]) == 2
     assert main(args) == 2
+
+
+def test_a_page_in_a_landed_warc_and_in_the_selection_is_read_once(crawl, tmp_path, monkeypatch):
+    """A Common Crawl WARC the operator also landed whole: its selected pages come from the landed file (no range
+    read of that file) and every page is in raw_crawl once (counted as ``selected_already_read``)."""
+    landed = crawl.warc_files[0]
+    lake_root = tmp_path / "lake"
+    (lake_root / "landing" / "cs").mkdir(parents=True)
+    (lake_root / "landing" / "cs" / "landed.warc.gz").write_bytes(crawl.warc_path(landed).read_bytes())
+    lake = Lake(root=str(lake_root))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(CRAWL_PARTITIONS.name, [crawl.crawl])
+    with RangeServer(crawl.root) as server:
+        monkeypatch.setenv("MELLA_CC_INDEX", str(crawl.root))
+        monkeypatch.setenv("MELLA_CC_WARC_BASE", server.url)
+        monkeypatch.setenv("MELLA_CC_RATE", "200")
+        config = {"ops": {"cc_selection": {"config": {"languages": ["cs"]}}}}
+        selected = dg.materialize(
+            [cc_selection], partition_key=crawl.crawl, resources={"lake": lake}, instance=instance, run_config=config
+        )
+        assert selected.success
+        runs = materialize_language("cs", [crawl_sources, raw_crawl], resources={"lake": lake}, instance=instance)
+        gets = server.warc_gets()
+    assert runs.success
+
+    store = LakeStore(lake_root)
+    czech = store.read_table_all_languages("cc_selection").filter(pl.col("language") == "cs")
+    in_landed = czech.filter(pl.col("warc_filename") == landed)
+    assert in_landed.height > 0 and in_landed.height < czech.height  # both routes have pages to give
+    pages = store.read_table("raw_crawl", "cs")
+    assert pages["page_url"].is_unique().all()
+    assert set(czech["url"]) <= set(pages["page_url"])
+    from_landed = pages.filter(pl.col("page_url").is_in(in_landed["url"].implode()))
+    assert from_landed.height == in_landed.height
+    assert all(uri.endswith("/landing/cs/landed.warc.gz") for uri in from_landed["warc_uri"])
+    assert gets and not any(get.path.endswith(landed) for get in gets)  # the landed file is never read by range
+    metadata = runs.asset_materializations_for_node("raw_crawl")[0].metadata
+    assert metadata["selected_already_read"].value == in_landed.height

@@ -139,7 +139,7 @@ def test_a_large_warc_streams_into_the_lake_with_small_memory_and_the_right_sha2
     store = LakeStore(tmp_path / "lake")
     with _WarcServer(big_warc) as server:
         url = server.url + WARC_PATH
-        key = download_key("cs", url)
+        key = download_key(url)
         tracemalloc.start()
         started = time.perf_counter()
         result = download_source(url, key, store, fetcher())
@@ -160,10 +160,10 @@ def test_a_dropped_connection_resumes_from_the_bytes_written_when_range_is_honou
     half = len(big_warc) // 2
     with _WarcServer(big_warc, drop_at=half) as server:
         url = server.url + WARC_PATH
-        result = download_source(url, download_key("cs", url), store, fetcher())
+        result = download_source(url, download_key(url), store, fetcher())
     assert server.log == [(WARC_PATH, None), (WARC_PATH, f"bytes={half}-")]
     assert (result.error_reason, result.resumes, result.restarts) == (None, 1, 0)
-    assert store.get_bytes(download_key("cs", url)) == big_warc
+    assert store.get_bytes(download_key(url)) == big_warc
     assert result.sha256 == hashlib.sha256(big_warc).hexdigest()
 
 
@@ -172,30 +172,30 @@ def test_a_server_that_ignores_range_sends_the_file_again_and_the_download_is_st
     half = len(big_warc) // 2
     with _WarcServer(big_warc, drop_at=half, honour_range=False) as server:
         url = server.url + WARC_PATH
-        result = download_source(url, download_key("cs", url), store, fetcher())
+        result = download_source(url, download_key(url), store, fetcher())
     assert server.log == [(WARC_PATH, None), (WARC_PATH, f"bytes={half}-")]
     assert (result.error_reason, result.restarts) == (None, 1)
     assert result.sha256 == hashlib.sha256(big_warc).hexdigest()
-    assert store.get_bytes(download_key("cs", url)) == big_warc
+    assert store.get_bytes(download_key(url)) == big_warc
 
 
 def test_a_busy_server_is_retried_and_then_resumed_after_a_cut(tmp_path, big_warc):
     store = LakeStore(tmp_path / "lake")
     with _WarcServer(big_warc, busy=2, drop_at=1000) as server:
         url = server.url + WARC_PATH
-        result = download_source(url, download_key("cs", url), store, fetcher())
+        result = download_source(url, download_key(url), store, fetcher())
     assert server.log == [(WARC_PATH, None)] * 3 + [(WARC_PATH, "bytes=1000-")]
     assert (result.error_reason, result.resumes) == (None, 1)
-    assert store.get_bytes(download_key("cs", url)) == big_warc
+    assert store.get_bytes(download_key(url)) == big_warc
 
 
 def test_a_body_over_the_cap_mid_stream_is_too_large_and_leaves_no_object_and_no_temp_file(tmp_path, big_warc):
     store = LakeStore(tmp_path / "lake")
     with _WarcServer(big_warc, announce_length=False) as server:  # no Content-Length: only the stream can tell
         url = server.url + WARC_PATH
-        result = download_source(url, download_key("cs", url), store, fetcher(max_bytes=len(big_warc) // 2))
+        result = download_source(url, download_key(url), store, fetcher(max_bytes=len(big_warc) // 2))
     assert (result.error_reason, result.status, result.sha256) == ("too_large", 200, None)
-    assert not store.exists(download_key("cs", url))
+    assert not store.exists(download_key(url))
     assert temp_files(tmp_path / "lake") == []
 
 
@@ -203,10 +203,10 @@ def test_a_redirect_to_a_private_address_is_refused_before_any_request_there(tmp
     store = LakeStore(tmp_path / "lake")
     with _WarcServer(big_warc, redirects={"/moved.warc.gz": "http://10.1.2.3" + WARC_PATH}) as server:
         url = server.url + "/moved.warc.gz"
-        result = download_source(url, download_key("cs", url), store, fetcher())
+        result = download_source(url, download_key(url), store, fetcher())
     assert (result.error_reason, result.status) == ("blocked_address", 302)
     assert server.log == [("/moved.warc.gz", None)]
-    assert not store.exists(download_key("cs", url)) and temp_files(tmp_path / "lake") == []
+    assert not store.exists(download_key(url)) and temp_files(tmp_path / "lake") == []
 
 
 def test_a_bare_common_crawl_path_reads_as_its_url_and_shares_its_download_key():
@@ -214,7 +214,7 @@ def test_a_bare_common_crawl_path_reads_as_its_url_and_shares_its_download_key()
     entries = parse_registry(f"{path}\n{COMMON_CRAWL_BASE}{path}\ncrawl-data/../etc/passwd.warc.gz\n")
     assert [(e.text, e.url) for e in entries[:1]] == [(path, COMMON_CRAWL_BASE + path)]
     assert len(entries) == 2 and entries[1].url is None  # the URL was the same entry; ".." stays a local path
-    assert download_key("cs", entries[0].url) == download_key("cs", COMMON_CRAWL_BASE + path)
+    assert download_key(entries[0].url) == download_key(COMMON_CRAWL_BASE + path)
 
 
 # -- S3 lake (moto_server on loopback) ---------------------------------------------------------------------------
@@ -242,7 +242,7 @@ def test_a_source_downloads_into_an_s3_lake_through_its_cache(s3, tmp_path, big_
     store = LakeStore("s3://mella/download", cache_dir=tmp_path / "cache")
     with _WarcServer(big_warc, drop_at=len(big_warc) // 3) as server:
         url = server.url + WARC_PATH
-        key = download_key("cs", url)
+        key = download_key(url)
         result = download_source(url, key, store, fetcher())
     assert (result.error_reason, result.resumes) == (None, 1)
     assert hashlib.sha256(store.get_bytes(key)).hexdigest() == result.sha256 == hashlib.sha256(big_warc).hexdigest()

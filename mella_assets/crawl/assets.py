@@ -6,7 +6,7 @@ from pydantic import Field
 
 from mella_assets.crawl.cc_index import select_pages, selection_by_shard
 from mella_assets.crawl.range_reads import extract_selection
-from mella_assets.crawl.registration import extract_sources, register_sources, shard_pages
+from mella_assets.crawl.registration import extract_sources, register_sources, route_by_declared_language
 from mella_assets.languages import LANGUAGES, Language
 from mella_assets.lib.http import HttpFetcher
 from mella_assets.lib.watchdog import watched_stage
@@ -52,7 +52,8 @@ def crawl_sources(
 ) -> tuple[dg.MaterializeResult, ...]:
     """WARC files registered for the language: every file in ``landing/<code>/`` (origin ``landing``, or
     ``crawler`` for files the polite crawler wrote) plus the paths and URLs listed in ``sources/<code>.txt``
-    (origin ``external``; URLs downloaded once into ``external/<code>/``), with size and sha256.
+    (origin ``external``; also the entries of ``sources/all.txt``, registered for every language; URLs downloaded
+    once into ``external/``, shared by every language), with size and sha256.
 
     A file seen before keeps its first ``registered_at``, so rerunning changes nothing. Registry entries that
     cannot be read go to ``crawl_source_rejects`` with a reason. At the stage deadline the files registered so far
@@ -139,6 +140,13 @@ class RawCrawlConfig(dg.Config):
         description="Also take bounded nearby text (≤ 200 chars) as context when an image has no <figcaption>; "
         "costs ~30 % of extraction speed.",
     )
+    route_by_declared_language: bool = Field(
+        True,
+        description="Leave out pages whose own declaration (<html lang>, else og:locale) names another language "
+        "(counted as declares_other_language): the crawl-side twin of alt_text_pairs' page_language_gate, so "
+        "their candidates never reach the alt-text filters nor alt_text_rejects. English and disagreeing "
+        "declarations stay.",
+    )
 
 
 @dg.multi_asset(
@@ -153,12 +161,15 @@ def raw_crawl(context: dg.AssetExecutionContext, config: RawCrawlConfig, lake: L
     """One row per HTML response of the registered WARCs whose site falls in this partition's shard, with every
     unfiltered image candidate of the page.
 
-    Each WARC's extraction is cached in the lake by the file's sha256 (``cache/raw_crawl/``), so adding one
-    file to a language extracts only that file, and the language's other shards read the cached pages (counted
-    as ``other_shard``). Context is the image's ``<figcaption>``; with the ``nearby_context`` config also the text
-    around an image without one (cached apart, so switching recomputes). Non-HTML, non-200 and malformed records
-    are skipped and counted, never fatal. At the stage deadline the files done are written and the rest listed in
-    the ``stage_deadline`` metadata; the next run extracts those.
+    Each WARC is extracted once for every language and shard and cached in per-shard slices by its sha256
+    (``cache/raw_crawl/<version>/<sha256>/shards-N/``): adding a file extracts only that file, and a shard run reads
+    only its own slice of each file (the file's other pages counted as ``other_shard``). Pages whose own declaration
+    names another language are left out (``declares_other_language``; config ``route_by_declared_language``). The
+    shard's pages selected from Common Crawl's index are read by range, each once (``selected_already_read``: a
+    registered WARC or another crawl had it). Context is the image's ``<figcaption>``; with the ``nearby_context``
+    config also the text around an image without one (cached apart, so switching recomputes). Non-HTML, non-200
+    and malformed records are skipped and counted, never fatal. At the stage deadline the files done are written
+    and the rest listed in the ``stage_deadline`` metadata; the next run extracts those.
     """
     return each_shard(context, lambda language, shard: _raw_crawl_shard(context, config, lake, language, shard))
 
@@ -168,25 +179,31 @@ def _raw_crawl_shard(
 ) -> dg.MaterializeResult:
     timer = StageTimer()
     sources = lake.read(CRAWL_SOURCES, language)
-    done = extract_sources(sources, lake.store, config.nearby_context)
+    done = extract_sources(sources, lake.store, config.nearby_context, shard=int(shard), shards=len(current_shards()))
     stats = done.stats
     if done.unfinished:
         context.log.warning(
             f"stage deadline: {len(done.unfinished)} of {sources.height} WARC files not extracted (written without "
             "them; the next run extracts only those)"
         )
-    frame, other_shards = shard_pages(done, int(shard), len(current_shards()))
+    frame, other_shards = done.pages(), done.other_shard
     # The shard's pages of every registered crawl, read by range: each selected record once, no WARC copied.
     selection = lake.read_crawls(CC_SELECTION, crawls_of(context), language, shard)
+    # A page is read once: not by range when a registered WARC had it, once when several crawls selected it (the
+    # first crawl's copy). A page's shard is its site's, so the registered copy is in this shard too.
+    to_read = selection.unique("url", keep="first", maintain_order=True)
+    if frame is not None:
+        to_read = to_read.filter(pl.col("url").is_in(frame["page_url"].implode()).not_())
     ranged = None
-    if selection.height:
+    if to_read.height:
         settings = load_settings()
         ranged = extract_selection(
-            selection, settings.cc_warc_base, stats, nearby_context=config.nearby_context,
+            to_read, settings.cc_warc_base, stats, nearby_context=config.nearby_context,
             concurrency=settings.cc_concurrency, rate=settings.cc_rate,
         )  # fmt: skip
         frame = ranged.pages if frame is None else pl.concat([frame, ranged.pages], how="vertical_relaxed")
     frame = frame if frame is not None else RAW_CRAWL.empty().drop("language")
+    frame, routed = route_by_declared_language(frame, language) if config.route_by_declared_language else (frame, 0)
     frame = frame.with_columns(pl.lit(language.code).alias("language"))
     failed = ranged.failures.height if ranged is not None else 0
     lake.write(RAW_CRAWL, language, frame, shard)
@@ -201,6 +218,8 @@ def _raw_crawl_shard(
             # Every record read that is not a page: what it was instead.
             dropped={
                 "other_shard": other_shards,
+                # Pages declaring another language (RawCrawlConfig.route_by_declared_language).
+                "declares_other_language": routed,
                 # Selected records whose range read failed after its retries (the next run reads them again).
                 "range_read_failed": failed,
                 "not_a_response": stats.records - stats.responses,
@@ -217,6 +236,8 @@ def _raw_crawl_shard(
             extra={
                 "warc_files": sources.height,
                 "selected_records": selection.height,
+                # Selected pages not read by range: a registered WARC had them, or another crawl's copy was read.
+                "selected_already_read": selection.height - to_read.height,
                 "range_reads": dg.MetadataValue.json(ranged.read.as_dict() if ranged is not None else {}),
                 "warc_files_extracted": done.extracted,
                 "warc_files_cached": done.cached,

@@ -4,10 +4,15 @@ One entry per line: a local path (absolute, ``~``, or ``file://``), an ``http(s)
 path as listed in a crawl's ``warc.paths.gz`` (``crawl-data/CC-MAIN-2024-33/segments/.../x.warc.gz``, read as
 ``https://data.commoncrawl.org/<path>``). ``#`` starts a comment.
 
-URLs are downloaded once into the lake (``external/<code>/<hash>.warc.gz``, named by the full URL's sha256, so a
-rerun finds it and a bare Common Crawl path shares the key of its URL) through the guarded fetcher, streamed to a
-temporary file with its sha256 computed on the way and resumed after a dropped connection when the server allows
-it (a Common Crawl WARC is ~1.0-1.3 GB); only a complete file appears under the key. Failures become reasons.
+``sources/all.txt`` holds entries registered for every language of the registry (one list registers a Common Crawl
+WARC for all of them): ISO 639-1 codes have two letters, so ``all`` is never a language's list.
+
+URLs are downloaded once into the lake for every language (``external/<hash>.warc.gz``, named by the full URL's
+sha256, so a rerun and the other languages find it and a bare Common Crawl path shares the key of its URL) through
+the guarded fetcher, streamed to a temporary file with its sha256 computed on the way and resumed after a dropped
+connection when the server allows it (a Common Crawl WARC is ~1.0-1.3 GB); only a complete file appears under the
+key. Failures become reasons. A file downloaded before under the per-language key (``external/<code>/<hash>...``)
+is used where it is.
 """
 
 from __future__ import annotations
@@ -27,8 +32,16 @@ COMMON_CRAWL_BASE = "https://data.commoncrawl.org/"
 _COMMON_CRAWL_PATH = re.compile(r"crawl-data/CC-MAIN-[A-Za-z0-9._/-]+\.warc(\.gz)?")
 
 
+ALL_LANGUAGES_REGISTRY = "sources/all.txt"
+
+
 def registry_key(language: str) -> str:
     return f"sources/{language}.txt"
+
+
+def registry_keys(language: str) -> tuple[str, str]:
+    """The lists a language's sources come from: its own, then the one for every language."""
+    return registry_key(language), ALL_LANGUAGES_REGISTRY
 
 
 @dataclass(frozen=True)
@@ -63,10 +76,20 @@ def parse_registry(text: str) -> list[SourceEntry]:
     return entries
 
 
-def download_key(language: str, url: str) -> str:
-    """Lake key of a downloaded source: named by the URL's hash (no path from the URL reaches the lake)."""
+def download_key(url: str) -> str:
+    """Lake key of a downloaded source, the same for every language that registers the URL: named by the URL's
+    hash (no path from the URL reaches the lake)."""
+    return f"external/{_download_name(url)}"
+
+
+def legacy_download_key(language: str, url: str) -> str:
+    """Where a language's download of ``url`` was stored before downloads were shared (one copy per language)."""
+    return f"external/{language}/{_download_name(url)}"
+
+
+def _download_name(url: str) -> str:
     suffix = ".warc" if urlsplit(url).path.endswith(".warc") else ".warc.gz"
-    return f"external/{language}/{hashlib.sha256(url.encode()).hexdigest()[:24]}{suffix}"
+    return f"{hashlib.sha256(url.encode()).hexdigest()[:24]}{suffix}"
 
 
 def download_source(url: str, key: str, store: LakeStore, fetcher: HttpFetcher) -> DownloadResult:

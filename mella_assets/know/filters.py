@@ -38,7 +38,12 @@ from mella_assets.know.boilerplate import (
 from mella_assets.know.credits import has_content_words, strip_credits
 from mella_assets.languages import Language
 from mella_assets.lib.langid import LanguageCheck, LanguageIdentifier
-from mella_assets.lib.page_language import host_of, language_tag_prefix, page_languages, with_site_priors
+from mella_assets.lib.page_language import (
+    declared_mismatch,
+    host_of,
+    page_languages,
+    with_site_priors,
+)
 from mella_assets.lib.serbo_croatian import serbian_evidence
 from mella_assets.lib.text import normalize_text, script_of, word_units
 
@@ -264,17 +269,6 @@ def _site_repeated(frame: pl.DataFrame, config: FilterConfig) -> pl.Expr:
         & (pages_with_alt >= config.site_repeat_min_pages)
         & (pages_with_alt >= config.site_repeat_min_share * host_pages)
     ).fill_null(False)
-
-
-def declared_mismatch(html_lang: str | None, og_locale: str | None, language: Language) -> bool:
-    """True when the page declares a language that is not ``language`` (one of its labels): ``<html lang>``,
-    else ``og:locale``. Silent, English (an unchanged CMS default), or two declarations that disagree: False,
-    the text decides."""
-    html, og = language_tag_prefix(html_lang), language_tag_prefix(og_locale)
-    if html is not None and og is not None and html != og:
-        return False
-    declared = html or og
-    return declared is not None and declared != "en" and declared not in language.labels
 
 
 def _text_for_language_id(text: str, language: Language) -> str:

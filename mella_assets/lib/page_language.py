@@ -128,6 +128,17 @@ def page_language(
     return PageLanguage(declared, source if declared is not None else None)
 
 
+def declared_mismatch(html_lang: str | None, og_locale: str | None, language: Language) -> bool:
+    """True when the page declares a language that is not ``language`` (one of its labels): ``<html lang>``,
+    else ``og:locale``. Silent, English (an unchanged CMS default), or two declarations that disagree: False,
+    the text decides. The alt-text gate's page-level condition, and the crawl's routing of pages to languages."""
+    html, og = language_tag_prefix(html_lang), language_tag_prefix(og_locale)
+    if html is not None and og is not None and html != og:
+        return False
+    declared = html or og
+    return declared is not None and declared != ENGLISH and declared not in language.labels
+
+
 def page_languages(
     html_langs: Iterable[str | None], og_locales: Iterable[str | None], page_urls: Iterable[str | None]
 ) -> list[PageLanguage]:
