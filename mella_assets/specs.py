@@ -15,6 +15,7 @@ import dagster as dg
 import polars as pl
 
 from mella_assets.languages import Language
+from mella_assets.lib.cache import ConfigurationError
 from mella_assets.lib.progress import ProgressLog
 from mella_assets.lib.watchdog import StageTimeout
 from mella_assets.metadata import counts_by, preview_table
@@ -79,11 +80,11 @@ def retried_only_when_remote(remote: bool) -> Iterator[None]:
     """Run a model step's work so that its failure is retried by :data:`NETWORK_RETRY` only when ``remote`` (an
     OpenAI-compatible server: it may be restarting or overloaded past the client's own retries). An in-process
     model failing is not transient (a wrong path, a broken model, the same GPU out of memory again): the step fails
-    at once, without the retry delays. Neither is a stage that ran past its deadline: the deadline bounds its time,
-    a retry would only extend it."""
+    at once, without the retry delays. Neither is a stage that ran past its deadline (the deadline bounds its time,
+    a retry would only extend it) nor a server refusing the configuration (a bad key, a wrong URL or model)."""
     try:
         yield
-    except StageTimeout as error:
+    except (StageTimeout, ConfigurationError) as error:
         raise dg.Failure(str(error), allow_retries=False) from error
     except dg.Failure as failure:
         failure.allow_retries = failure.allow_retries and remote

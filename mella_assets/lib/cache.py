@@ -148,6 +148,11 @@ class ItemFailure:
     detail: str
 
 
+class ConfigurationError(RuntimeError):
+    """An error that blames the setup (a refused key, a wrong URL or model), never an item: it propagates through
+    :class:`PerItemCalls`, and the step fails without retries (``specs.retried_only_when_remote``)."""
+
+
 class PerItemCalls:
     """Calls a model on a batch so that one bad item costs itself, not its batch or the stage.
 
@@ -155,7 +160,7 @@ class PerItemCalls:
     one that still raises gets an :class:`ItemFailure` (``reason``, the error) in its place. A model that raises on
     every item it is given (two or more) is broken, not its inputs: :meth:`check_model` then re-raises the first
     error, so a wrong model path or a missing dependency fails the stage instead of rejecting every row. A
-    :class:`StageTimeout` is never an item's fault and propagates."""
+    :class:`StageTimeout` or :class:`ConfigurationError` is never an item's fault and propagates."""
 
     def __init__(self) -> None:
         self.attempted = 0
@@ -165,7 +170,7 @@ class PerItemCalls:
         self.attempted += len(batch)
         try:
             return list(function(batch))
-        except StageTimeout:
+        except (StageTimeout, ConfigurationError):
             raise
         except Exception as error:
             if len(batch) == 1:
@@ -174,7 +179,7 @@ class PerItemCalls:
         for index in batch:
             try:
                 results.extend(function([index]))
-            except StageTimeout:
+            except (StageTimeout, ConfigurationError):
                 raise
             except Exception as error:
                 results.append(self._failure(error, reason))

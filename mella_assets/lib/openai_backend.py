@@ -27,6 +27,7 @@ from typing import Any
 
 from PIL import Image
 
+from mella_assets.lib.cache import ConfigurationError
 from mella_assets.lib.vlm import DEFAULT_MAX_PIXELS, STORED_BYTES_KEY, Generation, prepare_image
 
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -45,6 +46,11 @@ class ItemError:
 
 class BackendUnavailable(RuntimeError):
     """The server kept failing (429 / 5xx / timeouts) after every retry."""
+
+
+class BackendMisconfigured(BackendUnavailable, ConfigurationError):
+    """The server refused the configuration (401 / 403 bad key, 404 wrong URL or model): retrying cannot help, so
+    the step fails at once rather than after the network retry policy's waits."""
 
 
 @dataclass(frozen=True)
@@ -168,7 +174,7 @@ class ChatCompletionsClient:
             if error.code in ITEM_ERROR_STATUSES:
                 return ItemError(reason="backend_rejected", detail=f"HTTP {error.code}: {detail}")
             hint = f" (is ${self.api_key_env} set to a valid key?)" if error.code in (401, 403) else ""
-            raise BackendUnavailable(f"{self.endpoint}: HTTP {error.code}{hint}: {detail}") from error
+            raise BackendMisconfigured(f"{self.endpoint}: HTTP {error.code}{hint}: {detail}") from error
         except TimeoutError as error:
             self._count("timeouts")
             raise _Retryable(f"timeout after {self.timeout_s}s") from error
