@@ -17,6 +17,7 @@ from mella_assets.demo.tiny_models import TinyModels
 from mella_assets.languages import LANGUAGES
 from mella_assets.lib.lake import LakeStore
 from support.chat_templates import TEMPLATES, with_template
+from support.terminal import mella
 
 STEPS, LOG_EVERY = 12, 4
 
@@ -101,3 +102,14 @@ def test_bad_data_is_a_clear_error(export: Path, tiny: TinyModels, tmp_path: Pat
     records.write_text(json.dumps({"image": "gone.jpg", "prompt": "p", "answer": "a"}) + "\n")
     code, _, err = run_train(capsys, *base, "--data", str(records))
     assert code == 1 and "1 of 1 images are missing" in err
+
+
+def test_mella_train_shows_a_bar_over_the_steps_on_a_terminal_only(export: Path, tiny: TinyModels, tmp_path: Path):
+    args = ["train", "--base-model", str(tiny.captioner), "--data", str(export), "--method", "full"]
+    args += ["--max-steps", "4", "--log-every", "2"]
+    code, shown = mella([*args, "--output", str(tmp_path / "a")], terminal=True, timeout_s=300)
+    assert code == 0, shown
+    assert "training steps:" in shown and "2/4 [" in shown and "loss=" in shown, shown
+    code, piped = mella([*args, "--output", str(tmp_path / "b")], terminal=False, timeout_s=300)
+    assert code == 0, piped
+    assert "training steps" not in piped and "\r" not in piped

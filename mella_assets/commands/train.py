@@ -21,6 +21,8 @@ from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 from typing import Any
 
+from mella_assets.lib.progress import terminal_bar
+
 # Fields the command sets itself (the data and output flags), not from a flag of the same name.
 COMMAND_FIELDS = ("base_model", "train_file", "output_dir", "work_dir", "base_model_source")
 RESUME_FOLDER = ".resume"
@@ -146,9 +148,10 @@ def run(args: argparse.Namespace) -> int:
     train_file.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples), encoding="utf-8")
     try:
         config = build_config(args, train_file)
-        result, location = train_from_mapping(
-            asdict(config), log=lambda entry: print(json.dumps(entry), flush=True), train=trainer_function(args.trainer)
-        )
+        with terminal_bar(config.max_steps, "training steps", "step") as bar:
+            result, location = train_from_mapping(
+                asdict(config), log=_printing_to_stdout(bar), train=trainer_function(args.trainer)
+            )
     except NoAnswerTokens as error:  # an example the template gives no answer token: the data's fault
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -161,6 +164,22 @@ def run(args: argparse.Namespace) -> int:
     shutil.rmtree(resume)  # finished: nothing left to resume
     print(json.dumps({"result": {**asdict(result), "output_dir": location}}), flush=True)
     return 0
+
+
+def _printing_to_stdout(bar: Any) -> Any:
+    """The trainer's log: each entry as a JSON line on stdout; a progress entry also moves the terminal's bar (on
+    stderr, only at a terminal) to its step, with the window's loss."""
+    from tqdm import tqdm
+
+    def log(entry: dict) -> None:
+        with tqdm.external_write_mode(file=sys.stdout):  # the line prints above the bar, not through it
+            print(json.dumps(entry), flush=True)
+        if entry.get("event") == "progress" and isinstance(entry.get("step"), int):
+            bar.update(entry["step"] - bar.n)  # a resumed run starts where it stopped
+            if isinstance(entry.get("loss"), float):
+                bar.set_postfix(loss=f"{entry['loss']:.3f}", refresh=False)
+
+    return log
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
