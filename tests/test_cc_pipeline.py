@@ -25,8 +25,10 @@ def crawl(tmp_path_factory):
     return build_mini_crawl(tmp_path_factory.mktemp("cc"), languages=LANGUAGES, pages_per_language=10)
 
 
-def test_a_registered_crawl_feeds_raw_crawl_shards_by_range_reads_only(crawl, tmp_path, monkeypatch):
-    lake = Lake(root=str(tmp_path / "lake"))
+def select_and_extract_czech(crawl, lake_root, monkeypatch, languages: list[str]):
+    """Register the crawl, run `cc_selection` for ``languages`` and Czech's sources and `raw_crawl` shards with the
+    WARCs served by a loopback Range server; gives the language's runs, the server's WARC GETs and its URL."""
+    lake = Lake(root=str(lake_root))
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(CRAWL_PARTITIONS.name, [crawl.crawl])
     with RangeServer(crawl.root) as server:
@@ -35,12 +37,17 @@ def test_a_registered_crawl_feeds_raw_crawl_shards_by_range_reads_only(crawl, tm
         monkeypatch.setenv("MELLA_CC_RATE", "200")
         selected = dg.materialize(
             [cc_selection], partition_key=crawl.crawl, resources={"lake": lake}, instance=instance,
-            run_config={"ops": {"cc_selection": {"config": {"languages": list(LANGUAGES)}}}},
+            run_config={"ops": {"cc_selection": {"config": {"languages": languages}}}},
         )  # fmt: skip
         assert selected.success
         runs = materialize_language("cs", [crawl_sources, raw_crawl], resources={"lake": lake}, instance=instance)
         gets = server.warc_gets()
     assert runs.success
+    return runs, gets, server.url
+
+
+def test_a_registered_crawl_feeds_raw_crawl_shards_by_range_reads_only(crawl, tmp_path, monkeypatch):
+    runs, gets, served_from = select_and_extract_czech(crawl, tmp_path / "lake", monkeypatch, list(LANGUAGES))
 
     store = LakeStore(tmp_path / "lake")
     selection = store.read_table_all_languages("cc_selection")
@@ -58,7 +65,7 @@ def test_a_registered_crawl_feeds_raw_crawl_shards_by_range_reads_only(crawl, tm
     expected = whole.filter(pl.col("page_url").is_in(czech["url"].to_list())).sort("warc_uri", "record_offset")
     assert pages.height == czech.height > 0
     assert pages.drop("warc_uri", "language").equals(expected.drop("warc_uri"))
-    assert sorted(pages["warc_uri"]) == sorted(server.url + name for name in czech["warc_filename"])
+    assert sorted(pages["warc_uri"]) == sorted(served_from + name for name in czech["warc_filename"])
     metadata = runs.asset_materializations_for_node("raw_crawl")[0].metadata
     assert metadata["selected_records"].value == czech.height
 
@@ -83,21 +90,7 @@ def test_a_page_in_a_landed_warc_and_in_the_selection_is_read_once(crawl, tmp_pa
     lake_root = tmp_path / "lake"
     (lake_root / "landing" / "cs").mkdir(parents=True)
     (lake_root / "landing" / "cs" / "landed.warc.gz").write_bytes(crawl.warc_path(landed).read_bytes())
-    lake = Lake(root=str(lake_root))
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(CRAWL_PARTITIONS.name, [crawl.crawl])
-    with RangeServer(crawl.root) as server:
-        monkeypatch.setenv("MELLA_CC_INDEX", str(crawl.root))
-        monkeypatch.setenv("MELLA_CC_WARC_BASE", server.url)
-        monkeypatch.setenv("MELLA_CC_RATE", "200")
-        config = {"ops": {"cc_selection": {"config": {"languages": ["cs"]}}}}
-        selected = dg.materialize(
-            [cc_selection], partition_key=crawl.crawl, resources={"lake": lake}, instance=instance, run_config=config
-        )
-        assert selected.success
-        runs = materialize_language("cs", [crawl_sources, raw_crawl], resources={"lake": lake}, instance=instance)
-        gets = server.warc_gets()
-    assert runs.success
+    runs, gets, _ = select_and_extract_czech(crawl, lake_root, monkeypatch, ["cs"])
 
     store = LakeStore(lake_root)
     czech = store.read_table_all_languages("cc_selection").filter(pl.col("language") == "cs")

@@ -139,37 +139,34 @@ def test_a_step_whose_server_fails_once_is_retried_in_process_and_succeeds(tiny,
     assert seconds < 60  # the wait is the setting's (0-2 s), not the default 30 s
 
 
-def test_a_server_refusing_the_key_fails_the_step_at_once_without_retries(tiny, tmp_path, monkeypatch):
-    """401 is a configuration error, not an outage: the network retry policy's waits would only delay the news."""
+def captions_failing_at_once(tmp_path, monkeypatch, captioner: Captioner) -> str:
+    """Materialize ``mllm_captions`` with ``captioner`` under a retry policy of three 30 s waits; assert the step
+    failed once, without a retry nor its wait, and give the failure's message."""
     monkeypatch.setenv("MELLA_RETRY_MAX_RETRIES", "3")
     monkeypatch.setenv("MELLA_RETRY_DELAY_S", "30")
-    store_two_images(tmp_path)
-    vlm = VisionLanguageModel.from_pretrained(str(tiny.captioner))
-    with ChatCompletionsServer(captioner=vlm, api_key="the-right-key") as server:
-        captioner = Captioner(backend="openai", url=server.url, model="tiny-captioner", api_key="a-wrong-key",
-                              max_retries=0, max_new_tokens=6)  # fmt: skip
-        started = time.monotonic()
-        result = dg.materialize([mllm_captions], partition_key="cs", raise_on_error=False,
-                                resources={"lake": Lake(root=str(tmp_path)), "captioner": captioner})  # fmt: skip
-    assert not result.success
-    types = event_types(result)
-    assert "STEP_UP_FOR_RETRY" not in types and types.count("STEP_FAILURE") == 1
-    (failure,) = [event for event in result.all_events if event.is_step_failure]
-    assert "HTTP 401" in failure.step_failure_data.error.message
-    assert time.monotonic() - started < 25  # no 30 s retry wait
-
-
-def test_an_in_process_model_failing_is_not_retried(tmp_path, monkeypatch):
-    monkeypatch.setenv("MELLA_RETRY_MAX_RETRIES", "3")
-    monkeypatch.setenv("MELLA_RETRY_DELAY_S", "30")
-    store_two_images(tmp_path)
-    captioner = Captioner(backend="transformers", model="lake://models/missing/captioner")
     started = time.monotonic()
     result = dg.materialize([mllm_captions], partition_key="cs", raise_on_error=False,
                             resources={"lake": Lake(root=str(tmp_path)), "captioner": captioner})  # fmt: skip
     assert not result.success
     types = event_types(result)
     assert "STEP_UP_FOR_RETRY" not in types and types.count("STEP_FAILURE") == 1
-    (failure,) = [event for event in result.all_events if event.is_step_failure]
-    assert "model lake://models/missing/captioner is not in the lake" in failure.step_failure_data.error.message
     assert time.monotonic() - started < 25  # no 30 s retry wait
+    (failure,) = [event for event in result.all_events if event.is_step_failure]
+    return failure.step_failure_data.error.message
+
+
+def test_a_server_refusing_the_key_fails_the_step_at_once_without_retries(tiny, tmp_path, monkeypatch):
+    """401 is a configuration error, not an outage: the network retry policy's waits would only delay the news."""
+    store_two_images(tmp_path)
+    vlm = VisionLanguageModel.from_pretrained(str(tiny.captioner))
+    with ChatCompletionsServer(captioner=vlm, api_key="the-right-key") as server:
+        captioner = Captioner(backend="openai", url=server.url, model="tiny-captioner", api_key="a-wrong-key",
+                              max_retries=0, max_new_tokens=6)  # fmt: skip
+        assert "HTTP 401" in captions_failing_at_once(tmp_path, monkeypatch, captioner)
+
+
+def test_an_in_process_model_failing_is_not_retried(tmp_path, monkeypatch):
+    store_two_images(tmp_path)
+    captioner = Captioner(backend="transformers", model="lake://models/missing/captioner")
+    message = captions_failing_at_once(tmp_path, monkeypatch, captioner)
+    assert "model lake://models/missing/captioner is not in the lake" in message
