@@ -32,6 +32,7 @@ from mella_assets.demo.run import (
     prepare_demo_inputs,
 )
 from mella_assets.partitions import page_partition_keys
+from mella_assets.sensors.phases import phase_of, requests_after, run_languages
 
 pytestmark = pytest.mark.slow
 
@@ -204,6 +205,10 @@ def test_a_language_x_shard_backfill_launched_from_the_ui_runs_mella_shards_per_
         (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]) for run in runs
     )
     assert ranges == [("cs|00", "cs|01"), ("cs|02", "cs|03")]
+    # language_phases_sensor follows a backfill's range runs too: the language's run comes next.
+    last = max(runs, key=lambda run: run.tags["dagster/asset_partition_range_start"])
+    assert run_languages(last) == ["cs"] and phase_of(last) == "shard_pipeline_job"
+    assert [(r.job_name, r.partition_key) for r in requests_after(instance, last)] == [("language_pipeline_job", "cs")]
     lake = Path(os.environ["MELLA_LAKE"])
     for table in shard_tables:
         rows = {}
