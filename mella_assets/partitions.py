@@ -18,16 +18,11 @@ import warnings
 import dagster as dg
 
 from mella_assets.languages import LANGUAGES, Language
+from mella_assets.lib.lake import shard_keys
 from mella_assets.settings import load_settings
 
 LANGUAGE_DIMENSION = "language"
 SHARD_DIMENSION = "shard"
-
-
-def shard_keys(count: int) -> list[str]:
-    """The shard partition keys for ``count`` shards: zero-padded, so they sort as numbers (``00`` … ``15``)."""
-    width = max(2, len(str(count - 1)))
-    return [f"{index:0{width}d}" for index in range(count)]
 
 
 LANGUAGE_PARTITIONS = dg.StaticPartitionsDefinition(list(LANGUAGES))

@@ -348,6 +348,10 @@ class Settings:
         "most share of D_know pairs whose alt text is a reused headline (alt_kind headline); the excess is dropped "
         "by content hash as headline_over_mix (1: no cap)",
     )  # fmt: skip
+    dknow_memory_mb: int = setting(
+        "MELLA_DKNOW_MEMORY_MB", 256, _positive,
+        "MiB DuckDB may hold while d_know merges a language's shards (beyond it, it spills to TMPDIR)",
+    )  # fmt: skip
     # -- fan-out and Common Crawl --------------------------------------------------------------------------------
     shards: int = setting(
         "MELLA_SHARDS", 4, _shard_count,

@@ -1,5 +1,6 @@
 """The lake resource: every asset reads and writes its tables and blobs through it."""
 
+import itertools
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -9,9 +10,8 @@ import polars as pl
 from pydantic import Field, PrivateAttr
 
 from mella_assets.languages import Language
-from mella_assets.lib.lake import LakeStore, TableNotFoundError, open_lake
+from mella_assets.lib.lake import LakeStore, TableNotFoundError, open_lake, shard_keys
 from mella_assets.lib.model_paths import LAKE_URI_PREFIX, check_model_reference
-from mella_assets.partitions import shard_keys
 from mella_assets.settings import Settings, load_settings
 from mella_assets.tables import Table
 
@@ -149,6 +149,16 @@ class Lake(dg.ConfigurableResource):
         if table.sharded and shard is None:
             raise ValueError(f"table {table.name!r} is sharded: write one shard")
         return self.store.write_table(table.name, _partition(table, language, shard), frame, shard)
+
+    def write_batches(self, table: Table, language: Language, batches: Iterable[pl.DataFrame]) -> str:
+        """Replace one language of a per-language table with the rows of ``batches``, written as they come (memory
+        holds a batch, not the table) and put in place when complete; each batch must have the declared columns
+        (``Table.conform``). An empty frame first fixes the schema, so a language without rows still gets its
+        (empty) table. Returns the lake key."""
+        if table.sharded or table.by_crawl or not table.partitioned:
+            raise ValueError(f"table {table.name!r} is not a per-language table: use write")
+        conformed = (table.conform(batch) for batch in batches)
+        return self.store.write_table_batches(table.name, language.code, itertools.chain([table.empty()], conformed))
 
     def read_crawls(self, table: Table, crawls: Iterable[str], language: Language, shard: str) -> pl.DataFrame:
         """One language and shard of a ``by_crawl`` table over ``crawls`` (those written), in crawl order."""

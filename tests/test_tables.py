@@ -63,8 +63,9 @@ def test_asset_specs_carry_each_tables_declared_columns():
 
 
 def _writes_in(path: Path) -> list[tuple[str, str, int]]:
-    """(function, table constant or string, line) of every ``<x>.write(TABLE, ...)`` and ``write_table("name", ...)``
-    call in a module, with the enclosing top-level function."""
+    """(function, table constant or string, line) of every ``<x>.write(TABLE, ...)`` /
+    ``<x>.write_batches(TABLE, ...)`` and ``write_table("name", ...)`` / ``write_table_batches("name", ...)`` call in a
+    module, with the enclosing top-level function."""
     tree = ast.parse(path.read_text())
     found = []
     for top in tree.body:
@@ -74,9 +75,9 @@ def _writes_in(path: Path) -> list[tuple[str, str, int]]:
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args):
                 continue
             first = node.args[0]
-            if node.func.attr == "write" and isinstance(first, ast.Name) and first.id.isupper():
+            if node.func.attr in {"write", "write_batches"} and isinstance(first, ast.Name) and first.id.isupper():
                 found.append((top.name, first.id, node.lineno))
-            elif node.func.attr == "write_table" and isinstance(first, ast.Constant):
+            elif node.func.attr in {"write_table", "write_table_batches"} and isinstance(first, ast.Constant):
                 found.append((top.name, f"'{first.value}'", node.lineno))
     return found
 
@@ -106,9 +107,11 @@ def test_the_write_check_fails_for_an_undeclared_table_and_a_wrong_writer(tmp_pa
     module.write_text(
         "def images(lake):\n    lake.write(IMAGES, None, frame)\n    lake.write_table('mystery', None, frame)\n"
         "def d_know(lake):\n    lake.write(IMAGES, None, frame)\n"
+        "def captions(lake):\n    build(lambda rows: lake.write_batches(D_KNOW, None, rows))\n"
     )
     writes = _writes_in(module)
-    assert writes == [("images", "IMAGES", 2), ("images", "'mystery'", 3), ("d_know", "IMAGES", 5)]
+    assert writes == [("images", "IMAGES", 2), ("images", "'mystery'", 3), ("d_know", "IMAGES", 5),
+                      ("captions", "D_KNOW", 7)]  # fmt: skip
     assert TABLES["images"].writer == "images" != "d_know"
     assert _writes_in(module)[2][0] not in {"images", "_images_shard"}
 

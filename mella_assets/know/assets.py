@@ -4,18 +4,18 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from mella_assets.know.alt_kind import HEADLINE_OVER_MIX, cap_headlines, content_ranks, kind_shares
+from mella_assets.know.alt_kind import HEADLINE_OVER_MIX
+from mella_assets.know.d_know_build import build_d_know
 from mella_assets.know.filters import DEFAULT_FILTER_CONFIG as DEFAULT
 from mella_assets.know.filters import FilterConfig
 from mella_assets.know.image_fetch import fetch_images
 from mella_assets.know.pairs import CANDIDATE_INDEX, judge_candidates
 from mella_assets.languages import Language
-from mella_assets.lib.text import keywords
 from mella_assets.lib.watchdog import watched_stage
 from mella_assets.metadata import StageTimer, table_metadata
 from mella_assets.partitions import SHARD_BACKFILL
 from mella_assets.resources.fetch import ImageFetcher
-from mella_assets.resources.lake import Lake
+from mella_assets.resources.lake import Lake, current_shards
 from mella_assets.resources.langid import LanguageIdentification
 from mella_assets.settings import load_settings
 from mella_assets.specs import NETWORK_RETRY, each_shard, language_of, progress_log, stage_specs, table_result
@@ -87,10 +87,10 @@ def alt_text_pairs(
     with a reason (missing/empty alt, file name, boilerplate, length, wrong language, duplicate, opt-out…). Each
     gets its ``alt_kind`` (caption, headline or description; ``know/alt_kind.py``), whose shares among the kept
     pairs are in the metadata. The body is ``know/pairs.py``, which ``mella extract --filter`` runs too."""
-    return each_shard(context, lambda language, shard: _judge_shard(config, lake, langid, language, shard))
+    return each_shard(context, lambda language, shard: _alt_text_pairs_shard(config, lake, langid, language, shard))
 
 
-def _judge_shard(
+def _alt_text_pairs_shard(
     config: AltTextFilterConfig, lake: Lake, langid: LanguageIdentification, language: Language, shard: str
 ) -> tuple[dg.MaterializeResult, ...]:
     timer = StageTimer()
@@ -183,59 +183,31 @@ def _images_shard(
 def d_know(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
     """The cultural-knowledge pairs: a stored image and its native alt text with its keywords and ``alt_kind``, one
     row per distinct (image, alt text). ``MELLA_DKNOW_MAX_HEADLINE_SHARE`` caps the share of headline pairs: the
-    excess, chosen by content hash, is dropped and counted as ``headline_over_mix``."""
+    excess, chosen by content hash, is dropped and counted as ``headline_over_mix``. Built by DuckDB over the
+    language's shard files and written as it streams out (``know/d_know_build.py``): memory is bounded by a batch,
+    not the language."""
     timer = StageTimer()
     language = language_of(context)
-    # Every shard's pairs by page URL (a stable sort keeps a page's candidates in order): the first of a pair repeated
-    # on sites of different shards is then the same whatever the shard count and wherever the page was read from
-    # (a landed WARC, a registered URL, a Common Crawl range).
-    pairs = lake.read(ALT_TEXT_PAIRS, language).sort("page_url", maintain_order=True)
-    # An image URL on pages of two shards is fetched (and listed) by each: one row per URL, the first shard's.
-    fetched = lake.read(IMAGES, language).drop("language").unique("image_url", keep="first", maintain_order=True)
-    joined = pairs.select("image_url", "alt_text", "page_url", "domain", "alt_kind").join(
-        fetched, on="image_url", how="inner", maintain_order="left"
+    settings = load_settings()
+    max_headline_share = settings.dknow_max_headline_share
+    built = build_d_know(
+        lake.store, language, current_shards(), max_headline_share,
+        lambda batches: lake.write_batches(D_KNOW, language, batches), memory_mb=settings.dknow_memory_mb,
+    )  # fmt: skip
+    metadata = table_metadata(
+        timer=timer,
+        rows_in=built.rows_in,
+        output=built.preview,
+        # Pairs whose image is not stored (see image_rejects) and repeats of an (image, alt text) pair.
+        dropped={
+            "no_stored_image": built.no_stored_image,
+            "duplicate_pair": built.duplicate_pair,
+            HEADLINE_OVER_MIX: built.headline_over_mix,
+        },
+        extra={
+            "alt_kind_shares": dg.MetadataValue.json(built.kind_shares()),
+            "max_headline_share": max_headline_share,
+        },
     )
-    frame = (
-        joined.unique(["image_sha256", "alt_text"], keep="first", maintain_order=True)
-        .with_columns(
-            pl.lit(language.code).alias("language"),
-            pl.col("alt_text")
-            .map_elements(lambda text: keywords(text, language), return_dtype=pl.List(pl.String))
-            .alias("keywords"),
-        )
-        .select(
-            "language",
-            "image_sha256",
-            "image_key",
-            "phash",
-            "alt_text",
-            "keywords",
-            "page_url",
-            "domain",
-            "image_url",
-            "alt_kind",
-        )
-    )
-    # The headline cap (MELLA_DKNOW_MAX_HEADLINE_SHARE): the excess headlines, chosen by content hash, are dropped.
-    max_headline_share = load_settings().dknow_max_headline_share
-    frame, over_mix = cap_headlines(frame, max_headline_share, content_ranks(frame))
-    lake.write(D_KNOW, language, frame)
-    return table_result(
-        D_KNOW,
-        frame,
-        table_metadata(
-            timer=timer,
-            rows_in=pairs.height,
-            output=frame,
-            # Pairs whose image is not stored (see image_rejects) and repeats of an (image, alt text) pair.
-            dropped={
-                "no_stored_image": pairs.height - pairs.join(fetched, on="image_url", how="semi").height,
-                "duplicate_pair": joined.height - frame.height - over_mix.height,
-                HEADLINE_OVER_MIX: over_mix.height,
-            },
-            extra={
-                "alt_kind_shares": dg.MetadataValue.json(kind_shares(frame)),
-                "max_headline_share": max_headline_share,
-            },
-        ),
-    )
+    # The table was written batch by batch: its counts come from the build, its preview from the first rows.
+    return table_result(D_KNOW, built.preview, {**metadata, "rows_out": built.rows, "dagster/row_count": built.rows})

@@ -15,6 +15,10 @@ Names: a view is named after its folder under ``tables/`` only when the name is 
 (:data:`TABLE_NAME`: lowercase letters, digits, underscores); any other folder is skipped with a warning naming it,
 and every name that reaches SQL is quoted (:func:`quote_identifier`), so a folder name cannot run SQL.
 
+Shards: a sharded table's view reads the files ``Lake.read`` reads (:func:`current_files`): the shards of the current
+``MELLA_SHARDS`` only (a changed count leaves the old count's ``shard=NN`` files behind), and a language's
+pre-sharding single file only where it has none of them.
+
 Read-only by default: once the views exist, the connection may read files only under the lake's ``tables/``
 (DuckDB ``allowed_directories``, local or ``s3://``) with ``enable_external_access`` off and the configuration
 locked (no ``SET`` can undo it, no extension can be installed or loaded), and :func:`run_sql` runs ``SELECT``
@@ -30,11 +34,13 @@ import decimal
 import json
 import logging
 import re
+from collections.abc import Sequence
 
 import duckdb
 import polars as pl
 
-from mella_assets.lib.lake import LakeStore
+from mella_assets.lib.lake import LakeStore, shard_keys
+from mella_assets.settings import load_settings
 from mella_assets.tables import (
     ALT_TEXT_PAIRS,
     CC_SELECTION,
@@ -258,23 +264,66 @@ def _derived_views(tables: set[str]) -> dict[str, str]:
     return {name: sql for name, sql in views.items() if sql}
 
 
-def open_catalog(store: LakeStore, *, allow_external: bool = False) -> duckdb.DuckDBPyConnection:
+def current_shard_keys(count: int | None = None) -> list[str]:
+    """The shard keys of ``count`` shards (default ``MELLA_SHARDS``), as the shard partitions name them."""
+    return shard_keys(load_settings().shards if count is None else count)
+
+
+_SHARD_PART = "/shard="
+
+
+def _shard_of(key: str) -> str:
+    return key.split(_SHARD_PART, 1)[1].split("/", 1)[0]
+
+
+def current_files(keys: list[str], shards: Sequence[str]) -> list[str]:
+    """The table files of ``keys`` a reader of the lake sees (``Lake.read``): shard files of ``shards`` only (a
+    changed ``MELLA_SHARDS`` leaves the old count's files behind), and a folder's single file only where the
+    folder has none of those shards (a lake written before the table was sharded)."""
+    wanted = set(shards)
+    sharded = {key.split(_SHARD_PART)[0] for key in keys if _SHARD_PART in key and _shard_of(key) in wanted}
+    return [
+        key
+        for key in keys
+        if (_shard_of(key) in wanted if _SHARD_PART in key else key.rsplit("/", 1)[0] not in sharded)
+    ]
+
+
+def _table_source(store: LakeStore, name: str, pattern: str, keys: list[str], shards: Sequence[str]) -> str:
+    """SQL reading one table: its files' glob, or, for a sharded table with shard files, its current files."""
+    # The `language` column is stored in every file, so Hive partition parsing is off (no duplicate column).
+    options = "hive_partitioning = false, union_by_name = true"
+    # Registered sharded tables only: a crawl's page selection keeps the shards it was selected with.
+    if not (name in TABLES and TABLES[name].sharded and any(_SHARD_PART in key for key in keys)):
+        return f"SELECT * FROM read_parquet({quote_literal(pattern)}, {options})"
+    files = current_files(keys, shards)
+    if not files:  # only another shard count's files: the columns, no rows
+        return f"SELECT * FROM read_parquet({quote_literal(pattern)}, {options}) LIMIT 0"
+    listed = ", ".join(quote_literal(store.location(key)) for key in files)
+    return f"SELECT * FROM read_parquet([{listed}], {options})"
+
+
+def open_catalog(
+    store: LakeStore, *, allow_external: bool = False, shards: Sequence[str] | None = None
+) -> duckdb.DuckDBPyConnection:
     """An in-process DuckDB connection with a view per lake table (named after its asset) and the derived views;
-    read-only over the lake unless ``allow_external`` (see the module's docstring).
+    read-only over the lake unless ``allow_external`` (see the module's docstring). A sharded table's view reads
+    the files of ``shards`` (default: :func:`current_shard_keys`) as ``Lake.read`` does (:func:`current_files`).
 
     In-process and per caller on purpose: there is no shared writable database file, so parallel partitions
     never wait on a lock (docs/architecture.md, "Storage layout").
     """
+    shards = current_shard_keys() if shards is None else shards
     connection = duckdb.connect(":memory:")
     try:
         store.configure_duckdb(connection)  # an S3 lake's credentials and endpoint (httpfs)
         tables = catalog_tables(store)
+        keys_by_table: dict[str, list[str]] = {}
+        for key in store.list("tables", "data.parquet"):
+            keys_by_table.setdefault(key.split("/")[1], []).append(key)
         for name, pattern in tables.items():
-            # The `language` column is stored in every file, so Hive partition parsing is off (no duplicate column).
-            connection.execute(
-                f"CREATE VIEW {quote_identifier(name)} AS SELECT * FROM "
-                f"read_parquet({quote_literal(pattern)}, hive_partitioning = false, union_by_name = true)"
-            )
+            source = _table_source(store, name, pattern, keys_by_table.get(name, []), shards)
+            connection.execute(f"CREATE VIEW {quote_identifier(name)} AS {source}")
         for name, sql in _derived_views(set(tables) - set(DERIVED_VIEWS)).items():
             try:
                 connection.execute(f"CREATE VIEW {quote_identifier(name)} AS {sql}")

@@ -31,7 +31,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -58,6 +58,13 @@ _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 _TEMP_NAME = re.compile(r"\.tmp-([0-9a-f]{8})-(\d+)-[0-9a-f]{32}-(.+)")
 # Another host's temporary file (a shared folder) is only judged by age: older than this, its writer is gone.
 STALE_TEMP_AGE_S = 6 * 3600
+
+
+def shard_keys(count: int) -> list[str]:
+    """The shard keys of ``count`` shards (the ``shard=`` folders, the shard partitions): zero-padded, so they sort
+    as numbers (``00`` … ``15``)."""
+    width = max(2, len(str(count - 1)))
+    return [f"{index:0{width}d}" for index in range(count)]
 
 
 def temp_name(final_name: str) -> str:
@@ -384,6 +391,33 @@ class LakeStore(abc.ABC):
         """Atomically replace the ([crawl, ]asset, language[, shard]) table with ``frame``; returns its key."""
         key = self.table_key(asset, language, shard, crawl)
         self._write_with(key, lambda handle: _write_parquet(frame, handle))
+        return key
+
+    def write_table_batches(self, asset: str, language: str | None, batches: Iterable[pl.DataFrame]) -> str:
+        """Replace the (asset, language) table with the rows of ``batches`` (frames of one schema, the first's),
+        written as they come (a row group each) into a temporary file put in place when complete: memory holds a
+        batch, not the table. A failure, the iterator's own included, keeps the old table. Returns its key."""
+        import pyarrow.parquet as pq
+
+        key = self.table_key(asset, language)
+        tmp = self.temp_path(key)
+        writer = None
+        try:
+            for batch in batches:
+                table = batch.to_arrow()
+                if writer is None:
+                    writer = pq.ParquetWriter(str(tmp), table.schema, compression="zstd", write_statistics=True)
+                if table.num_rows:
+                    writer.write_table(table.cast(writer.schema), row_group_size=table.num_rows)
+            if writer is None:
+                raise ValueError(f"no batch to write to {key!r}: give at least one (an empty frame writes no rows)")
+            writer.close()
+            writer = None
+            self.put_file(key, tmp, move=True)
+        finally:
+            if writer is not None:
+                writer.close()
+            tmp.unlink(missing_ok=True)
         return key
 
     def read_table_key(self, key: str) -> pl.DataFrame:
