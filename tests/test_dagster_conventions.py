@@ -5,19 +5,14 @@ succeeds; an in-process model failing is not retried."""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import threading
 import time
 
 import dagster as dg
-import polars as pl
 import pytest
 from dagster._core.definitions.dependency import NodeHandle
-from PIL import Image
 
 from mella_assets.definitions import defs, stage_asset_modules
-from mella_assets.know.images import image_key
 from mella_assets.lib.lake import LakeStore
 from mella_assets.lib.vlm import VisionLanguageModel
 from mella_assets.ling.assets import mllm_captions
@@ -25,6 +20,7 @@ from mella_assets.resources.lake import Lake
 from mella_assets.resources.models import Captioner
 from mella_assets.specs import COMMONCRAWL_POOL, DATASET_SPLITS_POOL, GPU_POOL, NETWORK_RETRY, NetworkRetryPolicy
 from support.openai_server import ChatCompletionsServer
+from support.stored_images import store_png_images
 
 # Steps that wait on another host: downloads of registered WARCs, the columnar index, range reads, image hosts, and
 # the model steps (an OpenAI-compatible server when their backend is remote).
@@ -99,17 +95,7 @@ class DownForTheFirstRequests(ChatCompletionsServer):
 
 
 def store_two_images(root) -> list[str]:
-    store, shas = LakeStore(root), []
-    for i in range(2):
-        buffer = io.BytesIO()
-        Image.new("RGB", (40, 32 + i), (80 * i, 90, 30)).save(buffer, format="PNG")
-        sha = hashlib.sha256(buffer.getvalue()).hexdigest()
-        store.put_bytes(image_key(sha, "png"), buffer.getvalue())
-        shas.append(sha)
-    store.write_table("images", "cs", pl.DataFrame({"image_url": [f"https://a.cz/{s}" for s in shas],
-                                                    "image_sha256": shas,
-                                                    "image_key": [image_key(s, "png") for s in shas]}))  # fmt: skip
-    return shas
+    return store_png_images(root, 2, red_step=80)
 
 
 def event_types(result: dg.ExecuteInProcessResult) -> list[str]:

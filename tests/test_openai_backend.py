@@ -5,7 +5,6 @@ a stalling server, no duplicate records, concurrency limit, API key handling, se
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 from pathlib import Path
 
@@ -15,7 +14,6 @@ import pytest
 from PIL import Image
 
 from mella_assets.demo.tiny_models import TinyModels
-from mella_assets.know.images import image_key
 from mella_assets.lib.lake import LakeStore
 from mella_assets.lib.openai_backend import (
     BackendUnavailable,
@@ -36,6 +34,7 @@ from mella_assets.resources.langid import LanguageIdentification
 from mella_assets.resources.models import Captioner
 from mella_assets.resources.models import Translator as TranslatorResource
 from support.openai_server import ChatCompletionsServer, Faults
+from support.stored_images import store_png_images
 
 PROMPT = load_caption_prompt().text
 TEXTS = ["A red tram crosses the bridge. Two children play.", "A woman reads a newspaper.", "", "Snow covers roofs."]
@@ -98,17 +97,7 @@ def test_intermittent_429_and_500_are_retried_and_retry_after_is_honoured(vlm, p
 
 
 def test_a_stalling_server_is_timed_out_and_retried_without_duplicate_records(tiny, tmp_path, vlm):
-    store = LakeStore(tmp_path)
-    shas = []
-    for i in range(5):
-        buffer = io.BytesIO()
-        Image.new("RGB", (40, 32 + i), (50 * i, 90, 30)).save(buffer, format="PNG")
-        sha = hashlib.sha256(buffer.getvalue()).hexdigest()
-        store.put_bytes(image_key(sha, "png"), buffer.getvalue())
-        shas.append(sha)
-    store.write_table("images", "cs", pl.DataFrame({"image_url": [f"https://a.cz/{s}" for s in shas],
-                                                    "image_sha256": shas,
-                                                    "image_key": [image_key(s, "png") for s in shas]}))  # fmt: skip
+    shas = store_png_images(tmp_path, 5, red_step=50)
     # every request stalls 2 s without answering the first time it is seen; the client gives up after 0.4 s
     with ChatCompletionsServer(captioner=vlm, faults=Faults(stall_first_s=2.0)) as server:
         captioner = Captioner(backend="openai", url=server.url, model="tiny-captioner", timeout_s=0.4,
@@ -121,7 +110,7 @@ def test_a_stalling_server_is_timed_out_and_retried_without_duplicate_records(ti
     ]
     meta = {name: value.value for name, value in event.metadata.items()}
     assert (meta["rows_out"], meta["cache_misses"], meta["backend"]) == (5, 5, "openai")
-    rows = store.read_table("mllm_captions", "cs")
+    rows = LakeStore(tmp_path).read_table("mllm_captions", "cs")
     assert sorted(rows["image_sha256"]) == sorted(shas) and rows["image_sha256"].n_unique() == 5
     assert sum(1 for _ in (tmp_path / "cache" / "captions").rglob("*.json")) == 5
     # A retry that itself outlives the 0.4 s timeout on a loaded machine makes the server answer an image twice;
